@@ -1,0 +1,98 @@
+"""Checkpoints: one `torch.save` file with weights, config, vocabulary and training state.
+
+Only tensors, numbers, strings, lists and dicts are stored, so `torch.load(..., weights_only=True)`
+reads it on any device without unpickling code. The format is documented in docs/checkpoint-format.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import ModelConfig
+from model.data import Corpus, Vocabulary
+from model.network import LSTMLanguageModel, resolve_device
+from model.train import Trainer, TrainState, rng_state, set_rng_state
+
+FORMAT = "lstm-lm-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable checkpoint of this format."""
+
+
+def trainer_payload(trainer: Trainer) -> dict[str, Any]:
+    """Everything needed to rebuild the model and continue training exactly where it stands."""
+    state = asdict(trainer.state)
+    if trainer.carried is not None:  # stopped mid-epoch: keep the LSTM state flowing
+        state["carried_h"], state["carried_c"] = (t.detach().cpu() for t in trainer.carried)
+    return {
+        "format": FORMAT,
+        "config": trainer.config.to_dict(),
+        "vocab": list(trainer.vocab.words),
+        "model": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
+        "train_state": state,
+        "rng": rng_state(),
+    }
+
+
+def save(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write atomically (temporary file, then rename): a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (`weights_only=True`); `CheckpointError` if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} file")
+    return payload
+
+
+def load_model(payload: dict[str, Any], device: str = "auto") -> tuple[LSTMLanguageModel, Vocabulary, ModelConfig]:
+    """The model of a checkpoint, in eval mode on `device`, with its vocabulary and config."""
+    config = ModelConfig.from_dict(payload["config"])
+    vocab = Vocabulary(tuple(payload["vocab"]))
+    model = LSTMLanguageModel(config, len(vocab))
+    model.load_state_dict(payload["model"])
+    return model.to(resolve_device(device)).eval(), vocab, config
+
+
+def resume_trainer(payload: dict[str, Any], corpus: Corpus, device: str | None = None) -> Trainer:
+    """A trainer that continues a checkpointed run; the corpus must give the same vocabulary."""
+    config = ModelConfig.from_dict(payload["config"])
+    if device is not None:
+        config = config.replace(device=device)
+    if list(corpus.vocab.words) != list(payload["vocab"]):
+        raise CheckpointError("the corpus' vocabulary differs from the checkpoint's: resume on the same corpus")
+    fields = dict(payload["train_state"])
+    carried = (fields.pop("carried_h", None), fields.pop("carried_c", None))
+    trainer = Trainer(config, corpus, TrainState(**fields))
+    trainer.model.load_state_dict(payload["model"])
+    if carried[0] is not None and carried[1] is not None:
+        trainer.carried = (carried[0].to(trainer.device), carried[1].to(trainer.device))
+    set_rng_state(payload["rng"])
+    return trainer

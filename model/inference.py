@@ -1,0 +1,229 @@
+"""Scoring and generation with a trained model.
+
+Every sentence starts from a fresh zero state with `<eos>` as its context, so a sentence's numbers
+never depend on what else is in the batch: padding goes after the last real token, where a
+left-to-right LSTM cannot see it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from model.data import UNK, Vocabulary
+from model.network import LSTMLanguageModel
+
+
+@dataclass(frozen=True)
+class SentenceScore:
+    tokens: list[str]  # the scored tokens (with the final <eos> when it is scored)
+    logprobs: list[float]  # natural log p(token | prefix), one per token
+    is_unk: list[bool]  # the token was mapped to <unk> (or is <unk>)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def total_logprob(self) -> float:
+        return math.fsum(self.logprobs)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.total_logprob / self.num_tokens) if self.tokens else math.nan
+
+
+@torch.no_grad()
+def score_sentences(
+    model: LSTMLanguageModel,
+    vocab: Vocabulary,
+    sentences: Sequence[Sequence[str]],
+    *,
+    score_eos: bool = True,
+    batch_size: int = 64,
+) -> list[SentenceScore]:
+    """Per-token log-probabilities of tokenised sentences, each from a fresh state.
+
+    Sentences are sorted by length and scored `batch_size` at a time for speed; the result keeps
+    the input order. A sentence with nothing to score (empty and `score_eos=False`) is an error.
+    """
+    model.eval()
+    device = model.decoder.weight.device
+    eos = vocab.eos_id
+    targets: list[list[int]] = []
+    for i, words in enumerate(sentences):
+        ids = [vocab.id_of(w) for w in words] + ([eos] if score_eos else [])
+        if not ids:
+            raise ValueError(f"sentence {i} has no tokens to score")
+        targets.append(ids)
+    unk_id = vocab.unk_id
+    results: list[SentenceScore | None] = [None] * len(sentences)
+    order = sorted(range(len(targets)), key=lambda i: len(targets[i]))
+    for start in range(0, len(order), batch_size):
+        group = order[start : start + batch_size]
+        longest = len(targets[group[-1]])
+        # inputs: <eos> then the targets shifted right; padding (<eos>) after each sentence's end
+        y = torch.full((len(group), longest), eos, dtype=torch.long)
+        for row, i in enumerate(group):
+            y[row, : len(targets[i])] = torch.tensor(targets[i])
+        x = torch.cat([torch.full((len(group), 1), eos, dtype=torch.long), y[:, :-1]], dim=1)
+        logprobs = token_logprobs(model, x.to(device), y.to(device)).cpu()  # [b, longest]
+        for row, i in enumerate(group):
+            n = len(targets[i])
+            words = list(sentences[i]) + (["<eos>"] if score_eos else [])
+            results[i] = SentenceScore(
+                tokens=words,
+                logprobs=logprobs[row, :n].tolist(),
+                is_unk=[t == unk_id or w not in vocab for t, w in zip(targets[i], words, strict=True)],
+            )
+    return [r for r in results if r is not None]
+
+
+def token_logprobs(model: LSTMLanguageModel, x: Tensor, y: Tensor) -> Tensor:
+    """log p(y[b, t] | x[b, :t+1]) for ids [B, T], from a zero state: [B, T]."""
+    logits, _ = model(x, model.zero_state(x.size(0)))  # [B, T, V]
+    return logits.gather(-1, y.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+@dataclass
+class Generation:
+    tokens: list[str] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # model log p of each chosen token
+    finish_reason: str | None = None  # "eos", "stop" (a stop sequence) or "length"
+
+
+@dataclass(frozen=True)
+class GeneratedToken:
+    index: int  # which of the n continuations
+    token: str
+    logprob: float
+
+
+def _filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """Mask everything outside the top-k and the top-p nucleus with -inf. logits: [n, V]."""
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) >= top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, -math.inf)
+        logits = torch.full_like(logits, -math.inf).scatter(-1, idx, sorted_logits)
+    return logits
+
+
+def _check_sampling(max_tokens: int, temperature: float, top_k: int | None, top_p: float | None, n: int) -> None:
+    if max_tokens < 0:
+        raise ValueError("max_tokens must be >= 0")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError("temperature must be a finite number >= 0")
+    if top_k is not None and top_k < 1:
+        raise ValueError("top_k must be >= 1")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise ValueError("top_p must be in (0, 1]")
+    if n < 1:
+        raise ValueError("n must be >= 1")
+
+
+@torch.no_grad()
+def generate_stream(
+    model: LSTMLanguageModel,
+    vocab: Vocabulary,
+    prompt: Sequence[str],
+    *,
+    max_tokens: int = 30,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    n: int = 1,
+    stop: Sequence[Sequence[str]] = (),
+    stop_at_eos: bool = True,
+) -> Iterator[GeneratedToken | tuple[int, str]]:
+    """Continue `prompt` n times, yielding each token as it is chosen.
+
+    Yields `GeneratedToken`s, and `(index, finish_reason)` once per continuation when it ends.
+    Temperature 0 is greedy; a seed makes sampling repeatable. A stop sequence is not emitted:
+    tokens are held back while they could still be the start of one.
+    """
+    _check_sampling(max_tokens, temperature, top_k, top_p, n)
+    model.eval()
+    device = model.decoder.weight.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+    stops = [list(s) for s in stop if len(s) > 0]
+    # Read the prompt once (context starts at <eos>), then copy its state to the n rows.
+    context = torch.tensor([[vocab.eos_id] + [vocab.id_of(w) for w in prompt]], device=device)  # [1, P+1]
+    logits, (h, c) = model(context, model.zero_state(1))
+    last = logits[:, -1].expand(n, -1)  # [n, V]
+    state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
+    active = list(range(n))
+    emitted = [0] * n
+    pending: list[list[GeneratedToken]] = [[] for _ in range(n)]  # held back: may start a stop sequence
+    for _ in range(max_tokens):
+        if not active:
+            return
+        logp = torch.log_softmax(last.float(), dim=-1)  # [n, V] the model's own distribution
+        if temperature == 0:
+            choice = logp.argmax(dim=-1)
+        else:
+            probs = torch.softmax(_filter_logits(last.float() / temperature, top_k, top_p), dim=-1)
+            choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        chosen = choice.tolist()
+        chosen_lp = logp.gather(-1, choice.unsqueeze(-1)).squeeze(-1).tolist()
+        still: list[int] = []
+        for i in active:
+            token = vocab.words[chosen[i]]
+            emitted[i] += 1
+            if stop_at_eos and chosen[i] == vocab.eos_id:
+                yield from pending[i]
+                yield (i, "eos")
+                continue
+            pending[i].append(GeneratedToken(i, token, chosen_lp[i]))
+            words = [t.token for t in pending[i]]
+            if any(words[-len(s) :] == s for s in stops if len(words) >= len(s)):
+                matched = max((s for s in stops if words[-len(s) :] == s), key=len)
+                yield from pending[i][: len(words) - len(matched)]
+                yield (i, "stop")
+                continue
+            # Release the tokens that can no longer begin any stop sequence.
+            keep = max(
+                (k for s in stops for k in range(1, min(len(s), len(words)) + 1) if words[-k:] == s[:k]),
+                default=0,
+            )
+            release = len(pending[i]) - keep
+            yield from pending[i][:release]
+            pending[i] = pending[i][release:]
+            still.append(i)
+        active = still
+        if not active:
+            return
+        # Feed every row its chosen token (finished rows too: cheaper than reshaping the batch).
+        logits, state = model(choice.unsqueeze(-1), state)
+        last = logits[:, -1]
+    for i in active:
+        yield from pending[i]
+        yield (i, "length")
+
+
+def generate(
+    model: LSTMLanguageModel, vocab: Vocabulary, prompt: Sequence[str], **options: object
+) -> list[Generation]:
+    """All n continuations at once (see `generate_stream` for the options)."""
+    n = int(options.get("n", 1))  # type: ignore[call-overload]
+    results = [Generation() for _ in range(n)]
+    for event in generate_stream(model, vocab, prompt, **options):  # type: ignore[arg-type]
+        if isinstance(event, GeneratedToken):
+            results[event.index].tokens.append(event.token)
+            results[event.index].logprobs.append(event.logprob)
+        else:
+            results[event[0]].finish_reason = event[1]
+    return results
+
+
+__all__ = ["UNK", "Generation", "GeneratedToken", "SentenceScore", "generate", "generate_stream", "score_sentences"]

@@ -1,0 +1,255 @@
+"""Training in the seed's way: SGD on the summed-over-time loss, global-norm clipping, a per-epoch
+learning-rate schedule and truncated back-propagation with the state carried between batches.
+
+`Trainer.fit` is one flat loop. Everything a caller wants to see (progress, epoch results) goes
+through `Callbacks`; `Callbacks.should_stop` is asked between steps, and a stopped trainer can be
+checkpointed mid-epoch and resumed to the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from model.config import ModelConfig
+from model.data import Corpus, Vocabulary, batches, epoch_size
+from model.network import LSTMLanguageModel, State, detach, resolve_device
+
+TEST_CHUNK = 1024  # the B=1, T=1 test stream fed this many tokens at a time: same numbers, faster
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Where training stands after one step; `epoch` is 1-based, `fraction` of this epoch done."""
+
+    epoch: int
+    step: int  # steps done in this epoch
+    steps: int  # steps in this epoch
+    lr: float
+    ppl: float  # running training perplexity of this epoch
+    wps: float  # words per second this epoch
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.steps
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based
+    lr: float
+    train_ppl: float
+    valid_ppl: float
+    wps: float
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    """Everything besides the weights that a resumed run needs to continue identically."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed steps inside epoch `epoch` (0 at a boundary)
+    best_valid_ppl: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)  # one EpochResult per epoch
+    test_ppl: float | None = None
+    # Mid-epoch only: the running cost sum and word count, and the carried LSTM state.
+    epoch_costs: float = 0.0
+    epoch_iters: int = 0
+    epoch_seconds: float = 0.0
+
+
+class Callbacks:
+    """Hooks the training loop calls; subclass and override what you need."""
+
+    def on_step(self, progress: StepProgress) -> None:
+        """After every training step."""
+
+    def on_log(self, progress: StepProgress) -> None:
+        """At the seed's ten progress points per epoch."""
+
+    def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
+        """After an epoch's validation; `trainer.checkpoint()` is consistent here."""
+
+    def should_stop(self) -> bool:
+        """Asked between steps; True stops training at this step boundary."""
+        return False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _python_state_to_list(random.getstate())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_python_state_from_list(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_state_to_list(state: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_state_from_list(state: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
+def perplexity(total_nll: float, count: int) -> float:
+    """exp(mean cross entropy); `inf` instead of an overflow."""
+    mean = total_nll / max(count, 1)
+    return math.exp(mean) if mean < 700 else math.inf
+
+
+class Trainer:
+    """Owns the model and optimiser of one run; `fit()` trains it to `max_max_epoch` epochs."""
+
+    def __init__(self, config: ModelConfig, corpus: Corpus, state: TrainState | None = None) -> None:
+        self.config = config
+        self.corpus = corpus
+        self.vocab: Vocabulary = corpus.vocab
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        # Built on the CPU, then moved: the same seed gives the same weights on every device.
+        self.model = LSTMLanguageModel(config, len(self.vocab)).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
+        self.state = state or TrainState()
+        self.carried: State | None = None  # the LSTM state across a mid-epoch stop
+
+    @property
+    def train_steps(self) -> int:
+        """Steps per training epoch, after the optional cap."""
+        c = self.config
+        steps = epoch_size(self.corpus.train.numel(), c.batch_size, c.num_steps)
+        return min(steps, c.max_steps_per_epoch) if c.max_steps_per_epoch else steps
+
+    @property
+    def finished(self) -> bool:
+        return self.state.test_ppl is not None
+
+    def fit(self, callbacks: Callbacks | None = None) -> bool:
+        """Train the remaining epochs, then score the test set. Returns False if stopped early."""
+        cb = callbacks or Callbacks()
+        c = self.config
+        while self.state.epoch < c.max_max_epoch:
+            if not self._train_epoch(cb):
+                return False
+            # --- evaluate and record the epoch ---
+            valid_ppl = self.evaluate(self.corpus.valid, c.batch_size, c.num_steps)
+            s = self.state
+            result = EpochResult(
+                epoch=s.epoch + 1,
+                lr=c.lr_at(s.epoch),
+                train_ppl=perplexity(s.epoch_costs, s.epoch_iters),
+                valid_ppl=valid_ppl,
+                wps=s.epoch_iters * c.batch_size / max(s.epoch_seconds, 1e-9),
+                seconds=s.epoch_seconds,
+            )
+            s.history.append(asdict(result))
+            if s.best_valid_ppl is None or valid_ppl < s.best_valid_ppl:
+                s.best_valid_ppl = valid_ppl
+            s.epoch, s.step = s.epoch + 1, 0
+            s.epoch_costs, s.epoch_iters, s.epoch_seconds = 0.0, 0, 0.0
+            self.carried = None
+            cb.on_epoch(result, self)
+        if self.state.test_ppl is None:
+            self.state.test_ppl = self.test_perplexity(self.corpus.test)
+        return True
+
+    def _train_epoch(self, cb: Callbacks) -> bool:
+        """Train (the rest of) epoch `state.epoch`; False when `cb.should_stop()` interrupted it."""
+        c, s, model = self.config, self.state, self.model
+        lr = c.lr_at(s.epoch)
+        for group in self.optimizer.param_groups:  # the schedule lives in the optimiser
+            group["lr"] = lr
+        steps = self.train_steps
+        log_every = max(steps // 10, 1)
+        model.train()
+        state = self.carried if self.carried is not None else model.zero_state(c.batch_size)
+        started = time.perf_counter() - s.epoch_seconds
+        for x, y in batches(self.corpus.train, c.batch_size, c.num_steps, start=s.step):
+            if s.step >= steps:
+                break
+            if cb.should_stop():
+                self.carried = state
+                s.epoch_seconds = time.perf_counter() - started
+                return False
+            # --- forward: loss = sum over T of the batch-mean cross entropy (the seed's scale) ---
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            logits, state = model(x, state)  # [B, T, V]
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="sum") / c.batch_size
+            # --- backward, clip by global norm, SGD step ---
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
+            self.optimizer.step()
+            state = detach(state)
+            # --- bookkeeping ---
+            s.epoch_costs += loss.item()
+            s.epoch_iters += c.num_steps
+            s.step += 1
+            s.epoch_seconds = time.perf_counter() - started
+            progress = StepProgress(
+                epoch=s.epoch + 1,
+                step=s.step,
+                steps=steps,
+                lr=lr,
+                ppl=perplexity(s.epoch_costs, s.epoch_iters),
+                wps=s.epoch_iters * c.batch_size / max(s.epoch_seconds, 1e-9),
+            )
+            cb.on_step(progress)
+            if (s.step - 1) % log_every == 10 % log_every:  # the seed's `step % (size // 10) == 10`
+                cb.on_log(progress)
+        return True
+
+    @torch.no_grad()
+    def evaluate(self, ids: Tensor, batch_size: int, num_steps: int) -> float:
+        """Perplexity of a stream with the seed's batch layout, state carried, nothing dropped."""
+        model = self.model
+        model.eval()
+        state = model.zero_state(batch_size)
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        count = 0
+        for x, y in batches(ids, batch_size, num_steps):
+            logits, state = model(x.to(self.device), state)
+            total += F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1).to(self.device), reduction="sum")
+            count += y.numel()
+        return perplexity(total.item(), count)
+
+    @torch.no_grad()
+    def test_perplexity(self, ids: Tensor, chunk: int = TEST_CHUNK) -> float:
+        """The seed's test run (B = 1, T = 1 over the whole stream), fed `chunk` tokens at a time.
+
+        With B = 1 nothing is dropped and the state flows on, so the chunk length changes only the
+        speed: all N - 1 next-token predictions are scored, as with T = 1.
+        """
+        model = self.model
+        model.eval()
+        state = model.zero_state(1)
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        stream = ids.to(self.device)
+        for start in range(0, stream.numel() - 1, chunk):
+            x = stream[start : start + chunk].unsqueeze(0)  # [1, t]
+            y = stream[start + 1 : start + chunk + 1]
+            x = x[:, : y.numel()]
+            logits, state = model(x, state)
+            total += F.cross_entropy(logits.view(-1, logits.size(-1)), y, reduction="sum")
+        return perplexity(total.item(), stream.numel() - 1)
