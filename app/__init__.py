@@ -1,0 +1,1 @@
+"""The training-job service: settings, persistence and the HTTP layer (`app.api`, `app.main`)."""

@@ -1,0 +1,1 @@
+"""The HTTP layer. Nothing outside `app.api` and `app.main` imports it."""

@@ -1,0 +1,35 @@
+"""The FastAPI application factory. Run with `python -m app run` (see the README)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import problems
+from app.db import make_engine, session_factory
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the engine is created here, not at import time."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="LSTM language-model service",
+        version="0.1.0",
+        description="Train word-level LSTM language models as jobs, follow their metrics, score text and generate.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.resolved_database_url)
+    app.state.sessions = session_factory(app.state.engine)
+    problems.install(app)
+    # Routers are included below, one line per concept.
+    return app

@@ -1,0 +1,58 @@
+"""Deployment settings, read from the environment (prefix `LSTMLM_`) or a `.env` file.
+
+Nothing here runs at import time: call `get_settings()` (cached) or build `Settings(...)` directly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LSTMLM_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="root of the embedded defaults: database, corpora, checkpoints")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/service.db")
+    corpus_roots: dict[str, Path] = Field(
+        default_factory=dict,
+        description='server-side corpus folders exposed by name, e.g. {"ptb": "/srv/ptb"} (JSON)',
+    )
+    # Worker and queue
+    lease_seconds: float = Field(30.0, gt=0, description="a running job's lease; expired leases are requeued")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="how often a worker renews its lease")
+    poll_seconds: float = Field(1.0, gt=0, description="how often an idle worker looks for queued jobs")
+    max_attempts: int = Field(3, ge=1, description="attempts before a job whose worker keeps dying fails")
+    keep_last_checkpoints: int = Field(2, ge=1, description="per job: keep the best and the last N checkpoints")
+    worker_device: str = Field("auto", description="auto, cpu or cuda: where the worker trains")
+    # Limits
+    max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest corpus upload (all files together)")
+    max_model_parameters: int = Field(200_000_000, gt=0, description="largest model a job may ask for")
+    max_train_memory_bytes: int = Field(8 * 1024**3, gt=0, description="estimated training memory a job may use")
+    # Inference
+    model_cache_size: int = Field(4, ge=1, description="loaded models kept in memory (least recently used out)")
+    max_sentences: int = Field(1000, ge=1, description="sentences per scoring request")
+    max_sentence_tokens: int = Field(1000, ge=1, description="tokens per sentence")
+    max_request_tokens: int = Field(100_000, ge=1, description="tokens per scoring request")
+    max_generate_tokens: int = Field(1000, ge=1, description="largest max_tokens of a generation request")
+    max_generate_n: int = Field(16, ge=1, description="largest n of a generation request")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'service.db').resolve()}"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,147 @@
+"""The schema (SQLAlchemy 2). Alembic migrations in `migrations/` own it; the app never calls create_all.
+
+Timestamps are timezone-aware UTC. Ids are short prefixed strings (`job_...`, `ds_...`, `ckpt_...`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC; always returns aware datetimes (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Dataset(Base):
+    """A corpus: an uploaded train/valid/test triple, or a server-side folder exposed by name."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(20))  # "upload" or "builtin"
+    path: Mapped[str] = mapped_column(Text)  # folder holding train/valid/test text
+    train_tokens: Mapped[int] = mapped_column(Integer)
+    valid_tokens: Mapped[int] = mapped_column(Integer)
+    test_tokens: Mapped[int] = mapped_column(Integer)
+    vocab_size: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """A training run. `attempt` counts claims; every worker write is conditioned on it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))  # queued running canceling succeeded failed canceled
+    preset: Mapped[str] = mapped_column(String(20))
+    overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config: Mapped[dict[str, Any]]  # the full ModelConfig the job trains with
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None]
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)  # epoch, step, steps, fraction, lr, wps, ppl
+    latest_train_ppl: Mapped[float | None] = mapped_column(Float)
+    latest_valid_ppl: Mapped[float | None] = mapped_column(Float)
+    best_valid_ppl: Mapped[float | None] = mapped_column(Float)
+    test_ppl: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Metric(Base):
+    """One point of a job's metric history, in MLflow's shape (key, value, step, timestamp)."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_job_key_id", "job_id", "key", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(50))
+    value: Mapped[float] = mapped_column(Float)
+    step: Mapped[int] = mapped_column(Integer)  # global training step
+    epoch: Mapped[int] = mapped_column(Integer)
+    timestamp: Mapped[int] = mapped_column(BigInteger)  # milliseconds since the epoch, as MLflow
+    attempt: Mapped[int] = mapped_column(Integer)
+
+
+class Checkpoint(Base):
+    """A checkpoint file written by a worker for a job."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (Index("ix_checkpoints_job", "job_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)  # completed epochs
+    step: Mapped[int] = mapped_column(Integer)  # global training step
+    kind: Mapped[str] = mapped_column(String(20))  # "epoch", "interrupt" (cancel/shutdown) or "final"
+    valid_ppl: Mapped[float | None] = mapped_column(Float)
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """A name (`default`, `ptb-small`) for a job (its best checkpoint) or one checkpoint."""
+
+    __tablename__ = "model_aliases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    target: Mapped[str] = mapped_column(String(40))  # a job id or a checkpoint id
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Worker(Base):
+    """A running worker process; its heartbeat tells /readyz that jobs will be picked up."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    current_job_id: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]
