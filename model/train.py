@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.config import ModelConfig
-from model.data import Corpus, Vocabulary, batches, epoch_size
+from model.data import Corpus, CorpusError, Vocabulary, batches, epoch_size
 from model.network import LSTMLanguageModel, State, detach, resolve_device
 
 TEST_CHUNK = 1024  # the B=1, T=1 test stream fed this many tokens at a time: same numbers, faster
@@ -132,6 +132,15 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
         self.state = state or TrainState()
+        # Fail now, not after an epoch of training, when a split is too short for the batch layout.
+        for split, ids in (("train", corpus.train), ("valid", corpus.valid)):
+            if epoch_size(ids.numel(), config.batch_size, config.num_steps) < 1:
+                raise CorpusError(
+                    f"the {split} split has {ids.numel()} tokens, too few for batch_size={config.batch_size} "
+                    f"and num_steps={config.num_steps}: need at least {config.batch_size * (config.num_steps + 1)}"
+                )
+        if corpus.test.numel() < 2:
+            raise CorpusError("the test split needs at least 2 tokens")
         self.carried: State | None = None  # the LSTM state across a mid-epoch stop
 
     @property

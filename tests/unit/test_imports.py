@@ -1,0 +1,89 @@
+"""Import direction between the packages, read from the source with `ast` (nothing is imported):
+`model/` uses only torch and the standard library and never the service; `worker/` never imports the
+HTTP layer (`app.api`, `app.main`)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def imports_of(source: str, package: list[str]) -> Iterator[tuple[int, str]]:
+    """(line, absolute dotted name) of every import in `source`, a module inside `package`."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # from . import x / from ..y import z
+                base = package[: len(package) - (node.level - 1)]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            yield node.lineno, module
+            for alias in node.names:  # `from app import main` imports app.main too
+                yield node.lineno, f"{module}.{alias.name}"
+
+
+def imported_modules(path: Path, top: str) -> Iterator[tuple[int, str]]:
+    """Imports of a file under REPO/top; its package is its folder (or itself for __init__.py)."""
+    package = [top, *path.relative_to(REPO / top).parent.parts]
+    return imports_of(path.read_text(encoding="utf-8"), package)
+
+
+def sources(package: str) -> list[Path]:
+    return sorted((REPO / package).rglob("*.py"))
+
+
+def test_model_imports_only_torch_and_stdlib() -> None:
+    allowed = set(sys.stdlib_module_names) | {"torch", "model", "__future__"}
+    files = sources("model")
+    assert files, "model/ has no Python files"
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in files
+        for line, name in imported_modules(path, "model")
+        if name.split(".")[0] not in allowed
+    ]
+    assert bad == []
+
+
+def test_model_does_not_import_the_service() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in sources("model")
+        for line, name in imported_modules(path, "model")
+        if name.split(".")[0] in {"app", "worker"}
+    ]
+    assert bad == []
+
+
+def test_worker_does_not_import_the_http_layer() -> None:
+    files = sources("worker")
+    if not files:
+        pytest.skip("worker/ has no Python files yet")
+    forbidden = ("app.api", "app.main")
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in files
+        for line, name in imported_modules(path, "worker")
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+    assert bad == []
+
+
+def test_the_checker_resolves_every_import_form() -> None:
+    # The checks above only mean something if the parser sees each way of importing.
+    source = (
+        "import a.b as c\nfrom ..app import main\nfrom . import x\nfrom .y import z\ndef f():\n    import app.api\n"
+    )
+    names = {name for _, name in imports_of(source, ["worker", "sub"])}
+    assert {"a.b", "worker.app", "worker.app.main", "worker.sub.x", "worker.sub.y.z", "app.api"} <= names
+    real = {name for _, name in imported_modules(REPO / "model" / "checkpoint.py", "model")}
+    assert {"torch", "model.config", "model.data.Corpus", "os", "tempfile"} <= real
