@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import problems
+from app.api import checkpoints, datasets, health, jobs, metrics, problems
+from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.db import make_engine, session_factory
 from app.settings import Settings, get_settings
 
@@ -32,4 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = session_factory(app.state.engine)
     problems.install(app)
     # Routers are included below, one line per concept.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    app.include_router(metrics.router)
+    app.include_router(checkpoints.router)
     return app

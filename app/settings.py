@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """Everything that differs between deployments; experiment configs never live here."""
+
     model_config = SettingsConfigDict(env_prefix="LSTMLM_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(Path("data"), description="root of the embedded defaults: database, corpora, checkpoints")
@@ -27,7 +29,9 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(1.0, gt=0, description="how often an idle worker looks for queued jobs")
     max_attempts: int = Field(3, ge=1, description="attempts before a job whose worker keeps dying fails")
     keep_last_checkpoints: int = Field(2, ge=1, description="per job: keep the best and the last N checkpoints")
-    worker_device: str = Field("auto", description="auto, cpu or cuda: where the worker trains")
+    worker_device: str = Field("auto", description="auto, cpu or cuda: where jobs with device auto train")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads per worker; default: torch's own")
+    events_poll_seconds: float = Field(0.5, gt=0, description="how often an event stream looks for new job events")
     # Limits
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest corpus upload (all files together)")
     max_model_parameters: int = Field(200_000_000, gt=0, description="largest model a job may ask for")
@@ -42,6 +46,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded default: a SQLite file under `data_dir`."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'service.db').resolve()}"
 
     @property
@@ -55,4 +60,5 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
+    """The process' settings, read from the environment on first use."""
     return Settings()

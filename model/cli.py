@@ -1,9 +1,9 @@
 """Command line: `python -m model train|score|generate`.
 
-    python -m model train --preset small --data ../shared/data/ptb --out runs/small
-    python -m model train --resume runs/small/last.pt --data ../shared/data/ptb
-    python -m model score --checkpoint runs/small/best.pt "the company said <unk> N"
-    python -m model generate --checkpoint runs/small/best.pt --prompt "the market" --max-tokens 20
+python -m model train --preset small --data ../shared/data/ptb --out runs/small
+python -m model train --resume runs/small/last.pt --data ../shared/data/ptb
+python -m model score --checkpoint runs/small/best.pt "the company said <unk> N"
+python -m model generate --checkpoint runs/small/best.pt --prompt "the market" --max-tokens 20
 """
 
 from __future__ import annotations

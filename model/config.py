@@ -116,9 +116,7 @@ PRESETS: dict[str, ModelConfig] = {
         keep_prob=0.35,
         lr_decay=1 / 1.15,
     ),
-    "test": ModelConfig(
-        max_grad_norm=1.0, num_layers=1, num_steps=2, hidden_size=2, max_epoch=1, max_max_epoch=1
-    ),
+    "test": ModelConfig(max_grad_norm=1.0, num_layers=1, num_steps=2, hidden_size=2, max_epoch=1, max_max_epoch=1),
 }
 
 

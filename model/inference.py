@@ -211,9 +211,7 @@ def generate_stream(
         yield (i, "length")
 
 
-def generate(
-    model: LSTMLanguageModel, vocab: Vocabulary, prompt: Sequence[str], **options: object
-) -> list[Generation]:
+def generate(model: LSTMLanguageModel, vocab: Vocabulary, prompt: Sequence[str], **options: object) -> list[Generation]:
     """All n continuations at once (see `generate_stream` for the options)."""
     n = int(options.get("n", 1))  # type: ignore[call-overload]
     results = [Generation() for _ in range(n)]
@@ -226,4 +224,4 @@ def generate(
     return results
 
 
-__all__ = ["UNK", "Generation", "GeneratedToken", "SentenceScore", "generate", "generate_stream", "score_sentences"]
+__all__ = ["UNK", "GeneratedToken", "Generation", "SentenceScore", "generate", "generate_stream", "score_sentences"]

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.errors import Conflict, Invalid, NotFound, ServiceError, TooLarge
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -38,6 +40,15 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+# How the core's refusals read over HTTP.
+SERVICE_ERRORS: dict[type[ServiceError], tuple[int, str]] = {
+    NotFound: (404, "Not Found"),
+    Conflict: (409, "Conflict"),
+    Invalid: (422, "Unprocessable Content"),
+    TooLarge: (413, "Content Too Large"),
+}
+
+
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -48,6 +59,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(request, exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        status, title = next((v for cls, v in SERVICE_ERRORS.items() if isinstance(exc, cls)), (400, "Bad Request"))
+        return problem_response(request, status, title, exc.detail, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,0 +1,21 @@
+# The service image: the API (`python -m app run --workers 0`) and the worker (`python -m worker`)
+# run from it; docker-compose.yml wires them to a shared data volume.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    LSTMLM_DATA_DIR=/data
+
+WORKDIR /srv/lstm-lm
+COPY pyproject.toml README.md ./
+COPY model ./model
+COPY app ./app
+COPY worker ./worker
+COPY migrations ./migrations
+COPY alembic.ini ./
+# Editable, so that `python -m app migrate` finds migrations/ beside the package.
+RUN pip install -e ".[postgres]"
+
+VOLUME /data
+EXPOSE 8000
+CMD ["python", "-m", "app", "run", "--host", "0.0.0.0", "--port", "8000", "--workers", "1"]

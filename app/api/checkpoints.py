@@ -1,0 +1,45 @@
+"""Routes: a job's checkpoints (list with the best marked, one, download)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from app import checkpoints, jobs
+from app.api.deps import SessionDep, SettingsDep
+from app.api.schemas import CheckpointList, CheckpointOut, problem_responses
+
+router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"])
+
+PROBLEMS = problem_responses(404)
+
+
+@router.get("", response_model=CheckpointList, responses=PROBLEMS)
+def list_checkpoints(job_id: str, session: SessionDep) -> CheckpointList:
+    """A job's checkpoints, oldest first, with the best (lowest validation perplexity) marked."""
+    jobs.get_job(session, job_id)
+    rows = checkpoints.ordered(session, job_id)
+    best = checkpoints.best_of(rows)
+    best_id = best.id if best else None
+    return CheckpointList(items=[CheckpointOut.of(row, best_id) for row in rows], best_id=best_id)
+
+
+@router.get("/{checkpoint_id}", response_model=CheckpointOut, responses=PROBLEMS)
+def get_checkpoint(job_id: str, checkpoint_id: str, session: SessionDep) -> CheckpointOut:
+    """One checkpoint of a job."""
+    row = checkpoints.get_checkpoint(session, job_id, checkpoint_id)
+    best = checkpoints.best_of(checkpoints.ordered(session, job_id))
+    return CheckpointOut.of(row, best.id if best else None)
+
+
+@router.get(
+    "/{checkpoint_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **PROBLEMS},
+)
+def download_checkpoint(job_id: str, checkpoint_id: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """Download a checkpoint file (load it with `model.checkpoint.load`, weights_only)."""
+    row = checkpoints.get_checkpoint(session, job_id, checkpoint_id)
+    path = checkpoints.checkpoint_file(settings.checkpoints_dir, row)
+    filename = f"{job_id}-epoch{row.epoch}-{row.kind}-{row.id}.pt"
+    return FileResponse(path, media_type="application/octet-stream", filename=filename)

@@ -1,0 +1,62 @@
+"""Routes: corpora (upload, server-side folders, list, get)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+
+from app import datasets
+from app.api.deps import EngineDep, SessionDep, SettingsDep
+from app.api.schemas import CorpusRegistration, CorpusRoots, DatasetOut, DatasetPage, problem_responses
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+PROBLEMS = problem_responses(404, 413, 422)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut, responses=PROBLEMS)
+def upload_dataset(
+    engine: EngineDep,
+    settings: SettingsDep,
+    train: Annotated[UploadFile, File(description="training text: one sentence a line, words split by spaces")],
+    valid: Annotated[UploadFile, File(description="validation text")],
+    test: Annotated[UploadFile, File(description="test text")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> DatasetOut:
+    """Upload a corpus (UTF-8 train/valid/test text) and get its id, token counts and vocabulary size."""
+    files = {"train": train.file.read(), "valid": valid.file.read(), "test": test.file.read()}
+    return DatasetOut.of(datasets.create_upload(engine, settings, name, files))
+
+
+@router.get("/roots", response_model=CorpusRoots)
+def list_corpus_roots(settings: SettingsDep) -> CorpusRoots:
+    """Names of the server-side corpus folders that can be registered as datasets."""
+    return CorpusRoots(roots=datasets.corpus_root_names(settings))
+
+
+@router.post("/builtin", response_model=DatasetOut, responses={201: {"model": DatasetOut}, **PROBLEMS})
+def register_builtin_dataset(
+    body: CorpusRegistration, engine: EngineDep, settings: SettingsDep, response: Response
+) -> DatasetOut:
+    """Register a server-side corpus folder (a configured root, optionally a folder inside it)."""
+    dataset, created = datasets.register_builtin(engine, settings, body.root, body.path, body.name)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return DatasetOut.of(dataset)
+
+
+@router.get("", response_model=DatasetPage, responses=PROBLEMS)
+def list_datasets(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> DatasetPage:
+    """List datasets, newest first."""
+    rows, next_cursor = datasets.list_datasets(session, limit, cursor)
+    return DatasetPage(items=[DatasetOut.of(d) for d in rows], next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=PROBLEMS)
+def get_dataset(dataset_id: str, session: SessionDep) -> DatasetOut:
+    """One dataset."""
+    return DatasetOut.of(datasets.get_dataset(session, dataset_id))

@@ -1,0 +1,108 @@
+"""Routes: a job's metric history (MLflow's shape) and its live event stream (Server-Sent Events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse
+
+from app import jobs, metrics
+from app.api.deps import EngineDep, SessionDep, SettingsDep
+from app.api.jobs import job_out
+from app.api.schemas import MetricOut, MetricPage, problem_responses
+from app.errors import NotFound
+from app.tables import Job, Metric
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["metrics"])
+
+PROBLEMS = problem_responses(404, 422)
+EVENT_BATCH = 500  # metric points sent per database read
+
+
+def metric_out(row: Metric) -> MetricOut:
+    return MetricOut(key=row.key, value=row.value, step=row.step, timestamp=row.timestamp)
+
+
+@router.get("/metrics", response_model=MetricPage, responses=PROBLEMS)
+def get_metrics(
+    job_id: str,
+    session: SessionDep,
+    key: Annotated[
+        list[str] | None, Query(description=f"only these keys (repeatable): {', '.join(metrics.KEYS)}")
+    ] = None,
+    page_token: Annotated[str | None, Query(description="next_page_token of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    max_points: Annotated[
+        int | None, Query(ge=2, le=10_000, description="downsample: at most this many points per key, one page")
+    ] = None,
+) -> MetricPage:
+    """A job's metric history: {key, value, step, timestamp} points, paged or downsampled for charts."""
+    jobs.get_job(session, job_id)
+    if max_points is not None:
+        rows = metrics.downsampled(session, job_id, key, max_points)
+        return MetricPage(metrics=[metric_out(r) for r in rows], next_page_token=None)
+    rows, token = metrics.history(session, job_id, key, page_token, limit)
+    return MetricPage(metrics=[metric_out(r) for r in rows], next_page_token=token)
+
+
+def _exists(engine: Engine, job_id: str) -> bool:
+    with Session(engine) as session:
+        return session.get(Job, job_id) is not None
+
+
+def _poll(engine: Engine, job_id: str, after_id: int) -> tuple[dict[str, Any] | None, list[Metric]]:
+    """The job (as the API shows it) and its metric points after `after_id`; (None, []) if it is gone."""
+    with Session(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return None, []
+        points = metrics.after(session, job_id, after_id, EVENT_BATCH)
+        return job_out(session, job).model_dump(mode="json"), points
+
+
+@router.get(
+    "/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **PROBLEMS},
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(description="resume after this metric event id")] = None,
+) -> EventSourceResponse:
+    """Stream `status` and `metric` events until the job ends, then an `end` event."""
+    if not await anyio.to_thread.run_sync(_exists, engine, job_id):
+        raise NotFound(f"job {job_id!r} not found")
+    start_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        after_id, last_status = start_after, None
+        while True:
+            job, points = await anyio.to_thread.run_sync(_poll, engine, job_id, after_id)
+            if job is None:
+                yield {"event": "end", "data": json.dumps({"id": job_id, "status": "deleted"})}
+                return
+            for row in points:
+                after_id = row.id
+                yield {"event": "metric", "id": str(row.id), "data": metric_out(row).model_dump_json()}
+            if job != last_status:
+                last_status = job
+                yield {"event": "status", "data": json.dumps(job)}
+            if len(points) == EVENT_BATCH:
+                continue  # more history to send before waiting
+            if job["status"] in jobs.TERMINAL:
+                yield {"event": "end", "data": json.dumps({"id": job_id, "status": job["status"]})}
+                return
+            if await request.is_disconnected():
+                return
+            await anyio.sleep(settings.events_poll_seconds)
+
+    return EventSourceResponse(stream(), ping=15)

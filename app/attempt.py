@@ -1,0 +1,216 @@
+"""Every write a worker makes for one claimed job, conditioned on who owns it.
+
+Each write is `UPDATE jobs ... WHERE id = :id AND attempt = :attempt AND worker_id = :me AND
+status IN (running, canceling)`, and inserts of metrics and checkpoints happen in the same
+transaction after that UPDATE matched. A worker whose lease expired and whose job was claimed again
+(a newer attempt) matches no row: it gets `LeaseLost` and must stop without writing anything else.
+Every successful write also renews the lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from app import checkpoints
+from app.db import rows_changed, write_session
+from app.jobs import ACTIVE, CANCELED, FAILED, QUEUED, SUCCEEDED
+from app.tables import Checkpoint, Job, Metric, new_id, utcnow
+
+
+class LeaseLost(Exception):
+    """The job is no longer this attempt's (requeued and claimed again, or deleted)."""
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int  # global training step
+    epoch: int  # 1-based epoch the point belongs to
+
+
+@dataclass(frozen=True)
+class NewCheckpoint:
+    """A checkpoint file already written, to be recorded."""
+
+    id: str
+    epoch: int  # completed epochs
+    step: int  # global training step
+    kind: str  # checkpoints.EPOCH, INTERRUPT or FINAL
+    valid_ppl: float | None
+    path: str
+    size_bytes: int
+
+
+def new_checkpoint_id() -> str:
+    """An id for a checkpoint about to be written (its file is named after it)."""
+    return new_id("ckpt")
+
+
+class Attempt:
+    """One claim of one job by one worker: the only way a worker writes to the database."""
+
+    def __init__(self, engine: Engine, job_id: str, attempt: int, worker_id: str, lease_seconds: float) -> None:
+        self.engine = engine
+        self.job_id = job_id
+        self.attempt = attempt
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+
+    def _owned(self) -> Any:
+        return (
+            (Job.id == self.job_id)
+            & (Job.attempt == self.attempt)
+            & (Job.worker_id == self.worker_id)
+            & Job.status.in_(ACTIVE)
+        )
+
+    def _write_job(self, session: Session, **values: Any) -> None:
+        """The conditional UPDATE every write starts with; renews the lease unless told otherwise."""
+        values.setdefault("lease_expires_at", utcnow() + timedelta(seconds=self.lease_seconds))
+        stmt = update(Job).where(self._owned()).values(**values).execution_options(synchronize_session=False)
+        if rows_changed(session, stmt) != 1:
+            raise LeaseLost(f"job {self.job_id} attempt {self.attempt} is no longer held by {self.worker_id}")
+
+    def _status(self, session: Session) -> str:
+        return session.scalar(select(Job.status).where(Job.id == self.job_id)) or ""
+
+    def _insert_metrics(self, session: Session, points: list[MetricPoint]) -> None:
+        if not points:
+            return
+        stamp = int(utcnow().timestamp() * 1000)
+        session.execute(
+            insert(Metric),
+            [
+                {
+                    "job_id": self.job_id,
+                    "key": p.key,
+                    "value": p.value,
+                    "step": p.step,
+                    "epoch": p.epoch,
+                    "timestamp": stamp,
+                    "attempt": self.attempt,
+                }
+                for p in points
+            ],
+        )
+
+    def _insert_checkpoint(self, session: Session, ckpt: NewCheckpoint) -> None:
+        session.add(
+            Checkpoint(
+                id=ckpt.id,
+                job_id=self.job_id,
+                epoch=ckpt.epoch,
+                step=ckpt.step,
+                kind=ckpt.kind,
+                valid_ppl=ckpt.valid_ppl,
+                path=ckpt.path,
+                size_bytes=ckpt.size_bytes,
+                attempt=self.attempt,
+            )
+        )
+
+    def status(self) -> str:
+        """The job's status (running or canceling) if this attempt still holds it; else `LeaseLost`."""
+        with Session(self.engine) as session:
+            status = session.scalar(select(Job.status).where(self._owned()))
+        if status is None:
+            raise LeaseLost(f"job {self.job_id} attempt {self.attempt} is no longer held by {self.worker_id}")
+        return status
+
+    def renew(self) -> str:
+        """Extend the lease; returns the status, so a heartbeat also notices a cancel request."""
+        with write_session(self.engine) as session:
+            self._write_job(session)
+            return self._status(session)
+
+    def report(self, progress: dict[str, Any], points: list[MetricPoint]) -> str:
+        """Store progress and step-level metric points; returns the status."""
+        with write_session(self.engine) as session:
+            self._write_job(session, progress=progress)
+            self._insert_metrics(session, points)
+            return self._status(session)
+
+    def record_epoch(
+        self,
+        ckpt: NewCheckpoint,
+        points: list[MetricPoint],
+        *,
+        train_ppl: float | None,
+        valid_ppl: float | None,
+        best_valid_ppl: float | None,
+        progress: dict[str, Any],
+        keep_last: int,
+    ) -> str:
+        """An epoch's checkpoint, metrics and perplexities in one transaction; applies retention."""
+        with write_session(self.engine) as session:
+            self._write_job(
+                session,
+                progress=progress,
+                latest_train_ppl=train_ppl,
+                latest_valid_ppl=valid_ppl,
+                best_valid_ppl=best_valid_ppl,
+            )
+            self._insert_checkpoint(session, ckpt)
+            self._insert_metrics(session, points)
+            session.flush()
+            pruned = checkpoints.prune(session, self.job_id, keep_last)
+            status = self._status(session)
+        checkpoints.remove_files(pruned)
+        return status
+
+    def succeed(
+        self, test_ppl: float | None, final: NewCheckpoint, replaces: str | None, points: list[MetricPoint]
+    ) -> None:
+        """Training and the test run are done: the final checkpoint replaces the last epoch's."""
+        with write_session(self.engine) as session:
+            self._write_job(
+                session,
+                status=SUCCEEDED,
+                test_ppl=test_ppl,
+                error=None,
+                finished_at=utcnow(),
+                lease_expires_at=None,
+            )
+            replaced = session.get(Checkpoint, replaces) if replaces else None
+            if replaced is not None:
+                session.execute(delete(Checkpoint).where(Checkpoint.id == replaced.id))
+            self._insert_checkpoint(session, final)
+            self._insert_metrics(session, points)
+        if replaced is not None and replaced.path != final.path:
+            checkpoints.remove_files([replaced.path])
+
+    def stop(self, status: str, ckpt: NewCheckpoint | None, keep_last: int, error: str | None = None) -> None:
+        """Leave the job canceled, or queued again (shutdown, transient error), after an optional
+        interrupt checkpoint. A clean hand-back (`error` None) does not use up one of the job's
+        attempts: `max_attempts` grows by one with it.
+        """
+        if status not in (CANCELED, QUEUED):
+            raise ValueError(f"an attempt stops as canceled or queued, not {status}")
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "lease_expires_at": None}
+        if status == CANCELED:
+            values["finished_at"] = now
+        else:
+            values["worker_id"] = None
+            values["error"] = error or f"attempt {self.attempt} handed back by worker {self.worker_id} (shutdown)"
+            if error is None:
+                values["max_attempts"] = Job.max_attempts + 1
+        with write_session(self.engine) as session:
+            self._write_job(session, **values)
+            pruned: list[str] = []
+            if ckpt is not None:
+                self._insert_checkpoint(session, ckpt)
+                session.flush()
+                pruned = checkpoints.prune(session, self.job_id, keep_last)
+        checkpoints.remove_files(pruned)
+
+    def fail(self, error: str) -> None:
+        """The job cannot succeed (bad corpus, bad checkpoint, or out of attempts)."""
+        with write_session(self.engine) as session:
+            self._write_job(session, status=FAILED, error=error, finished_at=utcnow(), lease_expires_at=None)

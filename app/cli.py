@@ -1,0 +1,81 @@
+"""`python -m app migrate | run`: migrate the database, or migrate and run the API with workers.
+
+`run` is the one-command start: it creates the data folder, migrates, starts N `python -m worker`
+processes and serves the API with uvicorn in this process, printing the URL. On exit (Ctrl-C or
+SIGTERM) it asks the workers to stop (SIGTERM: they checkpoint and requeue their jobs) and waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import warnings
+
+from app.migrate import head_revisions, upgrade
+from app.settings import Settings
+
+WORKER_STOP_SECONDS = 60.0  # how long a stopping worker may take to checkpoint before it is killed
+
+
+def migrate(settings: Settings) -> None:
+    """Create the data folder and bring the schema to head."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    print(f"database at revision {', '.join(sorted(head_revisions()))}", flush=True)
+
+
+def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
+    """Start `count` worker processes with this process' environment."""
+    return [subprocess.Popen([sys.executable, "-m", "worker"], env=os.environ.copy()) for _ in range(count)]
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = WORKER_STOP_SECONDS) -> None:
+    """SIGTERM every worker, wait for them, kill any that do not stop in time."""
+    for proc in workers:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in workers:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Migrate, start the workers and serve the API until interrupted."""
+    import uvicorn
+
+    # torch (imported with the app) warns when NumPy is absent; nothing here uses NumPy.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+    from app.main import create_app
+
+    migrate(settings)
+    procs = start_workers(workers)
+    try:
+        shown = "localhost" if host in ("0.0.0.0", "::") else host
+        print(f"LSTM LM service on http://{shown}:{port} (API docs: http://{shown}:{port}/docs)", flush=True)
+        print(f"data folder {settings.data_dir.resolve()}; {workers} worker(s); Ctrl-C stops", flush=True)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        stop_workers(procs)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command."""
+    parser = argparse.ArgumentParser(prog="python -m app", description="The LSTM language-model training service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+    serve = sub.add_parser("run", help="migrate, start workers and serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes to start (0 for none)")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.command == "migrate":
+        migrate(settings)
+        return 0
+    return run(settings, args.host, args.port, args.workers)

@@ -1,0 +1,90 @@
+"""A job's experiment config: a preset plus field overrides, checked against the model, the corpus
+and the deployment's size limits before the job is queued (so a worker never meets a config that
+cannot run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import Invalid
+from app.settings import Settings
+from app.tables import Dataset
+from model.config import FIELD_NAMES, ConfigError, ModelConfig, preset
+from model.data import epoch_size
+
+BYTES_PER_FLOAT = 4
+LARGEST_INT = 2**63 - 1  # what a database integer and torch's seed accept
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """What a config costs on a corpus: parameters and an upper estimate of training memory."""
+
+    vocab_size: int  # the effective vocabulary: min(config.vocab_size, the corpus' types)
+    parameters: int
+    train_memory_bytes: int
+
+
+def estimate_size(config: ModelConfig, corpus_vocab_size: int) -> SizeEstimate:
+    """Parameters and training memory of `config` on a corpus with `corpus_vocab_size` types.
+
+    Memory ~ weights x 4 (weights, gradients, clipping temporaries, allocator slack) plus
+    activations: per token of a [B, T] batch, about 10 saved values per LSTM unit and layer
+    (gates, cell, output, dropout masks) and the V logits, x 3 for their gradients and the
+    softmax temporaries.
+    """
+    v = min(config.vocab_size, corpus_vocab_size)
+    parameters = config.num_parameters(v)
+    weights = parameters * BYTES_PER_FLOAT * 4
+    per_token = config.num_layers * config.hidden_size * 10 + v
+    activations = config.batch_size * config.num_steps * per_token * BYTES_PER_FLOAT * 3
+    return SizeEstimate(v, parameters, weights + activations)
+
+
+def build_config(settings: Settings, preset_name: str, overrides: dict[str, Any], dataset: Dataset) -> ModelConfig:
+    """The config a job trains with; `Invalid` (with the numbers) when it cannot run here."""
+    unknown = sorted(set(overrides) - FIELD_NAMES)
+    if unknown:
+        raise Invalid(f"unknown config field(s): {', '.join(unknown)}", field="overrides", fields=unknown)
+    for name, value in overrides.items():
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INT:
+            raise Invalid(f"{name} must be at most {LARGEST_INT}, got {value}", field=f"overrides.{name}")
+    try:
+        config = preset(preset_name, **overrides)
+    except ConfigError as exc:
+        raise Invalid(str(exc), field="preset" if "preset" in str(exc) else "overrides") from None
+
+    size = estimate_size(config, dataset.vocab_size)
+    if size.parameters > settings.max_model_parameters:
+        raise Invalid(
+            f"the model would have {size.parameters:,} parameters (vocabulary {size.vocab_size:,}); "
+            f"this server accepts at most {settings.max_model_parameters:,}",
+            field="overrides",
+            parameters=size.parameters,
+            limit=settings.max_model_parameters,
+        )
+    if size.train_memory_bytes > settings.max_train_memory_bytes:
+        raise Invalid(
+            f"training would need about {size.train_memory_bytes / 2**30:,.1f} GiB of memory "
+            f"({size.parameters:,} parameters, batch {config.batch_size} x {config.num_steps} steps, "
+            f"vocabulary {size.vocab_size:,}); this server accepts at most "
+            f"{settings.max_train_memory_bytes / 2**30:,.1f} GiB",
+            field="overrides",
+            train_memory_bytes=size.train_memory_bytes,
+            limit=settings.max_train_memory_bytes,
+        )
+
+    # The seed's batch layout needs B * (T + 1) tokens for one step; the test stream needs two.
+    b, t = config.batch_size, config.num_steps
+    for split, tokens in (("train", dataset.train_tokens), ("valid", dataset.valid_tokens)):
+        if epoch_size(tokens, b, t) < 1:
+            raise Invalid(
+                f"dataset {dataset.id} has {tokens} {split} tokens: too few for batch_size={b} and "
+                f"num_steps={t}, which need at least {b * (t + 1)}",
+                field="overrides",
+            )
+    if dataset.test_tokens < 2:
+        raise Invalid(f"dataset {dataset.id} has {dataset.test_tokens} test tokens: at least 2 are needed")
+    return config

@@ -1,0 +1,61 @@
+"""Keyset pagination over (created_at, id), newest first, with an opaque cursor.
+
+A cursor is the url-safe base64 of `{"t": created_at, "id": id}` of the last row of a page; the
+next page holds the rows strictly after it in (created_at desc, id desc) order, so rows inserted
+meanwhile never shift a page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from app.errors import Invalid
+
+T = TypeVar("T")
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    """The opaque cursor pointing after a row."""
+    raw = json.dumps({"t": created_at.isoformat(), "id": row_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, id) of a cursor; `Invalid` when it was not made by `encode_cursor`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        created_at = datetime.fromisoformat(data["t"])
+        row_id = data["id"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise Invalid(f"cursor {cursor!r} is not valid: pass a previous page's next_cursor", field="cursor") from None
+    if not isinstance(row_id, str) or created_at.tzinfo is None:
+        raise Invalid(f"cursor {cursor!r} is not valid: pass a previous page's next_cursor", field="cursor")
+    return created_at, row_id
+
+
+def keyset_page(
+    session: Session,
+    stmt: Select[T],
+    created_at: InstrumentedAttribute[Any],
+    row_id: InstrumentedAttribute[Any],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[T], str | None]:
+    """One page of `stmt`'s rows, newest first, and the cursor of the next page (None at the end)."""
+    if cursor:
+        after_t, after_id = decode_cursor(cursor)
+        stmt = stmt.where(or_(created_at < after_t, and_(created_at == after_t, row_id < after_id)))
+    rows = list(session.scalars(stmt.order_by(created_at.desc(), row_id.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, encode_cursor(getattr(last, created_at.key), getattr(last, row_id.key))

@@ -1,0 +1,223 @@
+"""The harness the service tests share: settings that point at a SQLite file in a temporary
+folder, the database migrated with Alembic, tiny corpora, the real app behind a TestClient and
+real `python -m worker` processes.
+
+Jobs use the test preset widened a little (H = 16, T = 5, B = 4) on corpora of a few thousand
+tokens, so an epoch takes about a second; workers train on one thread and use short leases.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from app import migrate
+from app.db import make_engine
+from app.main import create_app
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = ("the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "big", "red", "N")
+TINY: dict[str, Any] = {"hidden_size": 16, "num_steps": 5, "batch_size": 4, "max_max_epoch": 2, "device": "cpu"}
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+def corpus_lines(count: int, seed: int) -> list[str]:
+    """Deterministic lines of 3-8 words drawn from a tiny vocabulary."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) for _ in range(count)]
+
+
+def write_corpus(folder: Path, train: int = 600, valid: int = 80, test: int = 40, seed: int = 1) -> Path:
+    """A corpus folder with train.txt, valid.txt and test.txt of that many lines."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for offset, (split, count) in enumerate((("train", train), ("valid", valid), ("test", test))):
+        text = "".join(f"{line}\n" for line in corpus_lines(count, seed * 10 + offset))
+        (folder / f"{split}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def make_settings(root: Path, **overrides: Any) -> Settings:
+    """Settings for one test service: everything under `root`, short leases, no .env file."""
+    values: dict[str, Any] = {
+        "data_dir": root / "data",
+        "lease_seconds": 4.0,
+        "heartbeat_seconds": 0.5,
+        "poll_seconds": 0.2,
+        "events_poll_seconds": 0.1,
+        "torch_threads": 1,
+        "corpus_roots": {},
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a worker process these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
+    env.update(
+        {
+            "LSTMLM_DATA_DIR": str(settings.data_dir),
+            "LSTMLM_DATABASE_URL": settings.resolved_database_url,
+            "LSTMLM_LEASE_SECONDS": str(settings.lease_seconds),
+            "LSTMLM_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+            "LSTMLM_POLL_SECONDS": str(settings.poll_seconds),
+            "LSTMLM_MAX_ATTEMPTS": str(settings.max_attempts),
+            "LSTMLM_KEEP_LAST_CHECKPOINTS": str(settings.keep_last_checkpoints),
+            "LSTMLM_TORCH_THREADS": str(settings.torch_threads or 1),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy and return its value; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A `python -m worker` subprocess with its log file."""
+
+    def __init__(self, settings: Settings, args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", *args],
+            cwd=REPO,
+            env=settings_env(settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit; fail with its log when it does not."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker {self.pid} did not exit in {timeout} s; log:\n{self.log()}") from None
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self) -> None:
+        """Kill the process if it still runs (test cleanup)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._log.close()
+
+
+class Service:
+    """The app behind a TestClient, its settings and engine, and helpers the tests share."""
+
+    def __init__(self, client: TestClient, settings: Settings, engine: Engine, tmp: Path) -> None:
+        self.client, self.settings, self.engine, self.tmp = client, settings, engine, tmp
+        self.workers: list[WorkerProcess] = []
+
+    def upload(self, folder: Path, name: str | None = None) -> dict[str, Any]:
+        files = {
+            split: (f"{split}.txt", (folder / f"{split}.txt").read_bytes(), "text/plain")
+            for split in ("train", "valid", "test")
+        }
+        response = self.client.post("/v1/datasets", files=files, data={"name": name} if name else None)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def submit(
+        self, dataset_id: str, preset: str = "test", headers: dict[str, str] | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        body = {"dataset_id": dataset_id, "preset": preset, "overrides": {**TINY, **overrides}}
+        response = self.client.post("/v1/jobs", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_status(self, job_id: str, statuses: tuple[str, ...], timeout: float = 60.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["status"] in statuses else None
+
+        try:
+            return wait_for(reached, timeout, what=f"job {job_id} to be {' or '.join(statuses)}")
+        except AssertionError as exc:
+            logs = "\n".join(f"--- worker {w.pid}\n{w.log()}" for w in self.workers)
+            raise AssertionError(f"{exc}; job: {self.job(job_id)}\n{logs}") from None
+
+    def metrics(self, job_id: str, *keys: str, **params: Any) -> list[dict[str, Any]]:
+        response = self.client.get(f"/v1/jobs/{job_id}/metrics", params={"key": list(keys), "limit": 10_000, **params})
+        assert response.status_code == 200, response.text
+        return response.json()["metrics"]
+
+    def start_worker(self, *args: str, settings: Settings | None = None) -> WorkerProcess:
+        log_path = self.tmp / f"worker-{len(self.workers)}.log"
+        worker = WorkerProcess(settings or self.settings, list(args), log_path)
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+def open_service(tmp: Path, **settings_overrides: Any) -> tuple[Service, Callable[[], None]]:
+    """Migrate a fresh database under `tmp` and serve the app on it; returns (service, close)."""
+    settings = make_settings(tmp, **settings_overrides)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    client = TestClient(create_app(settings))
+    client.__enter__()
+    service = Service(client, settings, engine, tmp)
+
+    def close() -> None:
+        service.close()
+        client.__exit__(None, None, None)
+        engine.dispose()
+
+    return service, close
+
+
+def stored_state(service: Service) -> dict[str, Any]:
+    """Every row of every table and every file under the data folder except the database's own."""
+    from sqlalchemy import select
+
+    from app.tables import Base
+
+    state: dict[str, Any] = {}
+    with service.engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            state[table.name] = sorted(map(repr, connection.execute(select(table)).all()))
+    data = service.settings.data_dir
+    state["files"] = sorted(
+        str(p.relative_to(data)) for p in data.rglob("*") if p.is_file() and not p.name.startswith("service.db")
+    )
+    return state

@@ -1,0 +1,78 @@
+"""Corpora: uploads listed with a cursor, server-side folders exposed by name and nothing outside them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import Service, open_service, stored_state, write_corpus
+
+from model.data import Corpus
+
+
+def test_upload_list_and_get(service: Service, tiny_corpus: Path) -> None:
+    created = [service.upload(tiny_corpus, name=f"corpus {i}") for i in range(3)]
+    stored = Path(service.settings.datasets_dir / created[0]["id"])
+    assert sorted(p.name for p in stored.iterdir()) == ["test.txt", "train.txt", "valid.txt"]
+    assert (stored / "train.txt").read_bytes() == (tiny_corpus / "train.txt").read_bytes()
+
+    first = service.client.get("/v1/datasets", params={"limit": 2}).json()
+    assert [d["id"] for d in first["items"]] == [created[2]["id"], created[1]["id"]]
+    rest = service.client.get("/v1/datasets", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [d["id"] for d in rest["items"]] == [created[0]["id"]] and rest["next_cursor"] is None
+    assert service.client.get(f"/v1/datasets/{created[1]['id']}").json() == created[1]
+    assert "path" not in created[0]  # server paths are never shown
+
+
+@pytest.fixture
+def with_roots(tmp_path: Path) -> Iterator[tuple[Service, Path]]:
+    """A service exposing `corpora` (holding `small/` and `other/`); a secret corpus lies outside it."""
+    root = tmp_path / "corpora"
+    write_corpus(root / "small")
+    write_corpus(root / "other", seed=2)
+    secret = write_corpus(tmp_path / "secret", seed=5)
+    os.symlink(secret, root / "escape")
+    svc, close = open_service(tmp_path, corpus_roots={"corpora": root, "lonely": tmp_path / "nothing"})
+    yield svc, root
+    close()
+
+
+def test_server_side_corpus_folders_by_name(with_roots: tuple[Service, Path]) -> None:
+    svc, root = with_roots
+    assert svc.client.get("/v1/datasets/roots").json() == {"roots": ["corpora", "lonely"]}
+    response = svc.client.post("/v1/datasets/builtin", json={"root": "corpora", "path": "small"})
+    assert response.status_code == 201
+    dataset = response.json()
+    corpus = Corpus.load(root / "small")
+    assert dataset["source"] == "builtin" and dataset["name"] == "corpora/small"
+    assert (dataset["train_tokens"], dataset["vocab_size"]) == (corpus.train.numel(), len(corpus.vocab))
+    again = svc.client.post("/v1/datasets/builtin", json={"root": "corpora", "path": "small/"})
+    assert again.status_code == 200 and again.json()["id"] == dataset["id"]
+    # the folder is used in place: nothing is copied
+    assert not svc.settings.datasets_dir.exists() or not any(svc.settings.datasets_dir.iterdir())
+    job = svc.submit(dataset["id"])
+    assert job["dataset_id"] == dataset["id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "phrase"),
+    [
+        ("../secret", 422, "leaves the corpus root"),
+        ("small/../../secret", 422, "leaves the corpus root"),
+        ("/etc", 422, "leaves the corpus root"),
+        ("escape", 422, "leaves the corpus root"),  # a symlink pointing outside
+        ("missing", 404, "no such corpus folder"),
+        ("", 422, "no ptb.train.txt or train.txt"),  # the root itself holds no corpus files
+    ],
+)
+def test_no_path_outside_a_corpus_root(with_roots: tuple[Service, Path], path: str, status: int, phrase: str) -> None:
+    svc, root = with_roots
+    before = stored_state(svc)
+    response = svc.client.post("/v1/datasets/builtin", json={"root": "corpora", "path": path})
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert phrase in response.json()["detail"]
+    assert str(root) not in response.text and str(root.parent) not in response.text
+    assert stored_state(svc) == before

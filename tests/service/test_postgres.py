@@ -1,0 +1,139 @@
+"""The same code on PostgreSQL: migrations, concurrent claims that never win a job twice, lease
+expiry and the downsampled metric query. Each test runs in its own schema; skipped without a server
+($TEST_POSTGRES_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/test)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, insert, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from app import metrics, migrate
+from app.db import make_engine
+from app.queue import claim_next, requeue_expired
+from app.tables import Base, Dataset, Job, Metric, new_id
+
+pytestmark = pytest.mark.postgres
+
+SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL whose connections use a fresh schema, migrated to head; the schema is dropped afterwards."""
+    admin = make_engine(SERVER_URL, connect_args={"connect_timeout": 3})
+    schema = f"t_{secrets.token_hex(6)}"
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL server at {SERVER_URL}: {type(exc).__name__}")
+    separator = "&" if "?" in SERVER_URL else "?"
+    url = f"{SERVER_URL}{separator}options=-csearch_path%3D{schema}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url, pool_size=10)
+    yield engine
+    engine.dispose()
+
+
+def add_jobs(engine: Engine, count: int) -> list[str]:
+    ids = [new_id("job") for _ in range(count)]
+    with Session(engine) as session, session.begin():
+        session.add(
+            Dataset(
+                id="ds_pg",
+                name="pg",
+                source="upload",
+                path="/nowhere",
+                train_tokens=1,
+                valid_tokens=1,
+                test_tokens=1,
+                vocab_size=2,
+                size_bytes=1,
+            )
+        )
+        session.flush()
+        for job_id in ids:
+            session.add(Job(id=job_id, status="queued", preset="test", config={}, dataset_id="ds_pg", max_attempts=2))
+    return ids
+
+
+def test_migrations_match_the_models_on_postgres(pg: Engine, pg_url: str) -> None:
+    with pg.connect() as connection:
+        assert list(compare_metadata(MigrationContext.configure(connection), Base.metadata)) == []
+    assert migrate.schema_is_current(pg)
+    migrate.downgrade(pg_url, "base")
+    assert migrate.current_revisions(pg) == frozenset()
+    migrate.upgrade(pg_url)
+    assert migrate.schema_is_current(pg)
+
+
+def test_concurrent_claims_never_win_a_job_twice(pg: Engine) -> None:
+    jobs = add_jobs(pg, 40)
+    won: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def claimer(name: str) -> None:
+        start.wait()
+        while (claimed := claim_next(pg, name, lease_seconds=60)) is not None:
+            with lock:
+                won.append(claimed.id)
+
+    threads = [threading.Thread(target=claimer, args=(f"pg-worker-{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == sorted(jobs)
+    with Session(pg) as session:
+        rows = session.query(Job.status, Job.attempt).all()
+    assert {(r.status, r.attempt) for r in rows} == {("running", 1)}
+
+
+def test_expired_leases_requeue_then_fail_on_postgres(pg: Engine) -> None:
+    (job_id,) = add_jobs(pg, 1)
+    for attempt in (1, 2):
+        claimed = claim_next(pg, f"ghost-{attempt}", lease_seconds=-1)  # expired at once
+        assert claimed is not None and claimed.attempt == attempt
+        assert requeue_expired(pg) == 1
+    with Session(pg) as session:
+        job = session.get_one(Job, job_id)
+        assert job.status == "failed"
+        assert job.error == "worker lost (lease expired) on attempt 2 of 2; no attempts left"
+
+
+def test_downsampled_metrics_on_postgres(pg: Engine) -> None:
+    (job_id,) = add_jobs(pg, 1)
+    with Session(pg) as session, session.begin():
+        session.execute(
+            insert(Metric),
+            [
+                {"job_id": job_id, "key": k, "value": float(i), "step": i, "epoch": 1, "timestamp": i, "attempt": 1}
+                for k in ("lr", "wps")
+                for i in range(1, 101)
+            ],
+        )
+    with Session(pg) as session:
+        points = metrics.downsampled(session, job_id, ["lr"], 10)
+    steps = [p.step for p in points]
+    assert len(steps) <= 10 and steps[0] == 1 and steps[-1] == 100 and {p.key for p in points} == {"lr"}

@@ -1,0 +1,120 @@
+"""The worker loop: requeue expired leases, claim a job, run it, repeat; stop cleanly on SIGTERM.
+
+Modes: `forever` (the service), `once` (at most one job, then exit) and `burst` (until the queue
+is empty). SIGTERM or SIGINT sets the shutdown event: a running job stops at its next step
+boundary, saves an interrupt checkpoint and goes back to the queue, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Literal
+
+import torch
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.db import make_engine
+from app.migrate import schema_is_current
+from app.queue import claim_next, register_worker, requeue_expired, worker_heartbeat, worker_stopped
+from app.settings import Settings
+from worker.runner import run_job
+
+log = logging.getLogger("worker")
+
+Mode = Literal["forever", "once", "burst"]
+
+
+class Worker:
+    """One worker process' loop over the queue."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.resolved_database_url)
+        self.requested_id = worker_id
+        self.shutdown = threading.Event()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT ask for a clean stop (main thread only)."""
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: stopping after the current step", signal.Signals(signum).name)
+            self.shutdown.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def wait_for_schema(self) -> bool:
+        """Block until migrations have run (the API's start command runs them); False on shutdown."""
+        warned = False
+        while not self.shutdown.is_set():
+            try:
+                if schema_is_current(self.engine):
+                    return True
+            except SQLAlchemyError as exc:
+                if not warned:
+                    log.warning("database not reachable yet: %s", exc)
+            if not warned:
+                log.info("waiting for the database schema (run `python -m app migrate`)")
+                warned = True
+            self.shutdown.wait(self.settings.poll_seconds)
+        return False
+
+    def run(self, mode: Mode = "forever") -> int:
+        """Process jobs until shutdown (or, in once/burst mode, until there is nothing to do)."""
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
+        if not self.wait_for_schema():
+            return 0
+        worker_id = register_worker(self.engine, self.requested_id)
+        log.info("worker %s started (mode %s)", worker_id, mode)
+        last_beat = time.monotonic()
+        try:
+            while not self.shutdown.is_set():
+                try:
+                    requeued = requeue_expired(self.engine)
+                    if requeued:
+                        log.info("requeued or failed %d job(s) whose lease expired", requeued)
+                    job = claim_next(self.engine, worker_id, self.settings.lease_seconds)
+                except SQLAlchemyError:
+                    log.warning("queue not reachable; retrying", exc_info=True)
+                    self.shutdown.wait(self.settings.poll_seconds)
+                    continue
+                if job is None:
+                    if mode != "forever":
+                        break
+                    if time.monotonic() - last_beat >= self.settings.heartbeat_seconds:
+                        self._beat(worker_id)
+                        last_beat = time.monotonic()
+                    self.shutdown.wait(self.settings.poll_seconds)
+                    continue
+                log.info("claimed job %s (attempt %d)", job.id, job.attempt)
+                try:
+                    outcome = run_job(self.engine, self.settings, worker_id, job, self.shutdown)
+                    log.info("job %s: %s", job.id, outcome)
+                except Exception:
+                    # Writing the outcome failed (database unavailable): the lease expires and the
+                    # job is requeued by whichever worker looks next.
+                    log.exception("job %s: could not record its outcome", job.id)
+                self._beat(worker_id)
+                last_beat = time.monotonic()
+                if mode == "once":
+                    break
+        finally:
+            try:
+                worker_stopped(self.engine, worker_id)
+            except SQLAlchemyError:
+                log.warning("could not record the worker's stop", exc_info=True)
+            self.engine.dispose()
+        log.info("worker %s stopped", worker_id)
+        return 0
+
+    def _beat(self, worker_id: str) -> None:
+        try:
+            worker_heartbeat(self.engine, worker_id, None)
+        except SQLAlchemyError:
+            log.warning("worker heartbeat failed", exc_info=True)

@@ -1,0 +1,314 @@
+"""Run one claimed job: build or resume the trainer, train it through callbacks that write
+progress, metrics and checkpoints, and leave the job succeeded, canceled, failed or queued again.
+
+Three things stop training at the next step boundary: a cancel request (seen by `should_stop`,
+which asks the database at most every `CANCEL_CHECK_SECONDS`, and by the heartbeat), the worker's
+shutdown event (SIGTERM), and a lost lease. A heartbeat thread renews the lease while the main
+thread is busy in a long step, a validation pass or the test run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.attempt import Attempt, LeaseLost, MetricPoint, NewCheckpoint, new_checkpoint_id
+from app.checkpoints import EPOCH, FINAL, INTERRUPT
+from app.jobs import CANCELED, CANCELING, QUEUED
+from app.queue import ClaimedJob, worker_heartbeat
+from app.settings import Settings
+from model import checkpoint
+from model.checkpoint import CheckpointError
+from model.config import ConfigError, ModelConfig
+from model.data import Corpus, CorpusError
+from model.train import Callbacks, EpochResult, StepProgress, Trainer
+
+log = logging.getLogger("worker")
+
+PROGRESS_SECONDS = 1.0  # progress rows at most this often between the seed's ten log points
+CANCEL_CHECK_SECONDS = 0.5
+PERMANENT_ERRORS = (ConfigError, CorpusError, CheckpointError)  # retrying cannot help
+
+
+def finite(value: float) -> float | None:
+    """JSON and the database take no inf or NaN: a diverged perplexity is stored as null."""
+    return value if math.isfinite(value) else None
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease every `heartbeat_seconds` and notices cancel requests and a lost lease."""
+
+    def __init__(self, attempt: Attempt, engine: Engine, worker_id: str, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{attempt.job_id}", daemon=True)
+        self.attempt, self.engine, self.worker_id, self.interval = attempt, engine, worker_id, interval
+        self.done = threading.Event()
+        self.lease_lost = threading.Event()
+        self.cancel_requested = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                if self.attempt.renew() == CANCELING:
+                    self.cancel_requested.set()
+                worker_heartbeat(self.engine, self.worker_id, self.attempt.job_id)
+            except LeaseLost:
+                self.lease_lost.set()
+                return
+            except SQLAlchemyError:  # a busy or unreachable database: try again next beat
+                log.warning("heartbeat for %s failed; retrying", self.attempt.job_id, exc_info=True)
+
+
+class JobCallbacks(Callbacks):
+    """Writes what the trainer reports to the database, conditioned on this attempt."""
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        heartbeat: Heartbeat,
+        shutdown: threading.Event,
+        settings: Settings,
+        job_dir: Path,
+        epochs: int,
+    ) -> None:
+        self.attempt, self.heartbeat, self.shutdown = attempt, heartbeat, shutdown
+        self.settings, self.job_dir, self.epochs = settings, job_dir, epochs
+        self.last_report = 0.0
+        self.last_check = time.monotonic()
+        self.last_checkpoint: NewCheckpoint | None = None
+
+    # --- what stops training ---
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.heartbeat.cancel_requested.is_set()
+
+    @property
+    def lease_lost(self) -> bool:
+        return self.heartbeat.lease_lost.is_set()
+
+    def _note_status(self, status: str) -> None:
+        if status == CANCELING:
+            self.heartbeat.cancel_requested.set()
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_check >= CANCEL_CHECK_SECONDS and not (self.cancel_requested or self.lease_lost):
+            self.last_check = now
+            try:
+                self._note_status(self.attempt.status())
+            except LeaseLost:
+                self.heartbeat.lease_lost.set()
+        return self.cancel_requested or self.lease_lost or self.shutdown.is_set()
+
+    # --- progress and metrics ---
+
+    def progress(self, p: StepProgress, phase: str = "train") -> dict[str, Any]:
+        return {
+            "phase": phase,
+            "epoch": p.epoch,
+            "epochs": self.epochs,
+            "step": p.step,
+            "steps": p.steps,
+            "global_step": (p.epoch - 1) * p.steps + p.step,
+            "fraction": p.fraction,
+            "lr": p.lr,
+            "wps": p.wps,
+            "train_ppl_running": finite(p.ppl),
+        }
+
+    def on_step(self, p: StepProgress) -> None:
+        # The last step of an epoch is reported at once: validation follows and may take a while.
+        if p.step == p.steps:
+            self._report(self.progress(p, "validate"), [])
+        elif time.monotonic() - self.last_report >= PROGRESS_SECONDS:
+            self._report(self.progress(p), [])
+
+    def on_log(self, p: StepProgress) -> None:
+        step = (p.epoch - 1) * p.steps + p.step
+        points = [
+            MetricPoint("train_ppl_running", p.ppl, step, p.epoch),
+            MetricPoint("wps", p.wps, step, p.epoch),
+            MetricPoint("lr", p.lr, step, p.epoch),
+        ]
+        phase = "validate" if p.step == p.steps else "train"
+        self._report(self.progress(p, phase), [m for m in points if math.isfinite(m.value)])
+
+    def _report(self, progress: dict[str, Any], points: list[MetricPoint]) -> None:
+        self.last_report = time.monotonic()
+        self._note_status(self.attempt.report(progress, points))
+
+    # --- checkpoints ---
+
+    def save(self, trainer: Trainer, kind: str, valid_ppl: float | None) -> NewCheckpoint:
+        """Write a checkpoint file for the trainer as it stands (recorded by the caller)."""
+        ckpt_id = new_checkpoint_id()
+        path = checkpoint.save(checkpoint.trainer_payload(trainer), self.job_dir / f"{ckpt_id}.pt")
+        s = trainer.state
+        return NewCheckpoint(
+            id=ckpt_id,
+            epoch=s.epoch,
+            step=s.epoch * trainer.train_steps + s.step,
+            kind=kind,
+            valid_ppl=valid_ppl,
+            path=str(path.resolve()),
+            size_bytes=path.stat().st_size,
+        )
+
+    def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
+        ckpt = self.save(trainer, EPOCH, finite(result.valid_ppl))
+        step = result.epoch * trainer.train_steps
+        points = [
+            MetricPoint(key, value, step, result.epoch)
+            for key, value in (
+                ("train_ppl", result.train_ppl),
+                ("valid_ppl", result.valid_ppl),
+                ("lr", result.lr),
+                ("wps", result.wps),
+            )
+            if math.isfinite(value)
+        ]
+        last = result.epoch == self.epochs
+        progress = {
+            "phase": "test" if last else "train",
+            "epoch": result.epoch,
+            "epochs": self.epochs,
+            "step": trainer.train_steps,
+            "steps": trainer.train_steps,
+            "global_step": step,
+            "fraction": 1.0,
+            "lr": result.lr,
+            "wps": result.wps,
+            "train_ppl_running": finite(result.train_ppl),
+        }
+        best = trainer.state.best_valid_ppl
+        try:
+            status = self.attempt.record_epoch(
+                ckpt,
+                points,
+                train_ppl=finite(result.train_ppl),
+                valid_ppl=finite(result.valid_ppl),
+                best_valid_ppl=finite(best) if best is not None else None,
+                progress=progress,
+                keep_last=self.settings.keep_last_checkpoints,
+            )
+        except LeaseLost:
+            Path(ckpt.path).unlink(missing_ok=True)  # a newer attempt owns the job's folder now
+            raise
+        self.last_checkpoint = ckpt
+        self._note_status(status)
+        log.info(
+            "job %s epoch %d: train %.3f valid %.3f lr %.3g %.0f wps",
+            self.attempt.job_id,
+            result.epoch,
+            result.train_ppl,
+            result.valid_ppl,
+            result.lr,
+            result.wps,
+        )
+
+
+def worker_device(config: ModelConfig, settings: Settings) -> str:
+    """A job's own device choice wins; `auto` defers to the worker's setting."""
+    return settings.worker_device if config.device == "auto" else config.device
+
+
+def run_job(engine: Engine, settings: Settings, worker_id: str, job: ClaimedJob, shutdown: threading.Event) -> str:
+    """Train `job` and record how it ended; returns the job's status afterwards ("lost" if taken away)."""
+    attempt = Attempt(engine, job.id, job.attempt, worker_id, settings.lease_seconds)
+    heartbeat = Heartbeat(attempt, engine, worker_id, settings.heartbeat_seconds)
+    heartbeat.start()
+    try:
+        return _train(attempt, heartbeat, settings, job, shutdown)
+    except LeaseLost:
+        log.warning("job %s attempt %d: lease lost; another attempt owns it now", job.id, job.attempt)
+        return "lost"
+    finally:
+        heartbeat.done.set()
+        heartbeat.join()
+
+
+def _train(
+    attempt: Attempt, heartbeat: Heartbeat, settings: Settings, job: ClaimedJob, shutdown: threading.Event
+) -> str:
+    job_dir = settings.checkpoints_dir / job.id
+    try:
+        config = ModelConfig.from_dict(job.config)
+        device = worker_device(config, settings)
+        corpus = Corpus.load(job.dataset_path, config.vocab_size)
+        if job.checkpoint_path is not None:
+            trainer = checkpoint.resume_trainer(checkpoint.load(job.checkpoint_path), corpus, device)
+            log.info(
+                "job %s attempt %d: resuming at epoch %d step %d",
+                job.id,
+                job.attempt,
+                trainer.state.epoch,
+                trainer.state.step,
+            )
+        else:
+            trainer = Trainer(config.replace(device=device), corpus)
+            log.info("job %s attempt %d: starting on %s", job.id, job.attempt, trainer.device)
+        callbacks = JobCallbacks(attempt, heartbeat, shutdown, settings, job_dir, config.max_max_epoch)
+        if job.checkpoint_id is not None and job.checkpoint_path is not None:
+            # The resumed-from checkpoint is this run's last one until it writes another.
+            callbacks.last_checkpoint = NewCheckpoint(
+                job.checkpoint_id, trainer.state.epoch, job.checkpoint_step, EPOCH, None, job.checkpoint_path, 0
+            )
+        finished = trainer.fit(callbacks)
+    except LeaseLost:
+        raise
+    except PERMANENT_ERRORS as exc:
+        log.error("job %s failed: %s", job.id, exc)
+        attempt.fail(f"{type(exc).__name__}: {exc}")
+        return "failed"
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        log.exception("job %s attempt %d raised", job.id, job.attempt)
+        if job.attempt < job.max_attempts:
+            # The trainer may be in a bad state: the next attempt resumes from the last good checkpoint.
+            attempt.stop(QUEUED, None, settings.keep_last_checkpoints, error=f"attempt {job.attempt}: {message}")
+            return QUEUED
+        attempt.fail(f"{message} (attempt {job.attempt} of {job.max_attempts})")
+        return "failed"
+
+    if finished:
+        test_ppl = finite(trainer.state.test_ppl if trainer.state.test_ppl is not None else math.nan)
+        last = callbacks.last_checkpoint
+        final = callbacks.save(trainer, FINAL, finite(trainer.state.history[-1]["valid_ppl"]))
+        points = [] if test_ppl is None else [MetricPoint("test_ppl", test_ppl, final.step, trainer.state.epoch)]
+        try:
+            attempt.succeed(test_ppl, final, last.id if last else None, points)
+        except LeaseLost:
+            Path(final.path).unlink(missing_ok=True)
+            raise
+        log.info("job %s succeeded: test perplexity %s", job.id, test_ppl)
+        return "succeeded"
+    if callbacks.lease_lost:
+        raise LeaseLost(job.id)
+    saved = _interrupt_checkpoint(callbacks, trainer)
+    status = CANCELED if callbacks.cancel_requested else QUEUED
+    try:
+        attempt.stop(status, saved, settings.keep_last_checkpoints)
+    except LeaseLost:
+        if saved is not None:
+            Path(saved.path).unlink(missing_ok=True)
+        raise
+    done = "canceled" if status == CANCELED else "handed back"
+    log.info("job %s %s at epoch %d step %d", job.id, done, trainer.state.epoch + 1, trainer.state.step)
+    return status
+
+
+def _interrupt_checkpoint(callbacks: JobCallbacks, trainer: Trainer) -> NewCheckpoint | None:
+    """A mid-epoch checkpoint, unless training has not moved since the last one."""
+    s = trainer.state
+    step = s.epoch * trainer.train_steps + s.step
+    last = callbacks.last_checkpoint
+    if step == 0 or (last is not None and last.step == step):
+        return None
+    return callbacks.save(trainer, INTERRUPT, None)
