@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import checkpoints, datasets, health, jobs, metrics, problems
+from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.db import make_engine, session_factory
+from app.registry import ModelCache
 from app.settings import Settings, get_settings
 
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
+    app.state.model_cache = ModelCache(settings.model_cache_size)
     problems.install(app)
     # Routers are included below, one line per concept.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
@@ -39,4 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(metrics.router)
     app.include_router(checkpoints.router)
+    app.include_router(models.router)
+    app.include_router(scoring.router)
+    app.include_router(generation.router)
+    app.include_router(completions.router)
     return app

@@ -1,0 +1,145 @@
+"""Route: `POST /v1/generate`, continuations of a prompt, whole or streamed as Server-Sent Events.
+
+Also the event-stream response the completions route shares: `data: {json}` per event, then
+`data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from app.api.deps import SessionDep, SettingsDep
+from app.api.inference_schemas import (
+    GenerateChoice,
+    GenerateChunk,
+    GenerateChunkChoice,
+    GenerateRequest,
+    GenerateResponse,
+    Usage,
+)
+from app.api.models import ModelCacheDep, serve_model
+from app.api.schemas import problem_responses
+from app.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
+from app.text import detokenize, normalize_ptb, tokenize
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+log = logging.getLogger(__name__)
+
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/event-stream": {}}}
+}
+
+
+def event_stream(chunks: Iterable[BaseModel]) -> StreamingResponse:
+    """A Server-Sent Events response: one `data:` event per chunk, then `data: [DONE]`.
+
+    Starlette iterates the (synchronous) chunks in its thread pool, so torch never blocks the event
+    loop. An error after the stream started can no longer change the status: it is sent as an
+    `error` object (as OpenAI does) before `[DONE]`.
+    """
+
+    def lines() -> Iterator[str]:
+        try:
+            for chunk in chunks:
+                yield f"data: {chunk.model_dump_json()}\n\n"
+        except Exception as exc:
+            log.exception("stream failed")
+            error = {"message": f"generation failed: {type(exc).__name__}", "type": "server_error"}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(lines(), media_type="text/event-stream", headers=headers)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+@router.post(
+    "/generate",
+    response_model=GenerateResponse,
+    responses={**STREAM_RESPONSES, **problem_responses(400, 404, 409, 422)},
+)
+def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep) -> Response:
+    """Continue a prompt `n` times (temperature 0 is greedy); `stream: true` sends each word as an event."""
+    words = tokenize(body.prompt)
+    words = normalize_ptb(words) if body.normalize else words
+    sampling = body.sampling(body.max_tokens)
+    check_request(words, sampling, settings)
+    ref, loaded = serve_model(body.model, session, settings, cache)
+    top = body.top_logprobs if body.top_logprobs > 0 else None
+    events = generate_events(loaded, words, sampling, top_logprobs=top)
+    if body.stream:
+        head = GenerateChunk(id=new_id("gen"), created=int(time.time()), model=body.model, choices=[])
+        return event_stream(_chunks(events, head, len(words), body.logprobs))
+    tokens: list[list[str]] = [[] for _ in range(sampling.n)]
+    logprobs: list[list[float]] = [[] for _ in range(sampling.n)]
+    tops: list[list[dict[str, float]]] = [[] for _ in range(sampling.n)]
+    finished = [FINISH_LENGTH] * sampling.n
+    for event in events:
+        if isinstance(event, Token):
+            tokens[event.index].append(event.token)
+            logprobs[event.index].append(event.logprob)
+            tops[event.index].append(event.top or {})
+        else:
+            finished[event.index] = event.reason
+    choices = [
+        GenerateChoice.model_validate(
+            {
+                "index": i,
+                "text": detokenize(tokens[i]),
+                "tokens": tokens[i],
+                "logprobs": logprobs[i] if body.logprobs else None,
+                "top_logprobs": tops[i] if top else None,
+                "finish_reason": finished[i],
+            }
+        )
+        for i in range(sampling.n)
+    ]
+    generated = sum(len(t) for t in tokens)
+    result = GenerateResponse(
+        id=new_id("gen"),
+        created=int(time.time()),
+        model=body.model,
+        job_id=ref.job_id,
+        checkpoint_id=ref.checkpoint_id,
+        choices=choices,
+        usage=Usage(prompt_tokens=len(words), completion_tokens=generated, total_tokens=len(words) + generated),
+    )
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+def _chunks(
+    events: Iterable[Token | Finish], head: GenerateChunk, prompt_tokens: int, with_logprobs: bool
+) -> Iterator[GenerateChunk]:
+    """One chunk per word and one per finished choice (copies of `head`); the last one carries the usage."""
+    emitted: dict[int, int] = {}
+    for event in events:
+        if isinstance(event, Token):
+            first = emitted.get(event.index, 0) == 0
+            emitted[event.index] = emitted.get(event.index, 0) + 1
+            choice = GenerateChunkChoice(
+                index=event.index,
+                token=event.token,
+                text=event.token if first else f" {event.token}",
+                logprob=event.logprob if with_logprobs else None,
+                top_logprobs=event.top,
+            )
+        else:
+            choice = GenerateChunkChoice.model_validate(
+                {"index": event.index, "token": None, "text": "", "finish_reason": event.reason}
+            )
+        yield head.model_copy(update={"choices": [choice]})
+    generated = sum(emitted.values())
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=generated, total_tokens=prompt_tokens + generated)
+    yield head.model_copy(update={"usage": usage})

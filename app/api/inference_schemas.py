@@ -1,0 +1,299 @@
+"""Request and response bodies of the inference API: models and aliases, scoring, generation and
+the OpenAI-compatible completions.
+
+Bounds that do not depend on the deployment are checked here (temperature finite and >= 0, top_p in
+(0, 1], ...); the deployment's limits (`max_generate_tokens`, `max_sentences`, ...) are checked by
+the core with the settings, and both answer 422 problem+json.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.generation import Sampling, stop_sequences
+from app.registry import ModelRef
+
+MAX_TOP_LOGPROBS = 20
+MAX_SEED = 2**63 - 1
+MAX_STOP_SEQUENCES = 16
+
+ModelName = Field(min_length=1, max_length=200, description="a job id (its best checkpoint), checkpoint id or alias")
+StopField = Field(
+    None,
+    description="a string (its words are one stop sequence) or a list of strings (one sequence each); "
+    "a stop sequence ends the continuation and is not emitted",
+)
+
+# --- models and aliases ---
+
+
+class ModelCard(BaseModel):
+    """A servable model, in the shape of OpenAI's model object plus what it is."""
+
+    id: str = Field(description="the name to use: a job id or an alias")
+    object: Literal["model"] = "model"
+    created: int = Field(description="when the served checkpoint was written (Unix seconds)")
+    owned_by: str = "lstm-lm-service"
+    job_id: str
+    job_status: str
+    checkpoint_id: str = Field(description="the checkpoint this name serves now")
+    epoch: int = Field(description="completed training epochs of that checkpoint")
+    step: int
+    kind: str = Field(description="epoch, interrupt or final")
+    valid_ppl: float | None = Field(description="validation perplexity of that checkpoint")
+    aliases: list[str] = Field(default_factory=list, description="aliases pointing at this job or checkpoint")
+
+    @classmethod
+    def of(cls, ref: ModelRef, aliases: list[str]) -> ModelCard:
+        return cls(
+            id=ref.name,
+            created=int(ref.created_at.timestamp()),
+            job_id=ref.job_id,
+            job_status=ref.job_status,
+            checkpoint_id=ref.checkpoint_id,
+            epoch=ref.epoch,
+            step=ref.step,
+            kind=ref.kind,
+            valid_ppl=ref.valid_ppl,
+            aliases=aliases,
+        )
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(min_length=1, max_length=40, description="a job id or a checkpoint id")
+
+
+class AliasOut(BaseModel):
+    name: str
+    target: str
+    updated_at: datetime
+
+
+class AliasList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AliasOut]
+
+
+# --- scoring ---
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = ModelName
+    sentences: list[str] = Field(min_length=1, description="each text is one sentence, split on whitespace")
+    log10: bool = Field(False, description="log-probabilities in base 10 (KenLM's convention) instead of base e")
+    score_eos: bool = Field(True, description="also score the end of sentence (<eos>) after the last word")
+    normalize: bool = Field(False, description="PTB normalisation before lookup: lower case, numbers to N")
+
+
+class SentenceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    tokens: list[str] = Field(description="the words as looked up (normalised if asked), then <eos> if scored")
+    logprobs: list[float] = Field(description="log p(token | previous words) in base log_base")
+    is_unk: list[bool] = Field(description="the token is out of the vocabulary (scored as <unk>) or is <unk>")
+    total_logprob: float
+    num_tokens: int
+    num_unk: int
+    perplexity: float = Field(description="exp(-mean natural-log p) over the tokens")
+    perplexity_without_unk: float | None = Field(description="the same over the tokens that are not <unk>")
+
+
+class ScoreAggregate(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    num_sentences: int
+    num_tokens: int
+    num_unk: int
+    total_logprob: float = Field(description="sum over all tokens, in base log_base")
+    corpus_perplexity: float = Field(description="token-weighted: exp(-total natural-log p / num_tokens)")
+    corpus_perplexity_without_unk: float | None
+    mean_sentence_perplexity: float = Field(description="the mean of the per-sentence perplexities")
+    mean_sentence_perplexity_without_unk: float | None
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    job_id: str
+    checkpoint_id: str
+    log_base: Literal["e", "10"]
+    sentences: list[SentenceOut]
+    aggregate: ScoreAggregate
+
+
+# --- native generation ---
+
+
+class SamplingFields(BaseModel):
+    """Fields shared by /v1/generate and /v1/completions."""
+
+    temperature: float = Field(1.0, ge=0, allow_inf_nan=False, description="0 is greedy (argmax)")
+    top_k: int | None = Field(None, ge=1, description="sample among the k most likely words only")
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="nucleus sampling mass, (0, 1]")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="the same seed gives the same text")
+    n: int = Field(1, ge=1, description="continuations to generate")
+    stop: str | list[str] | None = StopField
+    stream: bool = Field(False, description="Server-Sent Events, one token per event, ending with data: [DONE]")
+
+    @model_validator(mode="after")
+    def _stop_words(self) -> SamplingFields:
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"stop: at most {MAX_STOP_SEQUENCES} stop sequences")
+        texts = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        if any(not text.split() for text in texts):
+            raise ValueError("stop: a stop sequence needs at least one word")
+        return self
+
+    def sampling(self, max_tokens: int) -> Sampling:
+        return Sampling(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            seed=self.seed,
+            n=self.n,
+            stop=stop_sequences(self.stop),
+        )
+
+
+class GenerateRequest(SamplingFields):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = ModelName
+    prompt: str = Field("", description="the start of a sentence; empty starts one from scratch")
+    max_tokens: int = Field(30, ge=0, description="words to generate at most")
+    logprobs: bool = Field(False, description="return each word's log p (natural log, untempered model)")
+    top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="also the k most likely words per position")
+    normalize: bool = Field(False, description="PTB normalisation of the prompt: lower case, numbers to N")
+
+
+class GenerateChoice(BaseModel):
+    index: int
+    text: str = Field(description="the generated words joined by spaces")
+    tokens: list[str]
+    logprobs: list[float] | None = None
+    top_logprobs: list[dict[str, float]] | None = None
+    finish_reason: Literal["stop", "eos", "length"] = Field(
+        description="stop: a stop sequence; eos: the model ended the sentence; length: max_tokens reached"
+    )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class GenerateResponse(BaseModel):
+    id: str
+    object: Literal["generation"] = "generation"
+    created: int
+    model: str
+    job_id: str
+    checkpoint_id: str
+    choices: list[GenerateChoice]
+    usage: Usage
+
+
+class GenerateChunkChoice(BaseModel):
+    index: int
+    token: str | None = Field(description="the new word; null in the event that ends the choice")
+    text: str = Field(description="text to append: the word with a space before it unless it is the first")
+    logprob: float | None = None
+    top_logprobs: dict[str, float] | None = None
+    finish_reason: Literal["stop", "eos", "length"] | None = None
+
+
+class GenerateChunk(BaseModel):
+    id: str
+    object: Literal["generation.chunk"] = "generation.chunk"
+    created: int
+    model: str
+    choices: list[GenerateChunkChoice]
+    usage: Usage | None = Field(None, description="only in the last event")
+
+
+# --- OpenAI-compatible completions ---
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class CompletionRequest(SamplingFields):
+    """OpenAI's legacy completions request. Unknown fields are ignored, as OpenAI-compatible servers do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = ModelName
+    prompt: str | list[str] = Field(description="a text, or a list of texts (each continued n times)")
+    max_tokens: int | None = Field(16, ge=0, description="0 with echo=true scores the prompt only")
+    top_p: float | None = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="include log-probabilities: k alternatives"
+    )
+    echo: bool = Field(False, description="return the prompt before the completion (with its logprobs)")
+    stream_options: StreamOptions | None = None
+    normalize: bool = Field(False, description="extension: PTB normalisation of the prompt (lower case, numbers to N)")
+    # Accepted for compatibility; only their neutral values are supported.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    best_of: int | None = None
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> CompletionRequest:
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise ValueError("prompt: give at least one text")
+        if self.presence_penalty or self.frequency_penalty:
+            raise ValueError("presence_penalty and frequency_penalty are not supported (use 0)")
+        if self.best_of not in (None, self.n):
+            raise ValueError("best_of is not supported (leave it out or set it to n)")
+        if self.logit_bias:
+            raise ValueError("logit_bias is not supported")
+        if self.suffix:
+            raise ValueError("suffix is not supported")
+        return self
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None] = Field(description="natural log p of each token; the prompt's first is null")
+    top_logprobs: list[dict[str, float] | None] = Field(
+        description="the k most likely words per position (+ the token)"
+    )
+    text_offset: list[int] = Field(description="character offset of each token in prompt + completion text")
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = Field(None, description="the checkpoint id that answered")

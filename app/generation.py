@@ -1,0 +1,186 @@
+"""Generation for the API: stop sequences, limits, per-step locking and top log-probabilities.
+
+`model.inference.generate_stream` does the sampling. This module runs it one step at a time under
+the model's lock (concurrent streams take turns instead of fighting over the cores), and, when a
+caller asks for the most likely alternatives at each position (OpenAI's `logprobs=k`), replays the
+prompt and the emitted words through the model to read its full distribution there.
+
+The prompt's context starts at `<eos>`, as every training sentence does: a prompt is the beginning
+of a sentence, and an empty prompt starts one from scratch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from app.errors import Invalid
+from app.registry import LoadedModel
+from app.settings import Settings
+from app.text import tokenize
+from model.inference import GeneratedToken, generate_stream
+from model.network import State
+
+FINISH_EOS, FINISH_STOP, FINISH_LENGTH = "eos", "stop", "length"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to continue a prompt; validated by the API schemas before it gets here."""
+
+    max_tokens: int = 30
+    temperature: float = 1.0  # 0 is greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    n: int = 1
+    stop: tuple[tuple[str, ...], ...] = ()  # word sequences that end a continuation (not emitted)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One emitted word of continuation `index`."""
+
+    index: int
+    token: str
+    logprob: float  # natural log p under the model's own (untempered) distribution
+    top: dict[str, float] | None = None  # the k most likely words here (and the chosen one), when asked
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Continuation `index` ended: `eos`, `stop` or `length`."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PromptToken:
+    token: str
+    logprob: float | None  # None for the first word (OpenAI's convention)
+    top: dict[str, float] | None
+
+
+def stop_sequences(stop: str | Sequence[str] | None) -> tuple[tuple[str, ...], ...]:
+    """A string is one word sequence; a list holds one sequence per string. Empty ones are refused."""
+    texts = [stop] if isinstance(stop, str) else list(stop or [])
+    sequences = tuple(tuple(tokenize(text)) for text in texts)
+    if any(not words for words in sequences):
+        raise Invalid("stop: a stop sequence needs at least one word")
+    return sequences
+
+
+def check_request(prompt_words: Sequence[str], sampling: Sampling, settings: Settings) -> None:
+    """`Invalid` when a request goes over the deployment's limits."""
+    if sampling.max_tokens > settings.max_generate_tokens:
+        raise Invalid(f"max_tokens: {sampling.max_tokens} is over the limit of {settings.max_generate_tokens}")
+    if sampling.n > settings.max_generate_n:
+        raise Invalid(f"n: {sampling.n} is over the limit of {settings.max_generate_n}")
+    if len(prompt_words) > settings.max_request_tokens:
+        raise Invalid(f"prompt: {len(prompt_words)} words, at most {settings.max_request_tokens}")
+
+
+def _top(logp: Tensor, k: int, words: Sequence[str], chosen: int | None) -> dict[str, float]:
+    """The k most likely words of a [V] log-distribution, plus the chosen word (as OpenAI does)."""
+    values, ids = torch.topk(logp, min(k, logp.numel()))  # k = 0: only the chosen word
+    top = {words[i]: v for i, v in zip(ids.tolist(), values.tolist(), strict=True)}
+    if chosen is not None and words[chosen] not in top:
+        top[words[chosen]] = float(logp[chosen])
+    return top
+
+
+class Replay:
+    """The model's distribution at every position of a prompt and of n continuations of it."""
+
+    def __init__(self, loaded: LoadedModel, prompt_words: Sequence[str], n: int) -> None:
+        self.loaded = loaded
+        self.ids = [loaded.vocab.id_of(w) for w in prompt_words]
+        model = loaded.model
+        with torch.inference_mode(), loaded.lock:
+            context = torch.tensor([[loaded.vocab.eos_id, *self.ids]], device=model.decoder.weight.device)
+            logits, state = model(context, model.zero_state(1))
+            self.prompt_logp = torch.log_softmax(logits[0].float(), dim=-1)  # [P + 1, V]
+        self.states: list[State] = [state] * n  # never written in place: sharing is safe
+        self.next_logp = [self.prompt_logp[-1]] * n  # [V] each: the distribution of the next word
+        self.pending: list[int | None] = [None] * n  # a word emitted but not yet read
+
+    def prompt(self, words: Sequence[str], k: int) -> list[PromptToken]:
+        """Log p of each prompt word given the words before it (the first: None), with k alternatives."""
+        vocab_words = self.loaded.vocab.words
+        out = []
+        for j, (word, token_id) in enumerate(zip(words, self.ids, strict=True)):
+            if j == 0:
+                out.append(PromptToken(word, None, None))
+                continue
+            logp = self.prompt_logp[j]
+            out.append(PromptToken(word, float(logp[token_id]), _top(logp, k, vocab_words, token_id)))
+        return out
+
+    def step(self, index: int, token_id: int, k: int) -> tuple[float, dict[str, float]]:
+        """Log p of continuation `index`'s next word and the k most likely words there."""
+        model = self.loaded.model
+        pending = self.pending[index]
+        if pending is not None:  # read the previous word only now: the last one never needs it
+            with torch.inference_mode(), self.loaded.lock:
+                x = torch.tensor([[pending]], device=model.decoder.weight.device)
+                logits, self.states[index] = model(x, self.states[index])
+                self.next_logp[index] = torch.log_softmax(logits[0, -1].float(), dim=-1)
+        self.pending[index] = token_id
+        logp = self.next_logp[index]
+        return float(logp[token_id]), _top(logp, k, self.loaded.vocab.words, token_id)
+
+
+def _locked(events: Iterator[GeneratedToken | tuple[int, str]], lock: threading.Lock) -> Iterator[object]:
+    """Advance `events` one item at a time while holding `lock`, releasing it between items."""
+    while True:
+        with lock:
+            try:
+                event = next(events)
+            except StopIteration:
+                return
+        yield event
+
+
+def generate_events(
+    loaded: LoadedModel,
+    prompt_words: Sequence[str],
+    sampling: Sampling,
+    *,
+    top_logprobs: int | None = None,
+    replay: Replay | None = None,
+) -> Iterator[Token | Finish]:
+    """Continue the prompt `sampling.n` times, yielding each word as it is chosen and each end.
+
+    With `top_logprobs` = k (0 included), every word carries the k most likely words at its
+    position and the chosen one, with its log p read from the same distribution so the two agree
+    exactly. `replay` may be passed when the caller already built it for the prompt.
+    """
+    events = generate_stream(
+        loaded.model,
+        loaded.vocab,
+        prompt_words,
+        max_tokens=sampling.max_tokens,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        seed=sampling.seed,
+        n=sampling.n,
+        stop=[list(s) for s in sampling.stop],
+    )
+    if top_logprobs is not None and replay is None:
+        replay = Replay(loaded, prompt_words, sampling.n)
+    for event in _locked(events, loaded.lock):
+        if isinstance(event, GeneratedToken):
+            if top_logprobs is not None and replay is not None:
+                logprob, top = replay.step(event.index, loaded.vocab.id_of(event.token), top_logprobs)
+                yield Token(event.index, event.token, logprob, top)
+            else:
+                yield Token(event.index, event.token, event.logprob)
+        else:
+            assert isinstance(event, tuple)
+            yield Finish(event[0], event[1])

@@ -1,0 +1,250 @@
+"""The model registry: which checkpoint a model name means, and a bounded cache of loaded models.
+
+A model is named by a job id (`job_...`: the job's best checkpoint, the one with the lowest
+validation perplexity, or its latest while none has been validated), by a checkpoint id
+(`ckpt_...`) or by an alias (`default`, `ptb-small`) that points at either. Names are resolved on
+every request, so a job that is still training serves its newest best checkpoint as soon as the
+worker records it.
+
+Loaded models live in a least-recently-used cache keyed by checkpoint id and the file's mtime and
+size (a rewritten file is reloaded). Files are read with `weights_only=True`; a missing or corrupt
+file is a `Conflict` for that model only, and the server keeps serving the others.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app import checkpoints
+from app.errors import Conflict, Invalid, NotFound
+from app.tables import Checkpoint, Job, ModelAlias, utcnow
+from model.checkpoint import CheckpointError, load, load_model
+from model.config import ModelConfig
+from model.data import Vocabulary
+from model.network import LSTMLanguageModel
+
+JOB_PREFIX, CHECKPOINT_PREFIX = "job_", "ckpt_"
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+_ALIAS_RE = re.compile(ALIAS_PATTERN)
+RESERVED_ALIASES = frozenset({"aliases"})  # would shadow GET /v1/models/aliases
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model name resolves to: one checkpoint of one job."""
+
+    name: str  # the name as asked for
+    job_id: str
+    job_status: str
+    checkpoint_id: str
+    path: Path
+    epoch: int
+    step: int
+    kind: str
+    valid_ppl: float | None
+    created_at: datetime  # when the checkpoint was written
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory. `lock` serialises its forwards: one forward already uses every core."""
+
+    checkpoint_id: str
+    model: LSTMLanguageModel
+    vocab: Vocabulary
+    config: ModelConfig
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    name: str
+    target: str
+    updated_at: datetime
+
+
+def _ref(name: str, job: Job, row: Checkpoint, data_dir: Path) -> ModelRef:
+    path = Path(row.path)
+    if not path.is_absolute() and not path.exists():
+        path = data_dir / path  # a path the worker wrote relative to the data folder
+    return ModelRef(
+        name=name,
+        job_id=job.id,
+        job_status=job.status,
+        checkpoint_id=row.id,
+        path=path,
+        epoch=row.epoch,
+        step=row.step,
+        kind=row.kind,
+        valid_ppl=row.valid_ppl,
+        created_at=row.created_at,
+    )
+
+
+def served_checkpoint(rows: list[Checkpoint]) -> Checkpoint | None:
+    """The checkpoint a job id serves: its best validated one, else its latest (rows oldest first)."""
+    return checkpoints.best_of(rows) or (rows[-1] if rows else None)
+
+
+def resolve(session: Session, name: str, data_dir: Path) -> ModelRef:
+    """The checkpoint `name` means; `NotFound` when there is no such model."""
+    target = name
+    if not name.startswith((JOB_PREFIX, CHECKPOINT_PREFIX)):
+        alias = session.get(ModelAlias, name)
+        if alias is None:
+            raise NotFound(f"model {name!r} not found: not a job id, checkpoint id or alias", model=name)
+        target = alias.target
+    if target.startswith(CHECKPOINT_PREFIX):
+        row = session.get(Checkpoint, target)
+        if row is None:
+            raise NotFound(f"model {name!r} not found: no checkpoint {target!r}", model=name)
+        job = session.get(Job, row.job_id)
+        assert job is not None  # a foreign key
+        return _ref(name, job, row, data_dir)
+    job = session.get(Job, target)
+    if job is None:
+        raise NotFound(f"model {name!r} not found: no job {target!r}", model=name)
+    served = served_checkpoint(checkpoints.ordered(session, job.id))
+    if served is None:
+        raise Conflict(f"job {job.id} has no checkpoint yet (status {job.status})", model=name)
+    return _ref(name, job, served, data_dir)
+
+
+def servable_models(session: Session, data_dir: Path) -> list[tuple[ModelRef, list[str]]]:
+    """Every job with a checkpoint, newest first, with the aliases that point at it or at its served checkpoint."""
+    by_job: dict[str, list[Checkpoint]] = {}
+    for row in session.scalars(select(Checkpoint).order_by(Checkpoint.step, Checkpoint.created_at, Checkpoint.id)):
+        by_job.setdefault(row.job_id, []).append(row)
+    aliases = list_aliases(session)
+    jobs = session.scalars(select(Job).where(Job.id.in_(by_job)).order_by(Job.created_at.desc(), Job.id))
+    listed: list[tuple[ModelRef, list[str]]] = []
+    for job in jobs:
+        served = served_checkpoint(by_job[job.id])
+        assert served is not None  # the job has rows
+        names = [a.name for a in aliases if a.target in (job.id, served.id)]
+        listed.append((_ref(job.id, job, served, data_dir), names))
+    return listed
+
+
+# --- aliases ---
+
+
+def check_alias_name(name: str) -> None:
+    """`Invalid` unless `name` can be an alias (and cannot be mistaken for an id)."""
+    if not _ALIAS_RE.fullmatch(name) or name.startswith((JOB_PREFIX, CHECKPOINT_PREFIX)) or name in RESERVED_ALIASES:
+        raise Invalid(
+            f"alias {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or "
+            f"digit, not starting with {JOB_PREFIX!r} or {CHECKPOINT_PREFIX!r}, and not {', '.join(RESERVED_ALIASES)}"
+        )
+
+
+def set_alias(session: Session, name: str, target: str) -> AliasInfo:
+    """Point alias `name` at a job or checkpoint id (created or moved); `NotFound` if the target is unknown."""
+    check_alias_name(name)
+    table = Checkpoint if target.startswith(CHECKPOINT_PREFIX) else Job if target.startswith(JOB_PREFIX) else None
+    if table is None or session.get(table, target) is None:
+        raise NotFound(f"alias target {target!r} not found: give a job id or a checkpoint id", target=target)
+    row = session.get(ModelAlias, name)
+    if row is None:
+        row = ModelAlias(name=name, target=target, updated_at=utcnow())
+        session.add(row)
+    else:
+        row.target, row.updated_at = target, utcnow()
+    session.commit()
+    return AliasInfo(row.name, row.target, row.updated_at)
+
+
+def get_alias(session: Session, name: str) -> AliasInfo:
+    """One alias; `NotFound` if there is none by that name."""
+    row = session.get(ModelAlias, name)
+    if row is None:
+        raise NotFound(f"alias {name!r} not found")
+    return AliasInfo(row.name, row.target, row.updated_at)
+
+
+def list_aliases(session: Session) -> list[AliasInfo]:
+    """All aliases by name."""
+    rows = session.scalars(select(ModelAlias).order_by(ModelAlias.name))
+    return [AliasInfo(r.name, r.target, r.updated_at) for r in rows]
+
+
+def delete_alias(session: Session, name: str) -> None:
+    """Remove an alias; `NotFound` if there is none by that name."""
+    get_alias(session, name)
+    session.execute(delete(ModelAlias).where(ModelAlias.name == name))
+    session.commit()
+
+
+# --- loaded models ---
+
+
+class ModelCache:
+    """Loaded models, at most `capacity`, the least recently used dropped first. Thread-safe."""
+
+    def __init__(self, capacity: int, device: str = "cpu") -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.device = device
+        self._models: OrderedDict[tuple[str, int, int], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def cached_ids(self) -> list[str]:
+        """Checkpoint ids in memory, least recently used first."""
+        with self._lock:
+            return [key[0] for key in self._models]
+
+    def get(self, ref: ModelRef) -> LoadedModel:
+        """The model of `ref`, loaded on first use; `Conflict` if its file is missing or unusable."""
+        try:
+            stat = ref.path.stat()
+        except OSError:
+            raise Conflict(
+                f"checkpoint file missing for {ref.checkpoint_id} (model {ref.name!r})", model=ref.name
+            ) from None
+        key = (ref.checkpoint_id, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            loaded = self._models.get(key)
+            if loaded is not None:
+                self._models.move_to_end(key)
+                return loaded
+        # Read outside the lock: a slow load must not hold up requests for models in memory.
+        loaded = self._load(ref)
+        with self._lock:
+            for stale in [k for k in self._models if k[0] == ref.checkpoint_id and k != key]:
+                del self._models[stale]  # the file was rewritten
+            loaded = self._models.setdefault(key, loaded)  # another thread may have loaded it too
+            self._models.move_to_end(key)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+        return loaded
+
+    def _load(self, ref: ModelRef) -> LoadedModel:
+        try:
+            payload = load(ref.path)
+            model, vocab, config = load_model(payload, self.device)
+        except CheckpointError as exc:
+            reason = str(exc).removeprefix(f"{ref.path}: ")
+            raise Conflict(f"checkpoint {ref.checkpoint_id} is unusable: {reason}", model=ref.name) from None
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a readable file that is not a model
+            raise Conflict(
+                f"checkpoint {ref.checkpoint_id} is unusable: {type(exc).__name__} while building the model",
+                model=ref.name,
+            ) from None
+        model.requires_grad_(False)
+        return LoadedModel(ref.checkpoint_id, model, vocab, config)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()

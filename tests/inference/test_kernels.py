@@ -1,0 +1,93 @@
+"""The fast paths in `model.inference` that the API relies on, against their plain definitions:
+the softmax normaliser of scoring (and its fallback for extreme logits), the nucleus filter's
+partial sort, inverse-CDF sampling and the single-step LSTM cell of generation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from model import inference
+from model.config import preset
+from model.inference import _filter_logits, _sample, _step, packed_token_logprobs
+from model.network import LSTMLanguageModel
+
+
+@pytest.fixture
+def small_model() -> LSTMLanguageModel:
+    torch.manual_seed(0)
+    return LSTMLanguageModel(preset("test", hidden_size=12, num_layers=2, init_scale=0.5), 300).eval()
+
+
+def reference_logprobs(model: LSTMLanguageModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits, _ = model(x, model.zero_state(x.size(0)))
+    return torch.log_softmax(logits.double(), dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("bias_shift", [0.0, 95.0, -120.0])  # ordinary, overflowing, underflowing logits
+def test_packed_logprobs_equal_log_softmax(small_model: LSTMLanguageModel, bias_shift: float) -> None:
+    with torch.no_grad():
+        small_model.decoder.bias += bias_shift
+        small_model.decoder.bias[7] += 30.0  # one dominant word
+    x = torch.randint(0, 300, (5, 9))
+    y = torch.randint(0, 300, (5, 9))
+    y[:, 0] = 7
+    lengths = torch.tensor([9, 1, 4, 9, 6])
+    with torch.inference_mode():
+        got = packed_token_logprobs(small_model, x, y, lengths)
+        want = reference_logprobs(small_model, x, y)
+    real = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
+    assert got.shape == (int(lengths.sum()),)
+    assert torch.allclose(got.double(), want[real], atol=2e-5), (got.double() - want[real]).abs().max()
+
+
+def test_packed_logprobs_use_blocks(small_model: LSTMLanguageModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inference, "SOFTMAX_ROWS", 4)  # several blocks and a ragged last one
+    x, y = torch.randint(0, 300, (3, 7)), torch.randint(0, 300, (3, 7))
+    with torch.inference_mode():
+        got = packed_token_logprobs(small_model, x, y, torch.tensor([7, 7, 7]))
+    assert torch.allclose(got.double(), reference_logprobs(small_model, x, y).flatten(), atol=1e-5)
+
+
+def full_sort_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus by its definition: sort everything, keep the smallest prefix reaching top_p."""
+    sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= top_p
+    return torch.full_like(logits, -math.inf).scatter(-1, idx, sorted_logits.masked_fill(drop, -math.inf))
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 8.0])  # flat (full sort needed) to peaked (partial sort)
+@pytest.mark.parametrize("top_p", [1e-9, 0.5, 0.9, 0.999])
+def test_the_nucleus_filter_keeps_the_defined_set(scale: float, top_p: float) -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(3, 10_000) * scale
+    got, want = _filter_logits(logits, None, top_p), full_sort_nucleus(logits, top_p)
+    assert torch.equal(torch.isinf(got), torch.isinf(want))
+    kept = ~torch.isinf(want)
+    assert torch.equal(got[kept], want[kept])
+    both = _filter_logits(logits, 50, top_p)  # top-k first, then the nucleus of what is left
+    assert int((~torch.isinf(both)).sum(dim=-1).max()) <= 50
+
+
+def test_inverse_cdf_sampling_follows_the_distribution() -> None:
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).expand(20_000, -1)
+    generator = torch.Generator().manual_seed(0)
+    draws = _sample(probs, generator)
+    counts = torch.bincount(draws, minlength=6).double() / draws.numel()
+    assert counts[[0, 2, 5]].sum() == 0  # a zero-probability word is never drawn
+    assert torch.allclose(counts, probs[0].double(), atol=0.02)
+    again = _sample(probs, torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
+
+
+def test_one_lstm_cell_step_equals_the_sequence_kernel(small_model: LSTMLanguageModel) -> None:
+    ids = torch.tensor([3, 9, 0, 299])
+    state = (torch.randn(2, 4, 12), torch.randn(2, 4, 12))
+    with torch.inference_mode():
+        logits, (h, c) = _step(small_model, ids, state)
+        want_logits, (want_h, want_c) = small_model(ids.unsqueeze(-1), state)
+    assert torch.allclose(logits, want_logits[:, -1], atol=1e-6)
+    assert torch.allclose(h, want_h, atol=1e-6) and torch.allclose(c, want_c, atol=1e-6)

@@ -1,0 +1,125 @@
+"""POST /v1/score through the real app: per-token numbers against a direct token-by-token
+computation, batch and padding invariance, `<unk>` flags, log10, the end marker, PTB normalisation
+and the aggregates."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from .conftest import WORDS, InferenceService, ModelFiles, close, hand_logprobs
+
+
+def score(client: TestClient, model: str, sentences: list[str], **options: Any) -> dict[str, Any]:
+    response = client.post("/v1/score", json={"model": model, "sentences": sentences, **options})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_per_token_numbers_equal_a_direct_computation(inference_service: InferenceService, direct: ModelFiles) -> None:
+    sentences = ["the cat sat on the mat", "a dog ran", "N", "red red red big cat"]
+    body = score(inference_service.client, inference_service.job_id, sentences)
+    assert body["checkpoint_id"] == inference_service.best_checkpoint_id
+    assert body["log_base"] == "e"
+    for text, out in zip(sentences, body["sentences"], strict=True):
+        tokens = [*text.split(), "<eos>"]
+        expected = hand_logprobs(direct, tokens)
+        assert out["tokens"] == tokens
+        assert close(out["logprobs"], expected, 1e-5)
+        assert math.isclose(out["total_logprob"], math.fsum(expected), abs_tol=1e-5)
+        assert out["num_tokens"] == len(tokens)
+        assert math.isclose(out["perplexity"], math.exp(-math.fsum(expected) / len(tokens)), rel_tol=1e-5)
+        assert out["num_unk"] == 0 and out["perplexity_without_unk"] == out["perplexity"]
+
+
+def test_a_sentence_gets_the_same_numbers_alone_in_a_batch_of_50_and_padded(
+    inference_service: InferenceService,
+) -> None:
+    client, model = inference_service.client, inference_service.job_id
+    target = "the big dog sat on a mat"
+    alone = score(client, model, [target])["sentences"][0]["logprobs"]
+    rng = random.Random(0)
+    others = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))) for _ in range(49)]
+    in_batch = score(client, model, [*others[:20], target, *others[20:]])
+    assert len(in_batch["sentences"]) == 50
+    long_ones = [" ".join(["the"] * 90), " ".join(["cat", "ran"] * 45)]
+    padded = score(client, model, [long_ones[0], target, long_ones[1]])["sentences"][1]["logprobs"]
+    assert close(in_batch["sentences"][20]["logprobs"], alone, 1e-5)
+    assert close(padded, alone, 1e-5)
+    # every sentence of the batch equals its own request, and the order is kept
+    for text, out in list(zip([*others[:20], target, *others[20:]], in_batch["sentences"], strict=True))[:8]:
+        assert out["tokens"][:-1] == text.split()
+        assert close(out["logprobs"], score(client, model, [text])["sentences"][0]["logprobs"], 1e-5)
+
+
+def test_unknown_words_are_flagged_scored_as_unk_and_left_out_of_the_without_unk_numbers(
+    inference_service: InferenceService, direct: ModelFiles
+) -> None:
+    body = score(inference_service.client, inference_service.job_id, ["the zebra sat on <unk> mat"])
+    out = body["sentences"][0]
+    assert out["tokens"] == ["the", "zebra", "sat", "on", "<unk>", "mat", "<eos>"]
+    assert out["is_unk"] == [False, True, False, False, True, False, False]
+    assert out["num_unk"] == 2
+    # an unknown word is scored as <unk>, never dropped
+    assert close(out["logprobs"], hand_logprobs(direct, ["the", "<unk>", "sat", "on", "<unk>", "mat", "<eos>"]))
+    known = [lp for lp, unk in zip(out["logprobs"], out["is_unk"], strict=True) if not unk]
+    assert math.isclose(out["perplexity_without_unk"], math.exp(-sum(known) / len(known)), rel_tol=1e-9)
+    assert body["aggregate"]["num_unk"] == 2
+
+
+def test_log10_reports_kenlm_logs_and_the_same_perplexity(inference_service: InferenceService) -> None:
+    client, model = inference_service.client, inference_service.job_id
+    sentences = ["the cat sat", "a dog ran fast on the mat"]
+    natural = score(client, model, sentences)
+    ten = score(client, model, sentences, log10=True)
+    assert ten["log_base"] == "10"
+    for e, t in zip(natural["sentences"], ten["sentences"], strict=True):
+        assert close(t["logprobs"], [lp / math.log(10) for lp in e["logprobs"]], 1e-9)
+        assert math.isclose(t["total_logprob"], e["total_logprob"] / math.log(10), rel_tol=1e-9)
+        assert math.isclose(t["perplexity"], e["perplexity"], rel_tol=1e-12)
+        assert math.isclose(t["perplexity"], 10 ** (-t["total_logprob"] / t["num_tokens"]), rel_tol=1e-9)
+    assert math.isclose(ten["aggregate"]["corpus_perplexity"], natural["aggregate"]["corpus_perplexity"])
+
+
+def test_score_eos_false_drops_only_the_end_marker(inference_service: InferenceService) -> None:
+    client, model = inference_service.client, inference_service.job_id
+    with_eos = score(client, model, ["the dog ran"])["sentences"][0]
+    without = score(client, model, ["the dog ran"], score_eos=False)["sentences"][0]
+    assert without["tokens"] == ["the", "dog", "ran"]
+    assert close(without["logprobs"], with_eos["logprobs"][:-1], 1e-6)
+
+
+def test_ptb_normalisation_lowercases_and_maps_numbers_to_n(inference_service: InferenceService) -> None:
+    client, model = inference_service.client, inference_service.job_id
+    raw = score(client, model, ["The Cat sat 42 times , 1,000.5 RED"], normalize=True)["sentences"][0]
+    assert raw["tokens"] == ["the", "cat", "sat", "N", "times", ",", "N", "red", "<eos>"]
+    same = score(client, model, ["the cat sat N times , N red"])["sentences"][0]
+    assert close(raw["logprobs"], same["logprobs"], 1e-6)
+    untouched = score(client, model, ["The Cat sat 42"])["sentences"][0]
+    assert untouched["tokens"] == ["The", "Cat", "sat", "42", "<eos>"]
+    assert untouched["is_unk"] == [True, True, False, True, False]
+
+
+def test_aggregates_say_what_they_average(inference_service: InferenceService) -> None:
+    body = score(inference_service.client, inference_service.job_id, ["the cat sat on the mat", "zebra", "a dog"])
+    sentences, agg = body["sentences"], body["aggregate"]
+    every = [lp for s in sentences for lp in s["logprobs"]]
+    known = [lp for s in sentences for lp, u in zip(s["logprobs"], s["is_unk"], strict=True) if not u]
+    assert agg["num_sentences"] == 3 and agg["num_tokens"] == len(every) == 7 + 2 + 3
+    assert math.isclose(agg["corpus_perplexity"], math.exp(-math.fsum(every) / len(every)), rel_tol=1e-9)
+    assert math.isclose(agg["corpus_perplexity_without_unk"], math.exp(-math.fsum(known) / len(known)), rel_tol=1e-9)
+    mean = sum(s["perplexity"] for s in sentences) / 3
+    assert math.isclose(agg["mean_sentence_perplexity"], mean, rel_tol=1e-9)
+    mean_known = sum(s["perplexity_without_unk"] for s in sentences) / 3
+    assert math.isclose(agg["mean_sentence_perplexity_without_unk"], mean_known, rel_tol=1e-9)
+    assert agg["corpus_perplexity"] != agg["mean_sentence_perplexity"]
+
+
+def test_all_unknown_sentence_has_no_perplexity_without_unk(inference_service: InferenceService) -> None:
+    out = score(inference_service.client, inference_service.job_id, ["zebra"], score_eos=False)["sentences"][0]
+    assert out["is_unk"] == [True] and out["perplexity_without_unk"] is None
