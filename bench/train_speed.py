@@ -27,6 +27,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere without installing the package
+sys.path.insert(0, str(REPO / "bench"))
+
+from examples_baseline import time_examples_steps  # noqa: E402
 
 from model.config import PRESETS, preset  # noqa: E402
 from model.data import Corpus, epoch_size  # noqa: E402
@@ -94,6 +97,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wps = args.steps * config.batch_size * config.num_steps / seconds
 
     vocab = len(corpus.vocab)
+    baseline_wps = None
+    if args.baseline and device.type == "cpu":
+        c = config
+        seconds_base = time_examples_steps(
+            corpus.train, vocab, c.hidden_size, c.num_layers, c.batch_size, c.num_steps, args.steps, args.warmup
+        )
+        baseline_wps = args.steps * c.batch_size * c.num_steps / seconds_base
     gflops = config.train_flops_per_token(vocab) * wps / 1e9
     peak = matmul_peak_gflops(device, args.peak_size)
     return {
@@ -110,6 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "achieved_gflops": round(gflops, 2),
         "matmul_peak_gflops": round(peak, 1),
         "fraction_of_peak": round(gflops / peak, 4),
+        "examples_words_per_s": round(baseline_wps, 1) if baseline_wps else None,
+        "vs_examples_measured": round(wps / baseline_wps, 3) if baseline_wps else None,
         "vs_baseline_2700": round(wps / BASELINE_WPS, 3),
         "vs_target_3200": round(wps / TARGET_WPS, 3),
     }
@@ -124,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--peak-size", type=int, default=2048, help="n of the n x n matmul peak")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time pytorch/examples word_language_model's step on the same shapes (CPU only)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
@@ -140,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"achieved GFLOP/s   {r['achieved_gflops']:10.2f}")
     print(f"matmul peak GFLOP/s {r['matmul_peak_gflops']:9.1f}")
     print(f"fraction of peak   {r['fraction_of_peak']:10.1%}")
+    if r["examples_words_per_s"]:
+        print(f"examples words/s   {r['examples_words_per_s']:10.0f}  (pytorch/examples step, same shapes)")
+        print(f"vs examples        {r['vs_examples_measured']:10.2f}x")
     print(f"vs baseline 2,700  {r['vs_baseline_2700']:10.2f}x")
     print(f"vs target 3,200    {r['vs_target_3200']:10.2f}x")
     return 0
