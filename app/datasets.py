@@ -35,6 +35,20 @@ class CorpusStats:
     test_tokens: int
     vocab_size: int  # types of the training split, counting <eos> and <unk>
 
+    def row(self, dataset_id: str, name: str, source: str, folder: Path, size_bytes: int) -> Dataset:
+        """The dataset row for a corpus with these numbers."""
+        return Dataset(
+            id=dataset_id,
+            name=name,
+            source=source,
+            path=str(folder),
+            train_tokens=self.train_tokens,
+            valid_tokens=self.valid_tokens,
+            test_tokens=self.test_tokens,
+            vocab_size=self.vocab_size,
+            size_bytes=size_bytes,
+        )
+
 
 def decode_split(split: str, raw: bytes) -> str:
     """The text of one split; `Invalid` when it is not UTF-8."""
@@ -81,17 +95,7 @@ def create_upload(engine: Engine, settings: Settings, name: str | None, files: d
             (staging / f"{split}.txt").write_bytes(files[split])
         os.replace(staging, folder)  # the folder appears whole or not at all
         with write_session(engine) as session:
-            dataset = Dataset(
-                id=dataset_id,
-                name=name or dataset_id,
-                source=UPLOAD,
-                path=str(folder),
-                train_tokens=stats.train_tokens,
-                valid_tokens=stats.valid_tokens,
-                test_tokens=stats.test_tokens,
-                vocab_size=stats.vocab_size,
-                size_bytes=total,
-            )
+            dataset = stats.row(dataset_id, name or dataset_id, UPLOAD, folder, total)
             session.add(dataset)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -150,17 +154,7 @@ def register_builtin(
         existing = session.scalar(select(Dataset).where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
         if existing is not None:  # registered concurrently
             return existing, False
-        dataset = Dataset(
-            id=new_id("ds"),
-            name=name or display,
-            source=BUILTIN,
-            path=str(folder),
-            train_tokens=stats.train_tokens,
-            valid_tokens=stats.valid_tokens,
-            test_tokens=stats.test_tokens,
-            vocab_size=stats.vocab_size,
-            size_bytes=size,
-        )
+        dataset = stats.row(new_id("ds"), name or display, BUILTIN, folder, size)
         session.add(dataset)
     return dataset, True
 

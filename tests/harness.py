@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from sqlalchemy import Engine
 from app import migrate
 from app.db import make_engine
 from app.main import create_app
+from app.queue import claim_next
 from app.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,6 +206,26 @@ def open_service(tmp: Path, **settings_overrides: Any) -> tuple[Service, Callabl
         engine.dispose()
 
     return service, close
+
+
+def race_claims(engine: Engine, claimers: int) -> list[str]:
+    """`claimers` threads claim jobs from one queue, all starting at once, until it is empty: every claim won."""
+    won: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(claimers)
+
+    def claimer(name: str) -> None:
+        start.wait()
+        while (claimed := claim_next(engine, name, lease_seconds=60)) is not None:
+            with lock:
+                won.append(claimed.id)
+
+    threads = [threading.Thread(target=claimer, args=(f"claimer-{i}",)) for i in range(claimers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won
 
 
 def stored_state(service: Service) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 from collections.abc import Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from harness import race_claims
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -89,21 +89,7 @@ def test_migrations_match_the_models_on_postgres(pg: Engine, pg_url: str) -> Non
 
 def test_concurrent_claims_never_win_a_job_twice(pg: Engine) -> None:
     jobs = add_jobs(pg, 40)
-    won: list[str] = []
-    lock = threading.Lock()
-    start = threading.Barrier(8)
-
-    def claimer(name: str) -> None:
-        start.wait()
-        while (claimed := claim_next(pg, name, lease_seconds=60)) is not None:
-            with lock:
-                won.append(claimed.id)
-
-    threads = [threading.Thread(target=claimer, args=(f"pg-worker-{i}",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won = race_claims(pg, 8)
     assert sorted(won) == sorted(jobs)
     with Session(pg) as session:
         rows = session.query(Job.status, Job.attempt).all()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from pathlib import Path
 
-from harness import Service
+from harness import Service, race_claims
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.queue import claim_next
 from app.tables import Metric
 
 
@@ -37,18 +35,6 @@ def test_two_workers_on_ten_jobs_never_run_a_job_twice(service: Service, tiny_co
 def test_racing_claims_on_sqlite_each_win_a_different_job(service: Service, tiny_corpus: Path) -> None:
     dataset = service.upload(tiny_corpus)
     jobs = {service.submit(dataset["id"])["id"] for _ in range(24)}
-    won: list[str] = []
-    lock = threading.Lock()
-
-    def claimer(name: str) -> None:
-        while (claimed := claim_next(service.engine, name, lease_seconds=60)) is not None:
-            with lock:
-                won.append(claimed.id)
-
-    threads = [threading.Thread(target=claimer, args=(f"claimer-{i}",)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won = race_claims(service.engine, 6)
     assert sorted(won) == sorted(jobs)
     assert {service.job(j)["attempt"] for j in jobs} == {1}
