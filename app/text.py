@@ -21,9 +21,13 @@ def tokenize(text: str) -> list[str]:
     return text.split()
 
 
+KEPT = frozenset({NUMBER, "<unk>", "<eos>"})  # already in PTB's form: lower-casing would break them
+
+
 def normalize_ptb(words: Sequence[str]) -> list[str]:
-    """PTB's conventions: lower case, and `N` for every token that is a number."""
-    return [NUMBER if _NUMBER_RE.fullmatch(word) else word.lower() for word in words]
+    """PTB's conventions: lower case, and `N` for every token that is a number. Text already in
+    that form is unchanged: `N`, `<unk>` and `<eos>` stay as they are."""
+    return [word if word in KEPT else NUMBER if _NUMBER_RE.fullmatch(word) else word.lower() for word in words]
 
 
 def word_offsets(text: str) -> list[int]:

@@ -103,6 +103,9 @@ def test_ptb_normalisation_lowercases_and_maps_numbers_to_n(inference_service: I
     untouched = score(client, model, ["The Cat sat 42"])["sentences"][0]
     assert untouched["tokens"] == ["The", "Cat", "sat", "42", "<eos>"]
     assert untouched["is_unk"] == [True, True, False, True, False]
+    # Text already in PTB's form is left as it is: N stays the number token, <unk> stays <unk>.
+    ptb = score(client, model, ["the cat sat N times , <unk> red"], normalize=True)["sentences"][0]
+    assert ptb["tokens"][:-1] == ["the", "cat", "sat", "N", "times", ",", "<unk>", "red"]
 
 
 def test_aggregates_say_what_they_average(inference_service: InferenceService) -> None:
