@@ -165,9 +165,15 @@ class Attempt:
         return status
 
     def succeed(
-        self, test_ppl: float | None, final: NewCheckpoint, replaces: str | None, points: list[MetricPoint]
+        self,
+        test_ppl: float | None,
+        final: NewCheckpoint,
+        replaces: str | None,
+        points: list[MetricPoint],
+        progress: dict[str, Any] | None = None,
     ) -> None:
         """Training and the test run are done: the final checkpoint replaces the last epoch's."""
+        values: dict[str, Any] = {} if progress is None else {"progress": progress}
         with write_session(self.engine) as session:
             self._write_job(
                 session,
@@ -176,6 +182,7 @@ class Attempt:
                 error=None,
                 finished_at=utcnow(),
                 lease_expires_at=None,
+                **values,
             )
             replaced = session.get(Checkpoint, replaces) if replaces else None
             if replaced is not None:

@@ -82,6 +82,7 @@ class JobCallbacks(Callbacks):
         self.last_report = 0.0
         self.last_check = time.monotonic()
         self.last_checkpoint: NewCheckpoint | None = None
+        self.last_progress: dict[str, Any] | None = None  # the last epoch's, stored with its checkpoint
 
     # --- what stops training ---
 
@@ -202,6 +203,7 @@ class JobCallbacks(Callbacks):
             Path(ckpt.path).unlink(missing_ok=True)  # a newer attempt owns the job's folder now
             raise
         self.last_checkpoint = ckpt
+        self.last_progress = progress
         self._note_status(status)
         log.info(
             "job %s epoch %d: train %.3f valid %.3f lr %.3g %.0f wps",
@@ -283,7 +285,8 @@ def _train(
         final = callbacks.save(trainer, FINAL, finite(trainer.state.history[-1]["valid_ppl"]))
         points = [] if test_ppl is None else [MetricPoint("test_ppl", test_ppl, final.step, trainer.state.epoch)]
         try:
-            attempt.succeed(test_ppl, final, last.id if last else None, points)
+            final_progress = {**callbacks.last_progress, "phase": "done"} if callbacks.last_progress else None
+            attempt.succeed(test_ppl, final, last.id if last else None, points, progress=final_progress)
         except LeaseLost:
             Path(final.path).unlink(missing_ok=True)
             raise

@@ -80,6 +80,7 @@ def test_job_goes_queued_running_succeeded(trained: Trained) -> None:
     assert trained.statuses == ["queued", "running", "succeeded"]
     assert job["attempt"] == 1 and job["error"] is None and job["queue_position"] is None
     assert job["progress"]["epoch"] == EPOCHS and job["progress"]["fraction"] == 1.0
+    assert job["progress"]["phase"] == "done"
     assert job["test_ppl"] > 1 and job["best_valid_ppl"] <= job["latest_valid_ppl"]
     assert job["started_at"] <= job["finished_at"]
     assert job["config"]["max_max_epoch"] == EPOCHS and job["config"]["hidden_size"] == 16
