@@ -19,7 +19,7 @@ from model import checkpoint
 from model.config import FIELD_NAMES, PRESETS, ConfigError, ModelConfig, preset
 from model.data import Corpus, CorpusError
 from model.inference import generate, score_sentences
-from model.train import Callbacks, EpochResult, StepProgress, Trainer
+from model.train import Callbacks, EpochResult, StepProgress, Trainer, perplexity
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -129,7 +129,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     for sentence, score in zip(sentences, scores, strict=True):
         print(f"{score.perplexity:10.3f}  {sentence}")
     if total_n:
-        print(f"corpus perplexity {pow(2.718281828459045, -total_lp / total_n):.3f} over {total_n} tokens")
+        print(f"corpus perplexity {perplexity(-total_lp, total_n):.3f} over {total_n} tokens")
     return 0
 
 
