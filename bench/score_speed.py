@@ -42,7 +42,6 @@ from serving import (
     JOB_ID,
     PTB_DIR,
     checkpoint_file,
-    forward_flops_per_token,
     load_served,
     matmul_peak_gflops,
     prepare_service,
@@ -110,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpoint_file(args.checkpoint, args.data, Path(tmp))
         model, vocab, config = load_served(path)
-        flops = forward_flops_per_token(config, len(vocab))
+        flops = config.forward_flops_per_token(len(vocab))
         peak = matmul_peak_gflops(PEAK_N)
         result: dict[str, Any] = {
             "checkpoint": str(args.checkpoint) if args.checkpoint else "small preset, random weights",

@@ -2,7 +2,7 @@
 checkpoint or random weights), a service data folder that serves it, uvicorn in a subprocess, the
 matmul peak and the forward FLOPs per token.
 
-Not a benchmark itself; `bench/score_speed.py` and `bench/generate_speed.py` use it.
+Not a benchmark itself; the benchmarks in `bench/` use it.
 """
 
 from __future__ import annotations
@@ -38,23 +38,28 @@ PTB_DIR = REPO.parent / "shared" / "data" / "ptb"
 JOB_ID, CHECKPOINT_ID = "job_bench", "ckpt_bench"
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-`repeats` fp32 GFLOP/s of an n x n x n `torch.mm` with the current thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, device: torch.device | None = None) -> float:
+    """Best-of-`repeats` fp32 GFLOP/s of an n x n x n `torch.mm` with the current thread count
+    (several products per timing on a GPU, where one is far below the timer's resolution)."""
+    device = device or torch.device("cpu")
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    out = torch.empty(n, n, device=device)
+    inner = 50 if device.type == "cuda" else 1
     torch.mm(a, b, out=out)  # warm-up: thread pool, kernel selection
     best = float("inf")
     for _ in range(repeats):
+        sync(device)
         start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
+        for _ in range(inner):
+            torch.mm(a, b, out=out)
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / inner)
     return 2 * n**3 / best / 1e9
-
-
-def forward_flops_per_token(config: ModelConfig, vocab_size: int) -> float:
-    """2 * (sum over layers of 4H(E + H) + H*V): the LSTM gates and the softmax layer (E = H here)."""
-    h = config.hidden_size
-    return 2.0 * (config.num_layers * 4 * h * (h + h) + h * vocab_size)
 
 
 def checkpoint_file(checkpoint: Path | None, data: Path, folder: Path) -> Path:

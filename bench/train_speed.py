@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere without installin
 sys.path.insert(0, str(REPO / "bench"))
 
 from examples_baseline import time_examples_steps  # noqa: E402
+from serving import matmul_peak_gflops  # noqa: E402
 
 from model.config import PRESETS, preset  # noqa: E402
 from model.data import Corpus, epoch_size  # noqa: E402
@@ -38,29 +39,6 @@ from model.train import Callbacks, StepProgress, Trainer  # noqa: E402
 
 BASELINE_WPS = 2700.0  # pytorch/examples word_language_model, small shapes, 2-core machine
 TARGET_WPS = 3200.0
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-`repeats` fp32 GFLOP/s of an n x n x n `torch.mm` (several products per timing on a GPU)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    out = torch.empty(n, n, device=device)
-    inner = 50 if device.type == "cuda" else 1  # one product is far below timer resolution on a GPU
-    torch.mm(a, b, out=out)  # warm-up: thread pool, kernel selection
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(inner):
-            torch.mm(a, b, out=out)
-        sync(device)
-        best = min(best, (time.perf_counter() - start) / inner)
-    return 2 * n**3 / best / 1e9
 
 
 class StepClock(Callbacks):
@@ -105,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         baseline_wps = args.steps * c.batch_size * c.num_steps / seconds_base
     gflops = config.train_flops_per_token(vocab) * wps / 1e9
-    peak = matmul_peak_gflops(device, args.peak_size)
+    peak = matmul_peak_gflops(args.peak_size, device=device)
     return {
         "preset": args.preset,
         "device": str(device),

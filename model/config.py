@@ -92,11 +92,15 @@ class ModelConfig:
         lstm = self.num_layers * (4 * h * (h + h) + 4 * h)
         return v * h + lstm + h * v + v
 
-    def train_flops_per_token(self, vocab_size: int | None = None) -> float:
-        """Training FLOPs per token: 3x the forward's 2 * (sum_l 4H(E_l + H) + H*V)."""
+    def forward_flops_per_token(self, vocab_size: int | None = None) -> float:
+        """Forward FLOPs per token: 2 * (sum over layers of 4H(E_l + H) + H*V), the LSTM gates and the
+        softmax layer (E_l = H here)."""
         v, h = vocab_size or self.vocab_size, self.hidden_size
-        forward = 2 * (self.num_layers * 4 * h * (h + h) + h * v)
-        return 3.0 * forward
+        return 2.0 * (self.num_layers * 4 * h * (h + h) + h * v)
+
+    def train_flops_per_token(self, vocab_size: int | None = None) -> float:
+        """Training FLOPs per token: 3x the forward's."""
+        return 3.0 * self.forward_flops_per_token(vocab_size)
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(ModelConfig))

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -27,6 +28,8 @@ from app.db import make_engine
 from app.main import create_app
 from app.queue import claim_next
 from app.settings import Settings
+from model.data import Vocabulary
+from model.network import LSTMLanguageModel
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = ("the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "big", "red", "N")
@@ -243,3 +246,18 @@ def stored_state(service: Service) -> dict[str, Any]:
         str(p.relative_to(data)) for p in data.rglob("*") if p.is_file() and not p.name.startswith("service.db")
     )
     return state
+
+
+def hand_logprobs(model: LSTMLanguageModel, vocab: Vocabulary, tokens: Sequence[str]) -> list[float]:
+    """The scoring oracle: natural log p of each token, feeding the model one token at a time from a
+    zero state after <eos>, the softmax in float64."""
+    state = model.zero_state(1)
+    previous = vocab.eos_id
+    out: list[float] = []
+    with torch.no_grad():
+        for token in tokens:
+            logits, state = model(torch.tensor([[previous]]), state)
+            target = vocab.id_of(token)
+            out.append(torch.log_softmax(logits[0, -1].double(), dim=-1)[target].item())
+            previous = target
+    return out

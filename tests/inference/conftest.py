@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import harness
 import pytest
 import torch
 import uvicorn
@@ -249,18 +250,8 @@ def server_url(inference_service: InferenceService) -> Iterator[str]:
 
 
 def hand_logprobs(files: ModelFiles, words: Sequence[str]) -> list[float]:
-    """Natural log p of each word, feeding the model one token at a time from a zero state after <eos>."""
-    model, vocab = files.model, files.vocab
-    state = model.zero_state(1)
-    previous = vocab.eos_id
-    out: list[float] = []
-    with torch.no_grad():
-        for word in words:
-            logits, state = model(torch.tensor([[previous]]), state)
-            target = vocab.id_of(word)
-            out.append(torch.log_softmax(logits[0, -1].double(), dim=-1)[target].item())
-            previous = target
-    return out
+    """Natural log p of each word, one token at a time from a zero state after <eos> (the oracle)."""
+    return harness.hand_logprobs(files.model, files.vocab, words)
 
 
 def hand_greedy(files: ModelFiles, prompt: Sequence[str], steps: int) -> list[str]:

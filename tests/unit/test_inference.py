@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+from harness import hand_logprobs
 
 from model.config import preset
 from model.data import EOS, UNK, Corpus, Vocabulary
@@ -18,20 +19,6 @@ from model.network import LSTMLanguageModel
 from model.train import Trainer
 
 from .conftest import write_split_files
-
-
-def hand_logprobs(model: LSTMLanguageModel, vocab: Vocabulary, tokens: Sequence[str]) -> list[float]:
-    """log p of each token, feeding the model one token at a time from a zero state after <eos>."""
-    state = model.zero_state(1)
-    prev = vocab.eos_id
-    out = []
-    with torch.no_grad():
-        for token in tokens:
-            logits, state = model(torch.tensor([[prev]]), state)
-            target = vocab.id_of(token)
-            out.append(torch.log_softmax(logits[0, -1].double(), dim=-1)[target].item())
-            prev = target
-    return out
 
 
 def greedy_by_hand(model: LSTMLanguageModel, vocab: Vocabulary, prompt: Sequence[str], steps: int) -> list[str]:
