@@ -4,10 +4,12 @@ numbers as one at a time (the model's lock serialises forwards; streams take tur
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from harness import wait_for
 
 from .conftest import InferenceService
 
@@ -41,3 +43,33 @@ def test_concurrent_scoring_and_streams_match_sequential_answers(
             for choice in whole["choices"]:
                 words = [c["token"] for e in events for c in e["choices"] if c["index"] == choice["index"]]
                 assert words[:-1] == choice["tokens"] and words[-1] is None
+
+
+def stream_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "event-stream"]
+
+
+def test_many_streams_at_once_and_a_client_that_leaves_early(
+    server_url: str, inference_service: InferenceService
+) -> None:
+    body = {"model": inference_service.job_id, "prompt": "the", "max_tokens": 50, "n": 4, "seed": 5}
+    whole = httpx.post(f"{server_url}/v1/generate", json=body, timeout=60).json()
+
+    # A client that reads one event and hangs up: the server goes on serving, and its producer ends.
+    with httpx.stream("POST", f"{server_url}/v1/generate", json={**body, "stream": True}, timeout=60) as r:
+        first = next(line for line in r.iter_lines() if line.startswith("data: "))
+        assert json.loads(first.removeprefix("data: "))["choices"]
+
+    def stream(_: int) -> list[list[str | None]]:
+        with httpx.stream("POST", f"{server_url}/v1/generate", json={**body, "stream": True}, timeout=60) as r:
+            text = "".join(r.iter_text())
+        assert text.endswith("data: [DONE]\n\n")
+        events = [json.loads(e.removeprefix("data: ")) for e in text.split("\n\n") if e.startswith("data: {")]
+        return [[c["token"] for e in events for c in e["choices"] if c["index"] == i] for i in range(4)]
+
+    # More streams than a small thread pool has threads: each has a producer of its own.
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(stream, range(12)))
+    expected = [[*choice["tokens"], None] for choice in whole["choices"]]
+    assert all(result == expected for result in results)
+    wait_for(lambda: not stream_threads(), timeout=10, what="stream producers to end")
