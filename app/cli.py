@@ -13,8 +13,8 @@ import subprocess
 import sys
 import warnings
 
-from app.migrate import head_revisions, upgrade
 from app.settings import Settings
+from app.store.migrate import head_revisions, upgrade
 
 WORKER_STOP_SECONDS = 60.0  # how long a stopping worker may take to checkpoint before it is killed
 

@@ -9,9 +9,9 @@ from fastapi import FastAPI
 
 from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
-from app.db import make_engine, session_factory
-from app.registry import ModelCache
+from app.inference.registry import ModelCache
 from app.settings import Settings, get_settings
+from app.store.db import make_engine, session_factory
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere without installing the package
 
-from app import migrate  # noqa: E402
-from app.db import make_engine  # noqa: E402
-from app.tables import Checkpoint, Dataset, Job  # noqa: E402
+from app.store import migrate  # noqa: E402
+from app.store.db import make_engine  # noqa: E402
+from app.store.tables import Checkpoint, Dataset, Job  # noqa: E402
 from model.checkpoint import load, load_model, save, trainer_payload  # noqa: E402
 from model.config import ModelConfig, preset  # noqa: E402
 from model.data import Corpus, Vocabulary  # noqa: E402

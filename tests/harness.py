@@ -23,11 +23,11 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from app import migrate
-from app.db import make_engine
 from app.main import create_app
-from app.queue import claim_next
 from app.settings import Settings
+from app.store import migrate
+from app.store.db import make_engine
+from app.training.queue import claim_next
 from model.data import Vocabulary
 from model.network import LSTMLanguageModel
 
@@ -235,7 +235,7 @@ def stored_state(service: Service) -> dict[str, Any]:
     """Every row of every table and every file under the data folder except the database's own."""
     from sqlalchemy import select
 
-    from app.tables import Base
+    from app.store.tables import Base
 
     state: dict[str, Any] = {}
     with service.engine.connect() as connection:

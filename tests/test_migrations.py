@@ -10,9 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from app import migrate
-from app.db import make_engine
-from app.tables import Base
+from app.store import migrate
+from app.store.db import make_engine
+from app.store.tables import Base
 
 
 def schema_diff(engine: Engine) -> list[object]:

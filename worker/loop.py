@@ -18,10 +18,10 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import make_engine
-from app.migrate import schema_is_current
-from app.queue import claim_next, register_worker, requeue_expired, worker_heartbeat, worker_stopped
 from app.settings import Settings
+from app.store.db import make_engine
+from app.store.migrate import schema_is_current
+from app.training.queue import claim_next, register_worker, requeue_expired, worker_heartbeat, worker_stopped
 from worker.runner import run_job
 
 log = logging.getLogger("worker")

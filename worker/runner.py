@@ -19,11 +19,11 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.attempt import Attempt, LeaseLost, MetricPoint, NewCheckpoint, new_checkpoint_id
-from app.checkpoints import EPOCH, FINAL, INTERRUPT
-from app.jobs import CANCELED, CANCELING, QUEUED
-from app.queue import ClaimedJob, worker_heartbeat
 from app.settings import Settings
+from app.training.attempt import Attempt, LeaseLost, MetricPoint, NewCheckpoint, new_checkpoint_id
+from app.training.checkpoints import EPOCH, FINAL, INTERRUPT
+from app.training.jobs import CANCELED, CANCELING, QUEUED
+from app.training.queue import ClaimedJob, worker_heartbeat
 from model import checkpoint
 from model.checkpoint import CheckpointError
 from model.config import ConfigError, ModelConfig

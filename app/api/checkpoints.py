@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app import checkpoints, jobs
 from app.api.deps import SessionDep, SettingsDep
 from app.api.schemas import CheckpointList, CheckpointOut, problem_responses
+from app.training import checkpoints, jobs
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"])
 

@@ -30,9 +30,18 @@ from app.api.inference_schemas import (
 )
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
-from app.generation import FINISH_EOS, FINISH_STOP, Finish, Replay, Sampling, Token, check_request, generate_events
-from app.registry import LoadedModel
-from app.text import normalize_ptb, tokenize, word_offsets
+from app.inference.generation import (
+    FINISH_EOS,
+    FINISH_STOP,
+    Finish,
+    Replay,
+    Sampling,
+    Token,
+    check_request,
+    generate_events,
+)
+from app.inference.registry import LoadedModel
+from app.inference.text import normalize_ptb, tokenize, word_offsets
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
-from app import datasets
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.schemas import CorpusRegistration, CorpusRoots, DatasetOut, DatasetPage, problem_responses
+from app.training import datasets
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -30,8 +30,8 @@ from app.api.inference_schemas import (
 )
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
-from app.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
-from app.text import detokenize, normalize_ptb, tokenize
+from app.inference.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
+from app.inference.text import detokenize, normalize_ptb, tokenize
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from app.api.deps import EngineDep, SettingsDep
 from app.api.problems import Problem
 from app.api.schemas import Health, Readiness, problem_responses
-from app.migrate import current_revisions, head_revisions
-from app.tables import Worker, utcnow
+from app.store.migrate import current_revisions, head_revisions
+from app.store.tables import Worker, utcnow
 
 router = APIRouter(tags=["health"])
 

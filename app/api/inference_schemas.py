@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.generation import Sampling, stop_sequences
-from app.registry import ModelRef
+from app.inference.generation import Sampling, stop_sequences
+from app.inference.registry import ModelRef
 
 MAX_TOP_LOGPROBS = 20
 MAX_SEED = 2**63 - 1

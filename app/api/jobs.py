@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy.orm import Session
 
-from app import jobs
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.schemas import JobCreate, JobOut, JobPage, problem_responses
-from app.tables import Job
+from app.store.tables import Job
+from app.training import jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

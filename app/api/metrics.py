@@ -12,12 +12,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
-from app import jobs, metrics
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.jobs import job_out
 from app.api.schemas import MetricOut, MetricPage, problem_responses
 from app.errors import NotFound
-from app.tables import Job, Metric
+from app.store.tables import Job, Metric
+from app.training import jobs, metrics
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["metrics"])
 

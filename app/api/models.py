@@ -10,12 +10,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from sqlalchemy.orm import Session
 
-from app import registry
 from app.api.deps import SessionDep, SettingsDep
 from app.api.inference_schemas import AliasIn, AliasList, AliasOut, ModelCard, ModelList
 from app.api.schemas import problem_responses
 from app.errors import ServiceError
-from app.registry import ALIAS_PATTERN, LoadedModel, ModelCache, ModelRef
+from app.inference import registry
+from app.inference.registry import ALIAS_PATTERN, LoadedModel, ModelCache, ModelRef
 from app.settings import Settings
 
 router = APIRouter(prefix="/v1/models", tags=["models"])

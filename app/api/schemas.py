@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.tables import Checkpoint, Dataset, Job
+from app.store.tables import Checkpoint, Dataset, Job
 
 
 class ProblemDetail(BaseModel):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app import scoring
 from app.api.deps import SessionDep, SettingsDep
 from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, SentenceOut
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
+from app.inference import scoring
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 

@@ -29,11 +29,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from app import migrate
-from app.db import make_engine
 from app.main import create_app
 from app.settings import Settings
-from app.tables import Checkpoint, Dataset, Job, new_id
+from app.store import migrate
+from app.store.db import make_engine
+from app.store.tables import Checkpoint, Dataset, Job, new_id
 from model.checkpoint import load, load_model, save, trainer_payload
 from model.config import ModelConfig, preset
 from model.data import Corpus, Vocabulary

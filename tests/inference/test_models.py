@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from app.errors import Conflict
-from app.registry import ModelCache, ModelRef
+from app.inference.registry import ModelCache, ModelRef
 from model.checkpoint import load
 
 from .conftest import InferenceService, problem

@@ -8,8 +8,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from harness import Service, make_settings, wait_for
 
-from app import migrate
 from app.main import create_app
+from app.store import migrate
 
 
 def test_healthz_and_docs(service: Service) -> None:

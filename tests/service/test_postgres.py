@@ -16,10 +16,11 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app import metrics, migrate
-from app.db import make_engine
-from app.queue import claim_next, requeue_expired
-from app.tables import Base, Dataset, Job, Metric, new_id
+from app.store import migrate
+from app.store.db import make_engine
+from app.store.tables import Base, Dataset, Job, Metric, new_id
+from app.training import metrics
+from app.training.queue import claim_next, requeue_expired
 
 pytestmark = pytest.mark.postgres
 

@@ -9,7 +9,7 @@ from harness import Service, race_claims
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.tables import Metric
+from app.store.tables import Metric
 
 
 def test_two_workers_on_ten_jobs_never_run_a_job_twice(service: Service, tiny_corpus: Path) -> None:

@@ -17,9 +17,9 @@ from harness import TINY, Service, wait_for, write_corpus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.attempt import Attempt, LeaseLost, MetricPoint
-from app.queue import claim_next, requeue_expired
-from app.tables import Job, Metric, Worker
+from app.store.tables import Job, Metric, Worker
+from app.training.attempt import Attempt, LeaseLost, MetricPoint
+from app.training.queue import claim_next, requeue_expired
 from model.config import ModelConfig, preset
 from model.data import Corpus
 from model.train import Trainer

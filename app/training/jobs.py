@@ -11,7 +11,7 @@ States::
       |             canceling --next step boundary--> canceled (keeps its checkpoints)
       \--cancel--> canceled
 
-The worker's side (claim, lease, conditional writes) is in `app.queue` and `app.attempt`.
+The worker's side (claim, lease, conditional writes) is in `app.training.queue` and `app.training.attempt`.
 Reads take a `Session`; writes take the `Engine` and run in `write_session`.
 """
 
@@ -24,12 +24,12 @@ from sqlalchemy import Engine, and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db import write_session
 from app.errors import Conflict, Invalid, NotFound
-from app.job_config import build_config
-from app.pagination import keyset_page
 from app.settings import Settings
-from app.tables import Checkpoint, Dataset, Job, Metric, new_id, utcnow
+from app.store.db import write_session
+from app.store.pagination import keyset_page
+from app.store.tables import Checkpoint, Dataset, Job, Metric, new_id, utcnow
+from app.training.job_config import build_config
 
 QUEUED, RUNNING, CANCELING = "queued", "running", "canceling"
 SUCCEEDED, FAILED, CANCELED = "succeeded", "failed", "canceled"

@@ -17,11 +17,11 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.db import write_session
 from app.errors import Invalid, NotFound, TooLarge
-from app.pagination import keyset_page
 from app.settings import Settings
-from app.tables import Dataset, new_id
+from app.store.db import write_session
+from app.store.pagination import keyset_page
+from app.store.tables import Dataset, new_id
 from model.data import SPLITS, CorpusError, Vocabulary, tokenize_text
 
 UPLOAD = "upload"

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.errors import Invalid
-from app.registry import LoadedModel
+from app.inference.registry import LoadedModel
+from app.inference.text import normalize_ptb, tokenize
 from app.settings import Settings
-from app.text import normalize_ptb, tokenize
 from model.inference import SentenceScore, score_sentences
 
 LN10 = math.log(10.0)

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.tables import Checkpoint
+from app.store.tables import Checkpoint
 
 EPOCH, INTERRUPT, FINAL = "epoch", "interrupt", "final"
 

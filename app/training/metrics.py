@@ -12,7 +12,7 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import Invalid
-from app.tables import Metric
+from app.store.tables import Metric
 
 KEYS = ("train_ppl", "valid_ppl", "test_ppl", "lr", "wps", "train_ppl_running")
 

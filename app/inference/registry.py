@@ -23,9 +23,9 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app import checkpoints
 from app.errors import Conflict, Invalid, NotFound
-from app.tables import Checkpoint, Job, ModelAlias, utcnow
+from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
+from app.training import checkpoints
 from model.checkpoint import CheckpointError, load, load_model
 from model.config import ModelConfig
 from model.data import Vocabulary

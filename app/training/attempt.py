@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from app import checkpoints
-from app.db import rows_changed, write_session
-from app.jobs import ACTIVE, CANCELED, FAILED, QUEUED, SUCCEEDED
-from app.tables import Checkpoint, Job, Metric, new_id, utcnow
+from app.store.db import rows_changed, write_session
+from app.store.tables import Checkpoint, Job, Metric, new_id, utcnow
+from app.training import checkpoints
+from app.training.jobs import ACTIVE, CANCELED, FAILED, QUEUED, SUCCEEDED
 
 
 class LeaseLost(Exception):

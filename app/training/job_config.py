@@ -10,7 +10,7 @@ from typing import Any
 
 from app.errors import Invalid
 from app.settings import Settings
-from app.tables import Dataset
+from app.store.tables import Dataset
 from model.config import FIELD_NAMES, ConfigError, ModelConfig, preset
 from model.data import epoch_size
 

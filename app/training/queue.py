@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import Engine, String, case, cast, delete, func, literal, select, update
 
-from app.checkpoints import latest
-from app.db import rows_changed, write_session
-from app.jobs import CANCELED, CANCELING, FAILED, QUEUED, RUNNING
-from app.tables import Dataset, Job, Metric, Worker, new_id, utcnow
+from app.store.db import rows_changed, write_session
+from app.store.tables import Dataset, Job, Metric, Worker, new_id, utcnow
+from app.training.checkpoints import latest
+from app.training.jobs import CANCELED, CANCELING, FAILED, QUEUED, RUNNING
 
 STALE_WORKER_ROWS = timedelta(days=1)  # stopped or silent worker rows older than this are removed
 

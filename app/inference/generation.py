@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from app.errors import Invalid
-from app.registry import LoadedModel
+from app.inference.registry import LoadedModel
+from app.inference.text import tokenize
 from app.settings import Settings
-from app.text import tokenize
 from model.inference import GeneratedToken, generate_stream
 from model.network import State
 

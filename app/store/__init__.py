@@ -1,0 +1,1 @@
+"""Persistence: the engine and sessions, the tables, migrations and keyset pagination."""
