@@ -11,7 +11,6 @@ import argparse
 import os
 import subprocess
 import sys
-import warnings
 
 from app.settings import Settings
 from app.store.migrate import head_revisions, upgrade
@@ -48,8 +47,6 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
     """Migrate, start the workers and serve the API until interrupted."""
     import uvicorn
 
-    # torch (imported with the app) warns when NumPy is absent; nothing here uses NumPy.
-    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     from app.main import create_app
 
     migrate(settings)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 
 from app.settings import Settings
 
@@ -20,9 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check would log every look
-    # torch warns on import when NumPy is absent; nothing here uses NumPy.
-    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-    from worker.loop import Worker  # imports torch: after the filter
+    from worker.loop import Worker
 
     worker = Worker(Settings(), worker_id=args.worker_id)
     worker.install_signal_handlers()
