@@ -128,7 +128,7 @@ class LiveChart {
         { label: this.options.yLabel || "", size: 60 },
       ],
       series: [
-        {},
+        { label: this.options.xLabel || "step" },
         ...this.series.map((s, i) => ({
           label: s.label || s.key,
           stroke: s.color || COLORS[i % COLORS.length],
