@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import LiveService, screenshot
+from web.live import LiveService, screenshot
 
 LONG = {"max_max_epoch": 500}  # a job that trains until it is canceled
 
