@@ -5,6 +5,7 @@ Each route renders a page shell only; the page's script fetches its data from th
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
@@ -13,13 +14,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 HERE = Path(__file__).resolve().parent
-templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+
+
+@lru_cache
+def templates() -> Jinja2Templates:
+    """The page templates, loaded on first use."""
+    return Jinja2Templates(directory=HERE / "templates")
 
 
 def page(request: Request, template: str, title: str, **context: object) -> HTMLResponse:
     """Render a page shell; `active` names the navigation entry to highlight."""
-    return templates.TemplateResponse(request, template, {"title": title, **context})
+    return templates().TemplateResponse(request, template, {"title": title, **context})
 
 
 @router.get("/")
