@@ -7,11 +7,24 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
+from app.api import (
+    checkpoints,
+    completions,
+    datasets,
+    generation,
+    health,
+    jobs,
+    metrics,
+    models,
+    presets,
+    problems,
+    scoring,
+)
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.inference.registry import ModelCache
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
+from app.web import pages
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,4 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(scoring.router)
     app.include_router(generation.router)
     app.include_router(completions.router)
+    app.include_router(presets.router)
+    pages.install(app)  # the dashboard at /, apart from the API
     return app

@@ -51,9 +51,12 @@ def get_metrics(
     return MetricPage(metrics=[metric_out(r) for r in rows], next_page_token=token)
 
 
-def _exists(engine: Engine, job_id: str) -> bool:
+def _start(engine: Engine, job_id: str, history: bool) -> int | None:
+    """The metric id a stream starts after (0: the whole history); None when the job does not exist."""
     with Session(engine) as session:
-        return session.get(Job, job_id) is not None
+        if session.get(Job, job_id) is None:
+            return None
+        return 0 if history else metrics.last_id(session, job_id)
 
 
 def _poll(engine: Engine, job_id: str, after_id: int) -> tuple[dict[str, Any] | None, list[Metric]]:
@@ -77,11 +80,15 @@ async def job_events(
     engine: EngineDep,
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(description="resume after this metric event id")] = None,
+    history: Annotated[
+        bool, Query(description="false: only points recorded after the stream opens (the history read elsewhere)")
+    ] = True,
 ) -> EventSourceResponse:
     """Stream `status` and `metric` events until the job ends, then an `end` event."""
-    if not await anyio.to_thread.run_sync(_exists, engine, job_id):
+    first = await anyio.to_thread.run_sync(_start, engine, job_id, history)
+    if first is None:
         raise NotFound(f"job {job_id!r} not found")
-    start_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    start_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else first
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         after_id, last_status = start_after, None

@@ -66,3 +66,8 @@ def after(session: Session, job_id: str, after_id: int, limit: int) -> list[Metr
     """Points recorded after metric id `after_id`, oldest first (for event streams)."""
     stmt = select(Metric).where(Metric.job_id == job_id, Metric.id > after_id).order_by(Metric.id).limit(limit)
     return list(session.scalars(stmt))
+
+
+def last_id(session: Session, job_id: str) -> int:
+    """The id of the job's latest point (0 when it has none): where a stream without history starts."""
+    return session.scalar(select(func.max(Metric.id)).where(Metric.job_id == job_id)) or 0

@@ -1,0 +1,170 @@
+// Shared helpers of the dashboard's pages: the JSON API client, the key's scope, formatting.
+"use strict";
+
+const Dash = (() => {
+  const SCOPES = { read: 1, write: 2, admin: 3 };
+
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super((problem && problem.detail) || `HTTP ${status}`);
+      this.status = status;
+      this.problem = problem || {};
+    }
+  }
+
+  function toLogin() {
+    const here = location.pathname + location.search;
+    if (location.pathname !== "/login") location.assign(`/login?next=${encodeURIComponent(here)}`);
+  }
+
+  // fetch a JSON API path; throws ApiError with the problem+json body on failure.
+  async function api(path, { method = "GET", json, headers = {}, signal, allow401 = false } = {}) {
+    const init = { method, headers: { Accept: "application/json", ...headers }, signal, credentials: "same-origin" };
+    if (json !== undefined) {
+      init.body = JSON.stringify(json);
+      init.headers["Content-Type"] = "application/json";
+    }
+    const response = await fetch(path, init);
+    if (response.status === 401 && !allow401) toLogin();
+    if (response.status === 204) return null;
+    const text = await response.text();
+    let body = null;
+    try { body = text ? JSON.parse(text) : null; } catch (_) { body = { detail: text }; }
+    if (!response.ok) throw new ApiError(response.status, body);
+    return body;
+  }
+
+  // The key's scope from GET /v1/whoami; null when the server has no keys (everything is allowed).
+  let identity = null;
+  const ready = (async () => {
+    try {
+      identity = await api("/v1/whoami");
+    } catch (err) {
+      identity = null;
+      if (err.status === 401) return; // api() is taking the browser to the login page
+    }
+    applyScope();
+  })();
+
+  function can(scope) {
+    if (!identity || !identity.scope) return true;
+    return (SCOPES[identity.scope] || 0) >= (SCOPES[scope] || 99);
+  }
+
+  function applyScope(root = document) {
+    root.querySelectorAll("[data-needs]").forEach((node) => {
+      node.classList.toggle("no-scope", !can(node.dataset.needs));
+    });
+    if (root !== document) return;
+    const who = document.getElementById("whoami");
+    const logout = document.getElementById("logout");
+    if (identity && identity.scope) {
+      who.textContent = `${identity.name || identity.id || "key"} · ${identity.scope}`;
+      logout.classList.remove("hidden");
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const logout = document.getElementById("logout");
+    if (logout) {
+      logout.addEventListener("click", async (event) => {
+        event.preventDefault();
+        try { await api("/v1/session", { method: "DELETE", allow401: true }); } catch (_) { /* already out */ }
+        location.assign("/login");
+      });
+    }
+  });
+
+  // POST a JSON body and read the answer as Server-Sent Events (`data: {...}` ... `data: [DONE]`).
+  async function postEvents(path, json, onData, signal) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      body: JSON.stringify(json),
+      credentials: "same-origin",
+      signal,
+    });
+    if (response.status === 401) toLogin();
+    if (!response.ok) {
+      let problem = null;
+      try { problem = await response.json(); } catch (_) { /* not JSON */ }
+      throw new ApiError(response.status, problem);
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+        if (!data) continue;
+        if (data === "[DONE]") return;
+        onData(JSON.parse(data));
+      }
+    }
+  }
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("data-")) node.setAttribute(key, value);
+      else if (key in node) node[key] = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function num(value, digits = 2) {
+    if (value === null || value === undefined || Number.isNaN(value)) return "–";
+    return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+  }
+
+  function bytes(n) {
+    if (n === null || n === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+  }
+
+  function age(iso) {
+    if (!iso) return "–";
+    const stamp = Date.parse(/[zZ]|[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`);
+    const s = Math.max(0, (Date.now() - stamp) / 1000);
+    if (s < 60) return `${Math.round(s)} s`;
+    if (s < 3600) return `${Math.round(s / 60)} min`;
+    if (s < 86400) return `${(s / 3600).toFixed(1)} h`;
+    return `${(s / 86400).toFixed(1)} d`;
+  }
+
+  function flash(message) {
+    const box = document.getElementById("flash");
+    box.textContent = message;
+    box.classList.toggle("hidden", !message);
+  }
+
+  // Dataset names by id, fetched once each.
+  const datasetNames = new Map();
+  function datasetName(id) {
+    if (!datasetNames.has(id)) {
+      datasetNames.set(id, api(`/v1/datasets/${encodeURIComponent(id)}`).then((d) => d.name).catch(() => id));
+    }
+    return datasetNames.get(id);
+  }
+
+  const TERMINAL = ["succeeded", "failed", "canceled"];
+
+  return { api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, datasetName, TERMINAL };
+})();

@@ -1,0 +1,293 @@
+// The job page: status and progress from the job's event stream, curves that gain points live,
+// checkpoints, config, attempts, logs, cancel and delete.
+"use strict";
+
+(() => {
+  const { api, el, num, bytes, age, flash, TERMINAL } = Dash;
+  const root = document.getElementById("job");
+  const jobId = root.dataset.jobId;
+  const base = `/v1/jobs/${encodeURIComponent(jobId)}`;
+  const MAX_POINTS = 1000; // per key: the downsampled history a chart starts from
+  const PAPER_TEST_PPL = { small: 114.5, medium: 82.7, large: 78.4 };
+
+  const group = new ChartGroup(`job-${jobId}`);
+  const logBox = document.getElementById("logscale");
+  const ppl = new LiveChart(
+    document.getElementById("ppl-chart"),
+    [
+      { key: "train_ppl_running", label: "train (running)", width: 1, points: false, color: "#9bb7ee" },
+      { key: "train_ppl", label: "train (epoch)", width: 2, color: "#2f6fdf" },
+      { key: "valid_ppl", label: "valid", width: 2, color: "#e0662d" },
+    ],
+    { logY: logBox.checked, group, yLabel: "perplexity", height: 320 },
+  );
+  const lr = new LiveChart(document.getElementById("lr-chart"), [{ key: "lr", label: "lr", color: "#2a9d55" }], {
+    group,
+    height: 180,
+  });
+  const wps = new LiveChart(document.getElementById("wps-chart"), [{ key: "wps", label: "words/s", color: "#a040c0" }], {
+    group,
+    height: 180,
+  });
+  const charts = [ppl, lr, wps];
+  logBox.addEventListener("change", () => ppl.setLog(logBox.checked));
+
+  function addPoint(point) {
+    for (const chart of charts) chart.add(point.key, point.step, point.value);
+  }
+
+  // --- the job itself ---
+
+  let job = null;
+  let datasetName = null;
+
+  function render(next) {
+    const previous = job;
+    job = next;
+    const status = document.getElementById("status");
+    status.textContent = job.status;
+    status.className = `badge ${job.status}`;
+    document.getElementById("message").textContent = job.message + (job.error ? ` — ${job.error}` : "");
+
+    const facts = [
+      ["preset", job.preset],
+      ["dataset", el("span", {}, datasetName || job.dataset_id)],
+      ["attempt", `${job.attempt} of ${job.max_attempts}`],
+      ["worker", job.worker_id || "–"],
+      ["created", `${age(job.created_at)} ago`],
+      ["started", job.started_at ? `${age(job.started_at)} ago` : "–"],
+      ["finished", job.finished_at ? `${age(job.finished_at)} ago` : "–"],
+      ["best valid ppl", num(job.best_valid_ppl)],
+      ["latest valid ppl", num(job.latest_valid_ppl)],
+      ["latest train ppl", num(job.latest_train_ppl)],
+    ];
+    if (job.queue_position !== null && job.queue_position !== undefined) facts.push(["queue position", job.queue_position]);
+    document.getElementById("facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
+
+    const p = job.progress || {};
+    const epochs = p.epochs || job.config.max_max_epoch;
+    const done = job.status === "succeeded" ? 1 : p.epoch ? ((p.epoch - 1) + (p.fraction || 0)) / epochs : 0;
+    const bar = document.getElementById("bar");
+    bar.style.width = `${Math.min(100, Math.max(0, done * 100)).toFixed(1)}%`;
+    bar.className = `bar ${job.status}`;
+    const parts = [];
+    if (p.epoch) parts.push(`epoch ${p.epoch} of ${epochs}`);
+    if (p.phase) parts.push(`${p.phase}${p.fraction !== null && p.fraction !== undefined ? ` ${Math.round(p.fraction * 100)}%` : ""}`);
+    if (p.steps) parts.push(`step ${num(p.step, 0)} of ${num(p.steps, 0)}`);
+    if (p.wps) parts.push(`${num(p.wps, 0)} words/s`);
+    if (p.lr !== null && p.lr !== undefined) parts.push(`lr ${num(p.lr, 4)}`);
+    if (p.train_ppl_running) parts.push(`running train ppl ${num(p.train_ppl_running)}`);
+    document.getElementById("progress-text").textContent = parts.join(" · ") || job.status;
+
+    renderTestPpl();
+    const active = job.status === "queued" || job.status === "running";
+    document.getElementById("cancel").classList.toggle("hidden", !active);
+    document.getElementById("delete").classList.toggle("hidden", !TERMINAL.includes(job.status));
+    renderConfig();
+
+    const changed = (k) => !previous || previous[k] !== job[k];
+    const epochMoved = !previous || (previous.progress || {}).epoch !== p.epoch;
+    if (changed("status") || changed("latest_valid_ppl") || changed("attempt") || epochMoved) refreshCheckpoints();
+    if (!previous || changed("attempt") || changed("status")) renderAttempts();
+  }
+
+  function renderTestPpl() {
+    const box = document.getElementById("test-ppl");
+    if (job.test_ppl === null || job.test_ppl === undefined) {
+      box.classList.add("hidden");
+      return;
+    }
+    const paper = PAPER_TEST_PPL[job.preset];
+    const isPtb = (datasetName || "").toLowerCase().includes("ptb");
+    box.replaceChildren(
+      el("div", { class: "big" }, num(job.test_ppl)),
+      el("div", { class: "muted" }, "test perplexity"),
+      isPtb && paper ? el("div", { class: "paper" }, `paper (Zaremba et al. 2014, ${job.preset}): ${paper}`) : null,
+    );
+    box.classList.remove("hidden");
+  }
+
+  function renderConfig() {
+    const overrides = job.overrides || {};
+    const rows = Object.entries(job.config).map(([k, v]) =>
+      el("tr", { class: k in overrides ? "override" : "" }, el("th", { text: k }), el("td", { text: v === null ? "null" : String(v) })),
+    );
+    document.querySelector("#config tbody").replaceChildren(...rows);
+  }
+
+  // --- checkpoints ---
+
+  let checkpointTimer = null;
+  function refreshCheckpoints() {
+    clearTimeout(checkpointTimer);
+    checkpointTimer = setTimeout(loadCheckpoints, 300);
+  }
+
+  async function loadCheckpoints() {
+    let list;
+    try {
+      list = await api(`${base}/checkpoints`);
+    } catch (err) {
+      return;
+    }
+    const rows = list.items.map((c) =>
+      el(
+        "tr",
+        { class: c.is_best ? "best" : "" },
+        el("td", { title: c.is_best ? "best: lowest validation perplexity" : "" }, c.is_best ? "★ best" : ""),
+        el("td", { class: "num", text: c.epoch }),
+        el("td", { class: "num", text: num(c.step, 0) }),
+        el("td", { text: c.kind }),
+        el("td", { class: "num", text: num(c.valid_ppl) }),
+        el("td", { class: "num", text: bytes(c.size_bytes) }),
+        el("td", {}, el("a", { href: c.download_url, download: "", text: "download" })),
+      ),
+    );
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "muted", text: "none yet" })));
+    document.querySelector("#checkpoints tbody").replaceChildren(...rows);
+    document.getElementById("play-link").classList.toggle("hidden", list.items.length === 0);
+  }
+
+  // --- attempts and logs (the logs endpoint is optional: a 404 hides the section) ---
+
+  const logLines = [];
+  const seenLines = new Set();
+  let logsAvailable = false;
+
+  function lineTime(line) {
+    const t = line.time || line.timestamp || line.created_at || "";
+    if (typeof t === "number") return new Date(t > 1e12 ? t : t * 1000).toISOString().slice(11, 19);
+    return String(t).replace("T", " ").slice(11, 19);
+  }
+
+  function addLogLines(lines) {
+    const box = document.getElementById("logs");
+    const stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    for (const line of lines) {
+      const id = line.id !== undefined ? String(line.id) : JSON.stringify(line);
+      if (seenLines.has(id)) continue;
+      seenLines.add(id);
+      logLines.push(line);
+      const level = String(line.level || "info").toLowerCase();
+      box.append(
+        el(
+          "div",
+          { class: `log ${level}` },
+          `${lineTime(line)} ${level.toUpperCase().padEnd(7)} #${line.attempt ?? "-"} ${line.message ?? JSON.stringify(line)}`,
+        ),
+      );
+    }
+    if (stick) box.scrollTop = box.scrollHeight;
+    if (lines.length) renderAttempts();
+  }
+
+  async function loadLogs() {
+    let page;
+    try {
+      page = await api(`${base}/logs?limit=500`);
+    } catch (err) {
+      return; // no logs endpoint on this server (404), or not allowed: no section
+    }
+    logsAvailable = true;
+    document.getElementById("logs-section").classList.remove("hidden");
+    addLogLines(page.items || []);
+    if (job && !TERMINAL.includes(job.status)) {
+      const follow = new EventSource(`${base}/logs?follow=true`);
+      const onLine = (event) => {
+        try {
+          const data = JSON.parse(event.data);
+          addLogLines(Array.isArray(data) ? data : [data]);
+        } catch (_) { /* not a line */ }
+      };
+      follow.addEventListener("message", onLine);
+      follow.addEventListener("log", onLine);
+      follow.addEventListener("end", () => follow.close());
+      follow.onerror = () => { if (job && TERMINAL.includes(job.status)) follow.close(); };
+    }
+  }
+
+  function renderAttempts() {
+    if (!job) return;
+    const rows = [];
+    if (logsAvailable && logLines.length) {
+      const byAttempt = new Map();
+      for (const line of logLines) {
+        const key = line.attempt ?? 0;
+        if (!byAttempt.has(key)) byAttempt.set(key, { first: line, last: line });
+        byAttempt.get(key).last = line;
+      }
+      for (const [attempt, { first, last }] of [...byAttempt.entries()].sort((a, b) => a[0] - b[0])) {
+        rows.push(
+          el("tr", {}, el("td", { text: attempt }), el("td", { text: first.worker_id || "–" }),
+            el("td", { text: lineTime(first) }), el("td", { text: last.message || "" })),
+        );
+      }
+    } else if (job.attempt > 0) {
+      rows.push(
+        el("tr", {}, el("td", { text: `${job.attempt} of ${job.max_attempts}` }), el("td", { text: job.worker_id || "–" }),
+          el("td", { text: job.started_at ? `${age(job.started_at)} ago` : "–" }), el("td", { text: job.error || job.message })),
+      );
+    }
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 4, class: "muted", text: "not started" })));
+    document.querySelector("#attempts tbody").replaceChildren(...rows);
+  }
+
+  // --- actions ---
+
+  document.getElementById("cancel").addEventListener("click", async () => {
+    if (!confirm(`Cancel job ${jobId}? A running job stops at its next step and keeps its checkpoints.`)) return;
+    try {
+      render(await api(`${base}/cancel`, { method: "POST" }));
+    } catch (err) {
+      flash(`cancel failed: ${err.message}`);
+    }
+  });
+
+  document.getElementById("delete").addEventListener("click", async () => {
+    if (!confirm(`Delete job ${jobId} with its metrics and checkpoints? This cannot be undone.`)) return;
+    try {
+      await api(base, { method: "DELETE" });
+      location.assign("/");
+    } catch (err) {
+      flash(`delete failed: ${err.message}`);
+    }
+  });
+
+  // --- live data: the stream opens first (without history), then the downsampled history is read ---
+
+  async function loadHistory() {
+    const keys = ["train_ppl_running", "train_ppl", "valid_ppl", "lr", "wps"].map((k) => `key=${k}`).join("&");
+    const page = await api(`${base}/metrics?${keys}&max_points=${MAX_POINTS}`);
+    for (const point of page.metrics) addPoint(point);
+  }
+
+  function follow() {
+    const stream = new EventSource(`${base}/events?history=false`);
+    stream.addEventListener("open", () => loadHistory().catch((err) => flash(`metrics: ${err.message}`)));
+    stream.addEventListener("metric", (event) => addPoint(JSON.parse(event.data)));
+    stream.addEventListener("status", (event) => render(JSON.parse(event.data)));
+    stream.addEventListener("end", (event) => {
+      stream.close();
+      const end = JSON.parse(event.data);
+      if (end.status === "deleted") flash("this job was deleted");
+      else api(base).then(render).catch(() => {});
+    });
+  }
+
+  async function start() {
+    await Dash.ready;
+    let first;
+    try {
+      first = await api(base);
+    } catch (err) {
+      flash(err.status === 404 ? `job ${jobId} not found` : `could not load the job: ${err.message}`);
+      return;
+    }
+    datasetName = await Dash.datasetName(first.dataset_id);
+    render(first);
+    follow();
+    loadLogs();
+  }
+
+  start();
+})();

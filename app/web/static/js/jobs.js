@@ -1,0 +1,100 @@
+// The jobs list: one page of the API's keyset pages, filtered by status, polled for live updates.
+"use strict";
+
+(() => {
+  const { api, el, num, age, flash } = Dash;
+  const PAGE_SIZE = 50;
+  const POLL_MS = 2000;
+  const params = new URLSearchParams(location.search);
+  const statuses = params.getAll("status");
+  const cursors = []; // cursors of the pages before this one (for "Newer")
+  let cursor = params.get("cursor");
+  let nextCursor = null;
+  let timer = null;
+
+  const form = document.getElementById("filter");
+  form.querySelectorAll("input[name=status]").forEach((box) => {
+    box.checked = statuses.includes(box.value);
+    box.addEventListener("change", () => {
+      const chosen = [...form.querySelectorAll("input[name=status]:checked")].map((b) => b.value);
+      const query = new URLSearchParams(chosen.map((s) => ["status", s]));
+      history.replaceState(null, "", query.toString() ? `/?${query}` : "/");
+      statuses.splice(0, statuses.length, ...chosen);
+      cursors.length = 0;
+      cursor = null;
+      load();
+    });
+  });
+
+  function progressCell(job) {
+    const p = job.progress || {};
+    const epochs = p.epochs || job.config.max_max_epoch;
+    let done = 0;
+    if (job.status === "succeeded") done = 1;
+    else if (p.epoch) done = ((p.epoch - 1) + (p.fraction || 0)) / epochs;
+    const label = p.epoch ? `${p.epoch}/${epochs}${p.phase && p.phase !== "train" ? ` ${p.phase}` : ""}` : `–/${epochs}`;
+    return el(
+      "td",
+      { class: "progress-cell", title: `${Math.round(done * 100)}% of the epochs` },
+      el("div", { class: "progress" }, el("div", { class: `bar ${job.status}`, style: `width: ${(done * 100).toFixed(1)}%` })),
+      el("span", { class: "muted", text: label }),
+    );
+  }
+
+  function row(job) {
+    const wps = job.status === "running" && job.progress ? job.progress.wps : null;
+    const dataset = el("span", { text: job.dataset_id });
+    Dash.datasetName(job.dataset_id).then((name) => { dataset.textContent = name; });
+    return el(
+      "tr",
+      { "data-job-id": job.id, "data-status": job.status },
+      el("td", {}, el("a", { href: `/jobs/${job.id}`, text: job.id })),
+      el("td", {}, el("span", { class: `badge ${job.status}`, text: job.status, title: job.message })),
+      el("td", { text: job.preset }),
+      el("td", {}, dataset),
+      progressCell(job),
+      el("td", { class: "num", text: num(job.best_valid_ppl) }),
+      el("td", { class: "num", text: num(job.latest_valid_ppl) }),
+      el("td", { class: "num", text: num(wps, 0) }),
+      el("td", { text: age(job.created_at) }),
+    );
+  }
+
+  async function load() {
+    clearTimeout(timer);
+    const query = new URLSearchParams(statuses.map((s) => ["status", s]));
+    query.set("limit", String(PAGE_SIZE));
+    if (cursor) query.set("cursor", cursor);
+    try {
+      const page = await api(`/v1/jobs?${query}`);
+      nextCursor = page.next_cursor;
+      document.querySelector("#jobs tbody").replaceChildren(...page.items.map(row));
+      document.getElementById("empty").classList.toggle("hidden", page.items.length > 0);
+      document.getElementById("older").disabled = !nextCursor;
+      document.getElementById("newer").disabled = cursors.length === 0;
+      document.getElementById("newest").disabled = !cursor;
+      flash("");
+    } catch (err) {
+      flash(`could not load the jobs: ${err.message}`);
+    }
+    timer = setTimeout(load, document.hidden ? POLL_MS * 5 : POLL_MS);
+  }
+
+  document.getElementById("older").addEventListener("click", () => {
+    cursors.push(cursor);
+    cursor = nextCursor;
+    load();
+  });
+  document.getElementById("newer").addEventListener("click", () => {
+    cursor = cursors.pop() || null;
+    load();
+  });
+  document.getElementById("newest").addEventListener("click", () => {
+    cursors.length = 0;
+    cursor = null;
+    load();
+  });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) load(); });
+
+  Dash.ready.then(load);
+})();

@@ -1,0 +1,77 @@
+"""The dashboard's pages and files as the server sends them, and the API additions it relies on:
+`GET /v1/presets` and an event stream without history (`?history=false`). No browser needed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from harness import Service
+from service.test_lifecycle import parse_events
+
+from app.web.pages import HERE
+from model.config import PRESETS
+
+PAGES = ["/", "/jobs/job_0123456789abcdef", "/compare", "/submit", "/playground", "/login"]
+
+
+def test_every_page_is_served_with_its_scripts_and_nothing_from_another_site(service: Service) -> None:
+    for path in PAGES:
+        response = service.client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith("text/html")
+        sources = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+        assert not [s for s in sources if s.startswith(("http:", "https:", "//"))], path
+        for source in sources:
+            if source.startswith("/static/"):
+                assert service.client.get(source).status_code == 200, source
+    # The pages are not part of the API's schema.
+    assert not [
+        p
+        for p in service.client.get("/openapi.json").json()["paths"]
+        if not p.startswith(("/v1", "/healthz", "/readyz"))
+    ]
+
+
+def test_the_charting_library_is_vendored_with_its_license(service: Service) -> None:
+    folder = HERE / "static" / "vendor" / "uplot-1.6.31"
+    assert "MIT License" in (folder / "LICENSE").read_text()
+    served = service.client.get("/static/vendor/uplot-1.6.31/uPlot.iife.min.js")
+    assert served.status_code == 200 and served.content == (folder / "uPlot.iife.min.js").read_bytes()
+    scripts = "".join(p.read_text() for p in Path(HERE / "static" / "js").glob("*.js"))
+    assert "http://" not in scripts and "https://" not in scripts
+
+
+def test_presets_endpoint_gives_every_preset_and_field(service: Service) -> None:
+    answer = service.client.get("/v1/presets").json()
+    assert {p["name"]: p["config"] for p in answer["presets"]} == {n: c.to_dict() for n, c in PRESETS.items()}
+    fields = {f["name"]: f for f in answer["fields"]}
+    assert list(fields) == list(PRESETS["small"].to_dict())
+    assert fields["hidden_size"]["type"] == "integer" and not fields["hidden_size"]["nullable"]
+    assert fields["keep_prob"]["type"] == "number"
+    assert fields["device"] == {
+        "name": "device",
+        "type": "choice",
+        "nullable": False,
+        "choices": ["auto", "cpu", "cuda"],
+    }
+    assert fields["max_steps_per_epoch"]["nullable"] is True
+
+
+def test_events_without_history_send_only_new_points(service: Service, tiny_corpus: Path) -> None:
+    dataset = service.upload(tiny_corpus)
+    job = service.submit(dataset["id"], max_max_epoch=1)
+    worker = service.start_worker("--once")
+    assert worker.wait(120) == 0
+    recorded = service.metrics(job["id"])
+    assert recorded
+
+    everything = parse_events(service.client.get(f"/v1/jobs/{job['id']}/events").text)
+    assert len([e for e in everything if e.get("event") == "metric"]) == len(recorded)
+
+    fresh = parse_events(service.client.get(f"/v1/jobs/{job['id']}/events?history=false").text)
+    assert [e["event"] for e in fresh if e.get("event")] == ["status", "end"]
+
+    missing = service.client.get("/v1/jobs/job_0123456789abcdef/events?history=false")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
