@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
+from app.api import session as login_session
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
+from app.api.origin import SameOriginGuard
 from app.inference.registry import ModelCache
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
@@ -36,6 +39,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     # Routers are included below, one line per concept.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    # No cross-site request may act; CORS (outermost, to answer preflights) only for listed origins.
+    app.add_middleware(SameOriginGuard, allowed_origins=settings.cors_origins)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
@@ -45,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(scoring.router)
     app.include_router(generation.router)
     app.include_router(completions.router)
+    app.include_router(login_session.router)
     return app
