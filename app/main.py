@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
 from app.api import session as login_session
+from app.api.auth import AuthGate
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.api.origin import SameOriginGuard
 from app.inference.registry import ModelCache
@@ -38,8 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(settings.model_cache_size)
     problems.install(app)
     # Routers are included below, one line per concept.
+    # Keys are checked before a body is read; bodies are bounded; cross-site requests are refused first.
+    app.add_middleware(AuthGate, settings=settings, engine=app.state.engine)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
-    # No cross-site request may act; CORS (outermost, to answer preflights) only for listed origins.
+    # CORS (outermost, to answer preflights) only for the listed origins.
     app.add_middleware(SameOriginGuard, allowed_origins=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(
