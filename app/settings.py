@@ -42,10 +42,10 @@ class Settings(BaseSettings):
         default_factory=list, description='origins allowed to call the API from a browser, JSON: ["https://a.example"]'
     )
     max_stored_bytes_per_key: int | None = Field(
-        10 * 1024**3, ge=0, description="uploads and checkpoints a non-admin key may keep; unset for no limit"
+        10 * 1024**3, ge=0, description="bytes of uploads and checkpoints a non-admin key may keep"
     )
     max_queued_jobs_per_key: int | None = Field(
-        20, ge=0, description="queued jobs a non-admin key may have at once; unset for no limit"
+        20, ge=0, description="queued jobs a non-admin key may have at once"
     )
     # Inference
     model_cache_size: int = Field(4, ge=1, description="loaded models kept in memory (least recently used out)")
