@@ -31,3 +31,11 @@ class Invalid(ServiceError):
 
 class TooLarge(ServiceError):
     """The request exceeds a size limit."""
+
+
+class Forbidden(ServiceError):
+    """The caller may see the resource but its key may not change it (a server-side corpus)."""
+
+
+class OverQuota(ServiceError):
+    """The caller's key is over one of its per-key limits (stored bytes, queued jobs)."""

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import (
     checkpoints,
@@ -20,7 +21,10 @@ from app.api import (
     problems,
     scoring,
 )
+from app.api import session as login_session
+from app.api.auth import AuthGate
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
+from app.api.origin import SameOriginGuard
 from app.inference.registry import ModelCache
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
@@ -48,7 +52,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(settings.model_cache_size)
     problems.install(app)
     # Routers are included below, one line per concept.
+    # Keys are checked before a body is read; bodies are bounded; cross-site requests are refused first.
+    app.add_middleware(AuthGate, settings=settings, engine=app.state.engine)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    # CORS (outermost, to answer preflights) only for the listed origins.
+    app.add_middleware(SameOriginGuard, allowed_origins=settings.cors_origins)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
@@ -59,5 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(generation.router)
     app.include_router(completions.router)
     app.include_router(presets.router)
+    app.include_router(login_session.router)
     pages.install(app)  # the dashboard at /, apart from the API
     return app

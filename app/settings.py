@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest corpus upload (all files together)")
     max_model_parameters: int = Field(200_000_000, gt=0, description="largest model a job may ask for")
     max_train_memory_bytes: int = Field(8 * 1024**3, gt=0, description="estimated training memory a job may use")
+    # Authentication and per-key limits
+    auth: bool = Field(True, description="require API keys (on/off); off only for tests and loopback-only use")
+    cors_origins: list[str] = Field(
+        default_factory=list, description='origins allowed to call the API from a browser, JSON: ["https://a.example"]'
+    )
+    max_stored_bytes_per_key: int | None = Field(
+        10 * 1024**3, ge=0, description="bytes of uploads and checkpoints a non-admin key may keep"
+    )
+    max_queued_jobs_per_key: int | None = Field(20, ge=0, description="queued jobs a non-admin key may have at once")
     # Inference
     model_cache_size: int = Field(4, ge=1, description="loaded models kept in memory (least recently used out)")
     max_sentences: int = Field(1000, ge=1, description="sentences per scoring request")
@@ -52,6 +61,11 @@ class Settings(BaseSettings):
     @property
     def checkpoints_dir(self) -> Path:
         return self.data_dir / "checkpoints"
+
+    @property
+    def admin_key_file(self) -> Path:
+        """Where `python -m app run` keeps the admin key it creates on first start (mode 0600)."""
+        return self.data_dir / "admin.key"
 
     @property
     def datasets_dir(self) -> Path:

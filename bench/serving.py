@@ -146,6 +146,7 @@ def serve(data_dir: Path, threads: int = 0, **settings: object) -> Iterator[str]
         port = int(s.getsockname()[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
     env["LSTMLM_DATA_DIR"] = str(data_dir)
+    env["LSTMLM_AUTH"] = "off"  # a loopback-only benchmark server
     env.update({f"LSTMLM_{k.upper()}": str(v) for k, v in settings.items()})
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)

@@ -62,6 +62,7 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
         "events_poll_seconds": 0.1,
         "torch_threads": 1,
         "corpus_roots": {},
+        "auth": False,  # tests about authentication turn it on: open_service(tmp, auth=True)
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -5,19 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import SessionDep, SettingsDep
 from app.api.schemas import CheckpointList, CheckpointOut, problem_responses
 from app.training import checkpoints, jobs
 
-router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"])
+router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"], responses=AUTH_RESPONSES)
 
 PROBLEMS = problem_responses(404)
 
 
 @router.get("", response_model=CheckpointList, responses=PROBLEMS)
-def list_checkpoints(job_id: str, session: SessionDep) -> CheckpointList:
+def list_checkpoints(job_id: str, principal: ReadKey, session: SessionDep) -> CheckpointList:
     """A job's checkpoints, oldest first, with the best (lowest validation perplexity) marked."""
-    jobs.get_job(session, job_id)
+    jobs.get_job(session, job_id, principal)
     rows = checkpoints.ordered(session, job_id)
     best = checkpoints.best_of(rows)
     best_id = best.id if best else None
@@ -25,8 +26,9 @@ def list_checkpoints(job_id: str, session: SessionDep) -> CheckpointList:
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointOut, responses=PROBLEMS)
-def get_checkpoint(job_id: str, checkpoint_id: str, session: SessionDep) -> CheckpointOut:
+def get_checkpoint(job_id: str, checkpoint_id: str, principal: ReadKey, session: SessionDep) -> CheckpointOut:
     """One checkpoint of a job."""
+    jobs.get_job(session, job_id, principal)
     row = checkpoints.get_checkpoint(session, job_id, checkpoint_id)
     best = checkpoints.best_of(checkpoints.ordered(session, job_id))
     return CheckpointOut.of(row, best.id if best else None)
@@ -37,8 +39,11 @@ def get_checkpoint(job_id: str, checkpoint_id: str, session: SessionDep) -> Chec
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **PROBLEMS},
 )
-def download_checkpoint(job_id: str, checkpoint_id: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def download_checkpoint(
+    job_id: str, checkpoint_id: str, principal: ReadKey, session: SessionDep, settings: SettingsDep
+) -> FileResponse:
     """Download a checkpoint file (load it with `model.checkpoint.load`, weights_only)."""
+    jobs.get_job(session, job_id, principal)
     row = checkpoints.get_checkpoint(session, job_id, checkpoint_id)
     path = checkpoints.checkpoint_file(settings.checkpoints_dir, row)
     filename = f"{job_id}-epoch{row.epoch}-{row.kind}-{row.id}.pt"

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
 
+from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import SessionDep, SettingsDep
 from app.api.generation import STREAM_RESPONSES, event_stream, new_id
 from app.api.inference_schemas import (
@@ -43,7 +44,7 @@ from app.inference.generation import (
 from app.inference.registry import LoadedModel
 from app.inference.text import normalize_ptb, tokenize, word_offsets
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=AUTH_RESPONSES)
 
 
 class PromptCompletions:
@@ -124,7 +125,7 @@ def join(pieces: list[CompletionChoice], index: int, with_logprobs: bool) -> Com
     responses={**STREAM_RESPONSES, **problem_responses(400, 404, 409, 422)},
 )
 def create_completion(
-    body: CompletionRequest, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep
+    body: CompletionRequest, principal: ReadKey, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep
 ) -> Response:
     """OpenAI-compatible completions: continue each prompt n times; echo + logprobs score the prompt."""
     sampling = body.sampling(16 if body.max_tokens is None else body.max_tokens)
@@ -133,7 +134,7 @@ def create_completion(
         words = tokenize(text)
         prompts.append((text, normalize_ptb(words) if body.normalize else words))
         check_request(prompts[-1][1], sampling, settings)
-    ref, loaded = serve_model(body.model, session, settings, cache)
+    ref, loaded = serve_model(body.model, session, settings, cache, principal)
     head = CompletionResponse(
         id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=[], system_fingerprint=ref.checkpoint_id
     )

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import SessionDep, SettingsDep
 from app.api.inference_schemas import (
     GenerateChoice,
@@ -33,7 +34,7 @@ from app.api.schemas import problem_responses
 from app.inference.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
 from app.inference.text import detokenize, normalize_ptb, tokenize
 
-router = APIRouter(prefix="/v1", tags=["inference"])
+router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 log = logging.getLogger(__name__)
 
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -108,13 +109,15 @@ def new_id(prefix: str) -> str:
     response_model=GenerateResponse,
     responses={**STREAM_RESPONSES, **problem_responses(400, 404, 409, 422)},
 )
-def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep) -> Response:
+def generate(
+    body: GenerateRequest, principal: ReadKey, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep
+) -> Response:
     """Continue a prompt `n` times (temperature 0 is greedy); `stream: true` sends each word as an event."""
     words = tokenize(body.prompt)
     words = normalize_ptb(words) if body.normalize else words
     sampling = body.sampling(body.max_tokens)
     check_request(words, sampling, settings)
-    ref, loaded = serve_model(body.model, session, settings, cache)
+    ref, loaded = serve_model(body.model, session, settings, cache, principal)
     top = body.top_logprobs if body.top_logprobs > 0 else None
     events = generate_events(loaded, words, sampling, top_logprobs=top)
     if body.stream:

@@ -7,14 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy.orm import Session
 
+from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.schemas import JobCreate, JobOut, JobPage, problem_responses
 from app.store.tables import Job
 from app.training import jobs
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
 PROBLEMS = problem_responses(400, 404, 409, 422)
+SUBMIT_PROBLEMS = problem_responses(400, 404, 409, 422, 429)
 
 
 def job_out(session: Session, job: Job) -> JobOut:
@@ -23,9 +25,10 @@ def job_out(session: Session, job: Job) -> JobOut:
     return JobOut.of(job, position, jobs.status_message(job, position))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=PROBLEMS)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_PROBLEMS)
 def submit_job(
     body: JobCreate,
+    principal: WriteKey,
     engine: EngineDep,
     settings: SettingsDep,
     session: SessionDep,
@@ -42,6 +45,7 @@ def submit_job(
         preset_name=body.preset,
         overrides=body.overrides,
         idempotency_key=idempotency_key,
+        owner=principal,
     )
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -50,6 +54,7 @@ def submit_job(
 
 @router.get("", response_model=JobPage, responses=PROBLEMS)
 def list_jobs(
+    principal: ReadKey,
     session: SessionDep,
     status_filter: Annotated[
         list[str] | None, Query(alias="status", description="only these statuses (repeatable)")
@@ -57,26 +62,26 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobPage:
-    """List jobs, newest first, optionally filtered by status."""
-    rows, next_cursor = jobs.list_jobs(session, status_filter, limit, cursor)
+    """List this key's jobs (every job for an admin), newest first, optionally filtered by status."""
+    rows, next_cursor = jobs.list_jobs(session, status_filter, limit, cursor, principal)
     return JobPage(items=[job_out(session, job) for job in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=PROBLEMS)
-def get_job(job_id: str, session: SessionDep) -> JobOut:
+def get_job(job_id: str, principal: ReadKey, session: SessionDep) -> JobOut:
     """A job's status, attempt, progress and perplexities."""
-    return job_out(session, jobs.get_job(session, job_id))
+    return job_out(session, jobs.get_job(session, job_id, principal))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=PROBLEMS)
-def cancel_job(job_id: str, engine: EngineDep, session: SessionDep) -> JobOut:
+def cancel_job(job_id: str, principal: WriteKey, engine: EngineDep, session: SessionDep) -> JobOut:
     """Cancel a queued or running job (idempotent); a running job stops at its next step."""
-    jobs.cancel(engine, job_id)
+    jobs.cancel(engine, job_id, principal)
     return job_out(session, jobs.get_job(session, job_id))
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
-def delete_job(job_id: str, engine: EngineDep, settings: SettingsDep) -> Response:
+def delete_job(job_id: str, principal: WriteKey, engine: EngineDep, settings: SettingsDep) -> Response:
     """Delete a finished job with its metrics and checkpoints."""
-    jobs.delete_job(engine, settings, job_id)
+    jobs.delete_job(engine, settings, job_id, principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -12,14 +12,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
+from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.jobs import job_out
 from app.api.schemas import MetricOut, MetricPage, problem_responses
+from app.auth import ownership
+from app.auth.principal import Principal
 from app.errors import NotFound
 from app.store.tables import Job, Metric
 from app.training import jobs, metrics
 
-router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["metrics"])
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["metrics"], responses=AUTH_RESPONSES)
 
 PROBLEMS = problem_responses(404, 422)
 EVENT_BATCH = 500  # metric points sent per database read
@@ -32,6 +35,7 @@ def metric_out(row: Metric) -> MetricOut:
 @router.get("/metrics", response_model=MetricPage, responses=PROBLEMS)
 def get_metrics(
     job_id: str,
+    principal: ReadKey,
     session: SessionDep,
     key: Annotated[
         list[str] | None, Query(description=f"only these keys (repeatable): {', '.join(metrics.KEYS)}")
@@ -43,7 +47,7 @@ def get_metrics(
     ] = None,
 ) -> MetricPage:
     """A job's metric history: {key, value, step, timestamp} points, paged or downsampled for charts."""
-    jobs.get_job(session, job_id)
+    jobs.get_job(session, job_id, principal)
     if max_points is not None:
         rows = metrics.downsampled(session, job_id, key, max_points)
         return MetricPage(metrics=[metric_out(r) for r in rows], next_page_token=None)
@@ -51,10 +55,11 @@ def get_metrics(
     return MetricPage(metrics=[metric_out(r) for r in rows], next_page_token=token)
 
 
-def _start(engine: Engine, job_id: str, history: bool) -> int | None:
-    """The metric id a stream starts after (0: the whole history); None when the job does not exist."""
+def _start(engine: Engine, job_id: str, history: bool, viewer: Principal) -> int | None:
+    """The metric id a stream starts after (0: the whole history); None when the viewer sees no such job."""
     with Session(engine) as session:
-        if session.get(Job, job_id) is None:
+        job = session.get(Job, job_id)
+        if job is None or not ownership.may_see(viewer, job.owner_id):
             return None
         return 0 if history else metrics.last_id(session, job_id)
 
@@ -76,6 +81,7 @@ def _poll(engine: Engine, job_id: str, after_id: int) -> tuple[dict[str, Any] | 
 )
 async def job_events(
     job_id: str,
+    principal: ReadKey,
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
@@ -85,7 +91,7 @@ async def job_events(
     ] = True,
 ) -> EventSourceResponse:
     """Stream `status` and `metric` events until the job ends, then an `end` event."""
-    first = await anyio.to_thread.run_sync(_start, engine, job_id, history)
+    first = await anyio.to_thread.run_sync(_start, engine, job_id, history, principal)
     if first is None:
         raise NotFound(f"job {job_id!r} not found")
     start_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else first

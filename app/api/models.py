@@ -10,15 +10,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from sqlalchemy.orm import Session
 
+from app.api.auth import AUTH_RESPONSES, AdminKey, ReadKey
 from app.api.deps import SessionDep, SettingsDep
 from app.api.inference_schemas import AliasIn, AliasList, AliasOut, ModelCard, ModelList
 from app.api.schemas import problem_responses
+from app.auth.principal import Principal
 from app.errors import ServiceError
 from app.inference import registry
 from app.inference.registry import ALIAS_PATTERN, LoadedModel, ModelCache, ModelRef
 from app.settings import Settings
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
 
 AliasName = Annotated[str, Path(max_length=100, description=f"alias name, {ALIAS_PATTERN}")]
 
@@ -31,16 +33,19 @@ def get_model_cache(request: Request) -> ModelCache:
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 
 
-def serve_model(name: str, session: Session, settings: Settings, cache: ModelCache) -> tuple[ModelRef, LoadedModel]:
-    """Resolve a model name and load its checkpoint (404 unknown, 409 file missing or unusable)."""
-    ref = registry.resolve(session, name, settings.data_dir)
+def serve_model(
+    name: str, session: Session, settings: Settings, cache: ModelCache, viewer: Principal
+) -> tuple[ModelRef, LoadedModel]:
+    """Resolve a model name `viewer` may use and load its checkpoint (404 unknown, 409 file missing or unusable)."""
+    ref = registry.resolve(session, name, settings.data_dir, viewer)
     return ref, cache.get(ref)
 
 
 @router.get("", response_model=ModelList)
-def list_models(session: SessionDep, settings: SettingsDep) -> ModelList:
-    """Jobs that have a checkpoint (newest first), then the aliases, each with the checkpoint it serves now."""
-    cards = [ModelCard.of(ref, aliases) for ref, aliases in registry.servable_models(session, settings.data_dir)]
+def list_models(principal: ReadKey, session: SessionDep, settings: SettingsDep) -> ModelList:
+    """This key's jobs that have a checkpoint (newest first), then every alias, each with the checkpoint it serves."""
+    servable = registry.servable_models(session, settings.data_dir, principal)
+    cards = [ModelCard.of(ref, aliases) for ref, aliases in servable]
     for alias in registry.list_aliases(session):
         try:
             ref = registry.resolve(session, alias.name, settings.data_dir)
@@ -51,33 +56,33 @@ def list_models(session: SessionDep, settings: SettingsDep) -> ModelList:
 
 
 @router.get("/aliases", response_model=AliasList)
-def list_aliases(session: SessionDep) -> AliasList:
+def list_aliases(principal: ReadKey, session: SessionDep) -> AliasList:
     """All aliases and their targets."""
     return AliasList(data=[AliasOut.model_validate(a, from_attributes=True) for a in registry.list_aliases(session)])
 
 
 @router.get("/aliases/{name}", response_model=AliasOut, responses=problem_responses(404))
-def get_alias(name: AliasName, session: SessionDep) -> AliasOut:
+def get_alias(name: AliasName, principal: ReadKey, session: SessionDep) -> AliasOut:
     """One alias."""
     return AliasOut.model_validate(registry.get_alias(session, name), from_attributes=True)
 
 
 @router.put("/aliases/{name}", response_model=AliasOut, responses=problem_responses(404, 422))
-def put_alias(name: AliasName, body: AliasIn, session: SessionDep) -> AliasOut:
+def put_alias(name: AliasName, body: AliasIn, principal: AdminKey, session: SessionDep) -> AliasOut:
     """Create an alias or point it elsewhere: the target is a job id (its best checkpoint) or a checkpoint id."""
     return AliasOut.model_validate(registry.set_alias(session, name, body.target), from_attributes=True)
 
 
 @router.delete("/aliases/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404))
-def delete_alias(name: AliasName, session: SessionDep) -> Response:
+def delete_alias(name: AliasName, principal: AdminKey, session: SessionDep) -> Response:
     """Remove an alias (the model it named stays)."""
     registry.delete_alias(session, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{name}", response_model=ModelCard, responses=problem_responses(404, 409))
-def get_model(name: str, session: SessionDep, settings: SettingsDep) -> ModelCard:
+def get_model(name: str, principal: ReadKey, session: SessionDep, settings: SettingsDep) -> ModelCard:
     """What a model name (job id, checkpoint id or alias) serves now; it is not loaded."""
-    ref = registry.resolve(session, name, settings.data_dir)
+    ref = registry.resolve(session, name, settings.data_dir, principal)
     aliases = [a.name for a in registry.list_aliases(session) if a.target in (ref.job_id, ref.checkpoint_id)]
     return ModelCard.of(ref, aliases)

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import Conflict, Invalid, NotFound, ServiceError, TooLarge
+from app.errors import Conflict, Forbidden, Invalid, NotFound, OverQuota, ServiceError, TooLarge
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -46,6 +46,8 @@ SERVICE_ERRORS: dict[type[ServiceError], tuple[int, str]] = {
     Conflict: (409, "Conflict"),
     Invalid: (422, "Unprocessable Content"),
     TooLarge: (413, "Content Too Large"),
+    Forbidden: (403, "Forbidden"),
+    OverQuota: (429, "Too Many Requests"),
 }
 
 

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import SessionDep, SettingsDep
 from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, SentenceOut
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
 from app.inference import scoring
 
-router = APIRouter(prefix="/v1", tags=["inference"])
+router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 
 
 @router.post("/score", response_model=ScoreResponse, responses=problem_responses(400, 404, 409, 422))
-def score(body: ScoreRequest, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep) -> Response:
+def score(
+    body: ScoreRequest, principal: ReadKey, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep
+) -> Response:
     """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities and aggregates."""
     options = scoring.ScoreOptions(log10=body.log10, score_eos=body.score_eos, normalize=body.normalize)
     sentences = scoring.words_of(body.sentences, options, settings)  # limits first: no model load for nothing
-    ref, loaded = serve_model(body.model, session, settings, cache)
+    ref, loaded = serve_model(body.model, session, settings, cache, principal)
     scored, totals = scoring.score_words(loaded, sentences, options)
     result = ScoreResponse(
         model=body.model,

@@ -6,6 +6,9 @@ validation perplexity, or its latest while none has been validated), by a checkp
 every request, so a job that is still training serves its newest best checkpoint as soon as the
 worker records it.
 
+Who may use a model follows `app.auth.ownership`: a job or checkpoint id only for a key that may
+see the job; an alias (made by an admin) for every key, whoever owns the job behind it.
+
 Loaded models live in a least-recently-used cache keyed by checkpoint id and the file's mtime and
 size (a rewritten file is reloaded). Files are read with `weights_only=True`; a missing or corrupt
 file is a `Conflict` for that model only, and the server keeps serving the others.
@@ -23,6 +26,8 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.auth import ownership
+from app.auth.principal import Principal
 from app.errors import Conflict, Invalid, NotFound
 from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
 from app.training import checkpoints
@@ -94,23 +99,26 @@ def served_checkpoint(rows: list[Checkpoint]) -> Checkpoint | None:
     return checkpoints.best_of(rows) or (rows[-1] if rows else None)
 
 
-def resolve(session: Session, name: str, data_dir: Path) -> ModelRef:
-    """The checkpoint `name` means; `NotFound` when there is no such model."""
+def resolve(session: Session, name: str, data_dir: Path, viewer: Principal | None = None) -> ModelRef:
+    """The checkpoint `name` means; `NotFound` when there is no such model or `viewer` may not use it."""
     target = name
     if not name.startswith((JOB_PREFIX, CHECKPOINT_PREFIX)):
         alias = session.get(ModelAlias, name)
         if alias is None:
             raise NotFound(f"model {name!r} not found: not a job id, checkpoint id or alias", model=name)
-        target = alias.target
+        target, viewer = alias.target, None  # an alias publishes its model to every key
+
+    def hidden(job: Job) -> bool:
+        return viewer is not None and not ownership.may_see(viewer, job.owner_id)
+
     if target.startswith(CHECKPOINT_PREFIX):
         row = session.get(Checkpoint, target)
-        if row is None:
+        job = session.get(Job, row.job_id) if row is not None else None
+        if row is None or job is None or hidden(job):
             raise NotFound(f"model {name!r} not found: no checkpoint {target!r}", model=name)
-        job = session.get(Job, row.job_id)
-        assert job is not None  # a foreign key
         return _ref(name, job, row, data_dir)
     job = session.get(Job, target)
-    if job is None:
+    if job is None or hidden(job):
         raise NotFound(f"model {name!r} not found: no job {target!r}", model=name)
     served = served_checkpoint(checkpoints.ordered(session, job.id))
     if served is None:
@@ -118,10 +126,16 @@ def resolve(session: Session, name: str, data_dir: Path) -> ModelRef:
     return _ref(name, job, served, data_dir)
 
 
-def servable_models(session: Session, data_dir: Path) -> list[tuple[ModelRef, list[str]]]:
-    """Every job with a checkpoint, newest first, with the aliases that point at it or at its served checkpoint."""
+def servable_models(
+    session: Session, data_dir: Path, viewer: Principal | None = None
+) -> list[tuple[ModelRef, list[str]]]:
+    """Every job `viewer` may see that has a checkpoint, newest first, with the aliases that point at it
+    or at its served checkpoint."""
     by_job: dict[str, list[Checkpoint]] = {}
-    for row in session.scalars(select(Checkpoint).order_by(Checkpoint.step, Checkpoint.created_at, Checkpoint.id)):
+    stmt = select(Checkpoint)
+    if viewer is not None:
+        stmt = stmt.join(Job, Job.id == Checkpoint.job_id).where(ownership.visible(viewer, Job.owner_id))
+    for row in session.scalars(stmt.order_by(Checkpoint.step, Checkpoint.created_at, Checkpoint.id)):
         by_job.setdefault(row.job_id, []).append(row)
     aliases = list_aliases(session)
     jobs = session.scalars(select(Job).where(Job.id.in_(by_job)).order_by(Job.created_at.desc(), Job.id))

@@ -1,6 +1,10 @@
 """The schema (SQLAlchemy 2). Alembic migrations in `migrations/` own it; the app never calls create_all.
 
-Timestamps are timezone-aware UTC. Ids are short prefixed strings (`job_...`, `ds_...`, `ckpt_...`).
+Timestamps are timezone-aware UTC. Ids are short prefixed strings (`job_...`, `ds_...`, `ckpt_...`,
+`key_...`). `owner_id` is the id of the API key that created a row (NULL: created with
+authentication off, or before keys existed; such rows are visible to admin keys only). Keys are
+revoked, never deleted, so an owner id always names a key; it is not a foreign key so that adding
+it needs no table rebuild.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Dataset(Base):
     """A corpus: an uploaded train/valid/test triple, or a server-side folder exposed by name."""
 
     __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_owner_created", "owner_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -58,13 +63,19 @@ class Dataset(Base):
     vocab_size: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    owner_id: Mapped[str | None] = mapped_column(String(40))
+    # Set when a dataset that finished jobs still name is deleted: the row stays for them, hidden.
+    deleted_at: Mapped[datetime | None]
 
 
 class Job(Base):
     """A training run. `attempt` counts claims; every worker write is conditioned on it."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_owner_created", "owner_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     status: Mapped[str] = mapped_column(String(20))  # queued running canceling succeeded failed canceled
@@ -87,6 +98,7 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    owner_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class Metric(Base):
@@ -109,7 +121,10 @@ class Checkpoint(Base):
     """A checkpoint file written by a worker for a job."""
 
     __tablename__ = "checkpoints"
-    __table_args__ = (Index("ix_checkpoints_job", "job_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_checkpoints_job", "job_id", "created_at"),
+        Index("ix_checkpoints_owner", "owner_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -121,6 +136,7 @@ class Checkpoint(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     attempt: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    owner_id: Mapped[str | None] = mapped_column(String(40))  # the job's owner
 
 
 class ModelAlias(Base):
@@ -145,3 +161,17 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """An API key: only the sha256 of the secret is stored, with a short prefix to recognise it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(10))  # read, write or admin
+    prefix: Mapped[str] = mapped_column(String(20))  # the secret's first characters, for display
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the secret
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

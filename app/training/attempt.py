@@ -112,6 +112,7 @@ class Attempt:
                 path=ckpt.path,
                 size_bytes=ckpt.size_bytes,
                 attempt=self.attempt,
+                owner_id=session.scalar(select(Job.owner_id).where(Job.id == self.job_id)),
             )
         )
 

@@ -4,7 +4,11 @@ An upload is checked (UTF-8, words in every split, the size limit), written unde
 `<datasets_dir>/<id>/{train,valid,test}.txt` and recorded with its token counts and vocabulary
 size. A server-side folder is named by a root from `settings.corpus_roots` and an optional relative
 path inside it; any path that resolves outside the root (`..`, absolute paths, symlinks) is refused.
-Reads take a `Session`; writes take the `Engine`.
+Reads take a `Session`; writes take the `Engine`. Functions that take a `viewer` apply the
+ownership rules of `app.auth.ownership` (None: no restriction, for internal callers).
+
+A dataset is deleted with its files; while finished jobs still name it, its row stays, marked
+deleted and hidden, so those jobs keep their history. Server-side corpora are never touched on disk.
 """
 
 from __future__ import annotations
@@ -14,18 +18,21 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
 
-from app.errors import Invalid, NotFound, TooLarge
+from app.auth import ownership, quotas
+from app.auth.principal import LOCAL, Principal
+from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
-from app.store.tables import Dataset, new_id
+from app.store.tables import Dataset, Job, new_id, utcnow
 from model.data import SPLITS, CorpusError, Vocabulary, tokenize_text
 
 UPLOAD = "upload"
-BUILTIN = "builtin"
+BUILTIN = ownership.BUILTIN_SOURCE
+BUSY = ("queued", "running", "canceling")  # job states that still read their dataset
 
 
 @dataclass(frozen=True)
@@ -35,9 +42,12 @@ class CorpusStats:
     test_tokens: int
     vocab_size: int  # types of the training split, counting <eos> and <unk>
 
-    def row(self, dataset_id: str, name: str, source: str, folder: Path, size_bytes: int) -> Dataset:
+    def row(
+        self, dataset_id: str, name: str, source: str, folder: Path, size_bytes: int, owner_id: str | None
+    ) -> Dataset:
         """The dataset row for a corpus with these numbers."""
         return Dataset(
+            owner_id=owner_id,
             id=dataset_id,
             name=name,
             source=source,
@@ -74,7 +84,9 @@ def corpus_stats(texts: dict[str, str]) -> CorpusStats:
     return CorpusStats(counts["train"], counts["valid"], counts["test"], len(vocab))
 
 
-def create_upload(engine: Engine, settings: Settings, name: str | None, files: dict[str, bytes]) -> Dataset:
+def create_upload(
+    engine: Engine, settings: Settings, name: str | None, files: dict[str, bytes], owner: Principal = LOCAL
+) -> Dataset:
     """Validate and store an uploaded train/valid/test triple; nothing is written when it is refused."""
     total = sum(len(raw) for raw in files.values())
     if total > settings.max_upload_bytes:
@@ -83,6 +95,8 @@ def create_upload(engine: Engine, settings: Settings, name: str | None, files: d
             size_bytes=total,
             limit=settings.max_upload_bytes,
         )
+    with Session(engine) as session:  # refuse early; checked again where the row is added
+        quotas.check_storage(session, settings, owner, total)
     texts = {split: decode_split(split, files[split]) for split in SPLITS}
     stats = corpus_stats(texts)
 
@@ -95,7 +109,8 @@ def create_upload(engine: Engine, settings: Settings, name: str | None, files: d
             (staging / f"{split}.txt").write_bytes(files[split])
         os.replace(staging, folder)  # the folder appears whole or not at all
         with write_session(engine) as session:
-            dataset = stats.row(dataset_id, name or dataset_id, UPLOAD, folder, total)
+            quotas.check_storage(session, settings, owner, total)
+            dataset = stats.row(dataset_id, name or dataset_id, UPLOAD, folder, total, owner.owner_id)
             session.add(dataset)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -116,7 +131,12 @@ def _inside(base: Path, candidate: Path) -> Path | None:
 
 
 def register_builtin(
-    engine: Engine, settings: Settings, root: str, subpath: str = "", name: str | None = None
+    engine: Engine,
+    settings: Settings,
+    root: str,
+    subpath: str = "",
+    name: str | None = None,
+    owner: Principal = LOCAL,
 ) -> tuple[Dataset, bool]:
     """Record a server-side corpus folder as a dataset; returns (dataset, created).
 
@@ -135,7 +155,7 @@ def register_builtin(
         raise NotFound(f"{display}: no such corpus folder", field="path")
 
     with Session(engine) as session:
-        existing = session.scalar(select(Dataset).where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
+        existing = session.scalar(_live().where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
     if existing is not None:
         return existing, False
 
@@ -151,22 +171,62 @@ def register_builtin(
         texts[split] = decode_split(split, raw)
     stats = corpus_stats(texts)
     with write_session(engine) as session:
-        existing = session.scalar(select(Dataset).where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
+        existing = session.scalar(_live().where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
         if existing is not None:  # registered concurrently
             return existing, False
-        dataset = stats.row(new_id("ds"), name or display, BUILTIN, folder, size)
+        dataset = stats.row(new_id("ds"), name or display, BUILTIN, folder, size, owner.owner_id)
         session.add(dataset)
     return dataset, True
 
 
-def get_dataset(session: Session, dataset_id: str) -> Dataset:
-    """A dataset by id; `NotFound` otherwise."""
+def _live() -> Select[Dataset]:
+    """Datasets that are not deleted."""
+    return select(Dataset).where(Dataset.deleted_at.is_(None))
+
+
+def get_dataset(session: Session, dataset_id: str, viewer: Principal | None = None) -> Dataset:
+    """A dataset by id; `NotFound` when there is none, it was deleted, or `viewer` may not see it."""
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    if (
+        dataset is None
+        or dataset.deleted_at is not None
+        or (viewer is not None and not ownership.may_see_dataset(viewer, dataset))
+    ):
         raise NotFound(f"dataset {dataset_id!r} not found")
     return dataset
 
 
-def list_datasets(session: Session, limit: int, cursor: str | None) -> tuple[list[Dataset], str | None]:
-    """A page of datasets, newest first, and the next page's cursor."""
-    return keyset_page(session, select(Dataset), Dataset.created_at, Dataset.id, limit, cursor)
+def list_datasets(
+    session: Session, limit: int, cursor: str | None, viewer: Principal | None = None
+) -> tuple[list[Dataset], str | None]:
+    """A page of the datasets `viewer` may see, newest first, and the next page's cursor."""
+    stmt = _live() if viewer is None else _live().where(ownership.visible_datasets(viewer))
+    return keyset_page(session, stmt, Dataset.created_at, Dataset.id, limit, cursor)
+
+
+def delete_dataset(engine: Engine, settings: Settings, dataset_id: str, viewer: Principal = LOCAL) -> None:
+    """Delete a dataset and, for an upload, its files (after the row change commits).
+
+    `Conflict` while a queued or running job uses it; `Forbidden` for a server-side corpus unless
+    `viewer` is an admin.
+    """
+    with write_session(engine) as session:
+        dataset = session.get(Dataset, dataset_id, with_for_update=True)
+        if dataset is None or dataset.deleted_at is not None or not ownership.may_see_dataset(viewer, dataset):
+            raise NotFound(f"dataset {dataset_id!r} not found")
+        if not ownership.may_delete_dataset(viewer, dataset):
+            raise Forbidden(f"dataset {dataset_id} is a server-side corpus: only an admin key may delete it")
+        using = session.scalar(
+            select(func.count()).select_from(Job).where(Job.dataset_id == dataset_id, Job.status.in_(BUSY))
+        )
+        if using:
+            raise Conflict(
+                f"dataset {dataset_id} is used by {using} queued or running job(s); cancel them or wait until they end"
+            )
+        if session.scalar(select(Job.id).where(Job.dataset_id == dataset_id).limit(1)) is None:
+            session.delete(dataset)
+        else:
+            dataset.deleted_at = utcnow()  # finished jobs still name it
+        folder = Path(dataset.path)
+    if dataset.source == UPLOAD and folder.resolve().is_relative_to(settings.datasets_dir.resolve()):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -12,11 +12,14 @@ States::
       \--cancel--> canceled
 
 The worker's side (claim, lease, conditional writes) is in `app.training.queue` and `app.training.attempt`.
-Reads take a `Session`; writes take the `Engine` and run in `write_session`.
+Reads take a `Session`; writes take the `Engine` and run in `write_session`. A `viewer` applies
+the ownership rules of `app.auth.ownership`: a job another key owns is `NotFound` (None: no
+restriction, for internal callers).
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from typing import Any
 
@@ -24,6 +27,8 @@ from sqlalchemy import Engine, and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.auth import ownership, quotas
+from app.auth.principal import LOCAL, Principal
 from app.errors import Conflict, Invalid, NotFound
 from app.settings import Settings
 from app.store.db import write_session
@@ -46,17 +51,24 @@ def submit(
     preset_name: str,
     overrides: dict[str, Any],
     idempotency_key: str | None = None,
+    owner: Principal = LOCAL,
 ) -> tuple[Job, bool]:
-    """Validate and queue a job; returns (job, created). A replayed Idempotency-Key returns the original."""
+    """Validate and queue a job; returns (job, created). A replayed Idempotency-Key returns the original.
+
+    Idempotency keys are per owner: two keys sending the same one get two jobs.
+    """
+    stored_key = None if idempotency_key is None else _stored_idempotency_key(owner, idempotency_key)
     try:
         with write_session(engine) as session:
-            if idempotency_key is not None:
-                original = _replay(session, idempotency_key, dataset_id, preset_name, overrides)
+            if stored_key is not None and idempotency_key is not None:
+                original = _replay(session, stored_key, idempotency_key, dataset_id, preset_name, overrides)
                 if original is not None:
                     return original, False
-            dataset = session.get(Dataset, dataset_id)
-            if dataset is None:
+            # FOR SHARE on PostgreSQL: a concurrent delete of the dataset waits for this job.
+            dataset = session.get(Dataset, dataset_id, with_for_update={"read": True})
+            if dataset is None or dataset.deleted_at is not None or not ownership.may_see_dataset(owner, dataset):
                 raise Invalid(f"dataset {dataset_id!r} not found", field="dataset_id")
+            quotas.check_queue(session, settings, owner)
             config = build_config(settings, preset_name, overrides, dataset)
             job = Job(
                 id=new_id("job"),
@@ -65,26 +77,36 @@ def submit(
                 overrides=overrides,
                 config=config.to_dict(),
                 dataset_id=dataset_id,
-                idempotency_key=idempotency_key,
+                idempotency_key=stored_key,
                 attempt=0,
                 max_attempts=settings.max_attempts,
                 progress={},
+                owner_id=owner.owner_id,
             )
             session.add(job)
         return job, True
     except IntegrityError:
         # PostgreSQL: a concurrent request with the same key committed first.
-        if idempotency_key is None:
+        if stored_key is None or idempotency_key is None:
             raise
         with Session(engine) as session:
-            original = _replay(session, idempotency_key, dataset_id, preset_name, overrides)
+            original = _replay(session, stored_key, idempotency_key, dataset_id, preset_name, overrides)
         if original is None:
             raise
         return original, False
 
 
-def _replay(session: Session, key: str, dataset_id: str, preset_name: str, overrides: dict[str, Any]) -> Job | None:
-    original = session.scalar(select(Job).where(Job.idempotency_key == key))
+def _stored_idempotency_key(owner: Principal, key: str) -> str:
+    """The key as stored: as sent without authentication, else bound to the owner (and hashed to fit)."""
+    if owner.owner_id is None:
+        return key
+    return f"{owner.owner_id}:{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
+def _replay(
+    session: Session, stored: str, key: str, dataset_id: str, preset_name: str, overrides: dict[str, Any]
+) -> Job | None:
+    original = session.scalar(select(Job).where(Job.idempotency_key == stored))
     if original is None:
         return None
     if (original.dataset_id, original.preset, original.overrides) != (dataset_id, preset_name, overrides):
@@ -96,19 +118,22 @@ def _replay(session: Session, key: str, dataset_id: str, preset_name: str, overr
     return original
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    """A job by id; `NotFound` otherwise."""
-    job = session.get(Job, job_id)
-    if job is None:
+def _visible_job(job: Job | None, job_id: str, viewer: Principal | None) -> Job:
+    if job is None or (viewer is not None and not ownership.may_see(viewer, job.owner_id)):
         raise NotFound(f"job {job_id!r} not found")
     return job
 
 
+def get_job(session: Session, job_id: str, viewer: Principal | None = None) -> Job:
+    """A job by id; `NotFound` when there is none or `viewer` may not see it."""
+    return _visible_job(session.get(Job, job_id), job_id, viewer)
+
+
 def list_jobs(
-    session: Session, statuses: list[str] | None, limit: int, cursor: str | None
+    session: Session, statuses: list[str] | None, limit: int, cursor: str | None, viewer: Principal | None = None
 ) -> tuple[list[Job], str | None]:
-    """A page of jobs, newest first, optionally only some statuses; and the next page's cursor."""
-    stmt = select(Job)
+    """A page of the jobs `viewer` may see, newest first, optionally only some statuses; and the next cursor."""
+    stmt = select(Job) if viewer is None else select(Job).where(ownership.visible(viewer, Job.owner_id))
     if statuses:
         unknown = sorted(set(statuses) - set(STATUSES))
         if unknown:
@@ -141,15 +166,13 @@ def status_message(job: Job, position: int | None) -> str:
     return job.error or "failed"
 
 
-def cancel(engine: Engine, job_id: str) -> Job:
+def cancel(engine: Engine, job_id: str, viewer: Principal | None = None) -> Job:
     """Request cancellation: a queued job is canceled at once, a running one at its next step.
 
     Idempotent for canceling and canceled jobs; `Conflict` for succeeded or failed ones.
     """
     with write_session(engine) as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        if job is None:
-            raise NotFound(f"job {job_id!r} not found")
+        job = _visible_job(session.get(Job, job_id, with_for_update=True), job_id, viewer)
         if job.status == QUEUED:
             job.status, job.finished_at = CANCELED, utcnow()
         elif job.status == RUNNING:
@@ -159,12 +182,10 @@ def cancel(engine: Engine, job_id: str) -> Job:
     return job
 
 
-def delete_job(engine: Engine, settings: Settings, job_id: str) -> None:
+def delete_job(engine: Engine, settings: Settings, job_id: str, viewer: Principal | None = None) -> None:
     """Delete a finished job with its metrics, checkpoints and checkpoint files."""
     with write_session(engine) as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        if job is None:
-            raise NotFound(f"job {job_id!r} not found")
+        job = _visible_job(session.get(Job, job_id, with_for_update=True), job_id, viewer)
         if job.status not in TERMINAL:
             raise Conflict(f"job {job_id} is {job.status}; cancel it and wait until it is canceled before deleting")
         session.execute(delete(Metric).where(Metric.job_id == job_id))

@@ -206,7 +206,7 @@ class InferenceService:
 def inference_service(tmp_path_factory: pytest.TempPathFactory, trained_run: TrainedRun) -> Iterator[InferenceService]:
     """The real app on a migrated SQLite database, with the trained run recorded as a succeeded job."""
     root = tmp_path_factory.mktemp("service")
-    settings = Settings(_env_file=None, data_dir=root / "data", **LIMITS)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=root / "data", auth=False, **LIMITS)  # type: ignore[call-arg]
     settings.data_dir.mkdir(parents=True)
     migrate.upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)

@@ -1,11 +1,14 @@
-"""The README's run command: `python -m app run` migrates, starts a worker and serves the API on
-real HTTP with the embedded defaults (SQLite and folders under ./data), then stops cleanly."""
+"""The README's run command: `python -m app run` migrates, creates and prints the first admin key
+(saved in data/admin.key, mode 0600), starts a worker and serves the API on real HTTP with the
+embedded defaults (SQLite and folders under ./data), then stops cleanly; it refuses to serve with
+authentication off beyond loopback."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -39,7 +42,13 @@ def test_run_command_serves_the_api_with_a_worker(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: any(f"http://127.0.0.1:{port}" in line for line in lines), timeout=60, what="the URL")
-        with httpx.Client(base_url=url, timeout=10) as client:
+        key_file = tmp_path / "data" / "admin.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        url_line = next(line for line in lines if url in line)
+        assert f"(API key: {key}; saved in data/admin.key)" in url_line, url_line
+        assert httpx.get(f"{url}/v1/jobs", timeout=10).status_code == 401
+        with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {key}"}) as client:
 
             def ready() -> bool:
                 try:
@@ -71,3 +80,52 @@ def test_run_command_serves_the_api_with_a_worker(tmp_path: Path) -> None:
             proc.wait()
     output = "".join(lines)
     assert "worker" in output and "stopped" in output
+
+    # a later start keeps the key and says where it is
+    second = subprocess.Popen(
+        [sys.executable, "-m", "app", "run", "--port", str(port), "--workers", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        seen = [""]
+        while f"http://127.0.0.1:{port}" not in seen[-1]:  # readline returns "" only at the end
+            seen.append(second.stdout.readline())  # type: ignore[union-attr]
+            assert seen[-1], "".join(seen)
+        assert seen[-1].rstrip().endswith("(API key in data/admin.key)"), seen[-1]
+        assert key not in "".join(seen)
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, timeout=60, interval=0.2, what="the second start to serve")
+        second.send_signal(signal.SIGINT)
+        assert second.wait(timeout=60) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+    assert key_file.read_text().strip() == key
+
+
+def test_run_refuses_authentication_off_beyond_loopback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
+    env["LSTMLM_AUTH"] = "off"
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "run", "--host", "0.0.0.0", "--port", str(free_port()), "--workers", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "refusing to serve on 0.0.0.0 with authentication off" in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was created
