@@ -7,7 +7,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
+from app.api import (
+    checkpoints,
+    completions,
+    datasets,
+    generation,
+    health,
+    jobs,
+    logs,
+    metrics,
+    models,
+    problems,
+    scoring,
+)
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.inference.registry import ModelCache
 from app.settings import Settings, get_settings
@@ -40,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)
+    app.include_router(logs.router)
     app.include_router(checkpoints.router)
     app.include_router(models.router)
     app.include_router(scoring.router)
