@@ -18,10 +18,13 @@ from app.api import (
     metrics,
     models,
     problems,
+    prometheus,
     scoring,
 )
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.inference.registry import ModelCache
+from app.observability.middleware import RequestMetrics
+from app.observability.prometheus import Observability
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
 
@@ -45,10 +48,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
     app.state.model_cache = ModelCache(settings.model_cache_size)
+    app.state.observability = Observability(app.state.engine, app.state.model_cache, settings.lease_seconds)
     problems.install(app)
     # Routers are included below, one line per concept.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(RequestMetrics, observability=app.state.observability)  # outermost: counts every answer
     app.include_router(health.router)
+    app.include_router(prometheus.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)

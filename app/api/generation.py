@@ -19,7 +19,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import ObservabilityDep, SessionDep, SettingsDep
 from app.api.inference_schemas import (
     GenerateChoice,
     GenerateChunk,
@@ -32,6 +32,7 @@ from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
 from app.inference.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
 from app.inference.text import detokenize, normalize_ptb, tokenize
+from app.observability.prometheus import Observability
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 log = logging.getLogger(__name__)
@@ -108,7 +109,13 @@ def new_id(prefix: str) -> str:
     response_model=GenerateResponse,
     responses={**STREAM_RESPONSES, **problem_responses(400, 404, 409, 422)},
 )
-def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep) -> Response:
+def generate(
+    body: GenerateRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    observability: ObservabilityDep,
+) -> Response:
     """Continue a prompt `n` times (temperature 0 is greedy); `stream: true` sends each word as an event."""
     words = tokenize(body.prompt)
     words = normalize_ptb(words) if body.normalize else words
@@ -119,7 +126,7 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
     events = generate_events(loaded, words, sampling, top_logprobs=top)
     if body.stream:
         head = GenerateChunk(id=new_id("gen"), created=int(time.time()), model=body.model, choices=[])
-        return event_stream(_chunks(events, head, len(words), body.logprobs))
+        return event_stream(_chunks(events, head, len(words), body.logprobs, observability))
     tokens: list[list[str]] = [[] for _ in range(sampling.n)]
     logprobs: list[list[float]] = [[] for _ in range(sampling.n)]
     tops: list[list[dict[str, float]]] = [[] for _ in range(sampling.n)]
@@ -145,6 +152,7 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
         for i in range(sampling.n)
     ]
     generated = sum(len(t) for t in tokens)
+    observability.tokens_generated.inc(generated)
     result = GenerateResponse(
         id=new_id("gen"),
         created=int(time.time()),
@@ -158,12 +166,17 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
 
 
 def _chunks(
-    events: Iterable[Token | Finish], head: GenerateChunk, prompt_tokens: int, with_logprobs: bool
+    events: Iterable[Token | Finish],
+    head: GenerateChunk,
+    prompt_tokens: int,
+    with_logprobs: bool,
+    observability: Observability,
 ) -> Iterator[GenerateChunk]:
     """One chunk per word and one per finished choice (copies of `head`); the last one carries the usage."""
     emitted: dict[int, int] = {}
     for event in events:
         if isinstance(event, Token):
+            observability.tokens_generated.inc()
             first = emitted.get(event.index, 0) == 0
             emitted[event.index] = emitted.get(event.index, 0) + 1
             choice = GenerateChunkChoice(
