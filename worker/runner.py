@@ -282,14 +282,15 @@ def _train(
         if job.checkpoint_path is not None:
             trainer = checkpoint.resume_trainer(checkpoint.load(job.checkpoint_path), corpus, device)
             s = trainer.state
+            log.info("job %s attempt %d: resuming at epoch %d step %d", job.id, job.attempt, s.epoch, s.step)
             started = (
                 f"attempt {job.attempt} of {job.max_attempts}: resuming from checkpoint {job.checkpoint_id} "
-                f"at epoch {s.epoch + 1} step {s.step} on {trainer.device}"
+                f"({s.epoch} epochs and {s.step} steps done) on {trainer.device}"
             )
         else:
             trainer = Trainer(config.replace(device=device), corpus)
+            log.info("job %s attempt %d: starting on %s", job.id, job.attempt, trainer.device)
             started = f"attempt {job.attempt} of {job.max_attempts}: starting on {trainer.device}"
-        log.info("job %s %s", job.id, started)
         attempt.log([logs.info(f"{started} (worker {attempt.worker_id})")])
         callbacks = JobCallbacks(attempt, heartbeat, shutdown, settings, job_dir, config.max_max_epoch)
         if job.checkpoint_id is not None and job.checkpoint_path is not None:
