@@ -15,10 +15,12 @@ from app.api import (
     generation,
     health,
     jobs,
+    logs,
     metrics,
     models,
     presets,
     problems,
+    prometheus,
     scoring,
 )
 from app.api import session as login_session
@@ -26,6 +28,8 @@ from app.api.auth import AuthGate
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.api.origin import SameOriginGuard
 from app.inference.registry import ModelCache
+from app.observability.middleware import RequestMetrics
+from app.observability.prometheus import Observability
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
 from app.web import pages
@@ -50,12 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
     app.state.model_cache = ModelCache(settings.model_cache_size)
+    app.state.observability = Observability(app.state.engine, app.state.model_cache, settings.lease_seconds)
     problems.install(app)
     # Routers are included below, one line per concept.
     # Keys are checked before a body is read; bodies are bounded; cross-site requests are refused first.
     app.add_middleware(AuthGate, settings=settings, engine=app.state.engine)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
-    # CORS (outermost, to answer preflights) only for the listed origins.
+    # CORS (outside the guards, to answer preflights) only for the listed origins.
     app.add_middleware(SameOriginGuard, allowed_origins=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(
@@ -64,10 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         )
+    app.add_middleware(RequestMetrics, observability=app.state.observability)  # outermost: counts every answer
     app.include_router(health.router)
+    app.include_router(prometheus.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)
+    app.include_router(logs.router)
     app.include_router(checkpoints.router)
     app.include_router(models.router)
     app.include_router(scoring.router)

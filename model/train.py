@@ -42,6 +42,19 @@ class StepProgress:
 
 
 @dataclass(frozen=True)
+class EvalProgress:
+    """Where an evaluation pass stands: `phase` is "validate" (after an epoch) or "test" (the final run)."""
+
+    phase: str
+    step: int  # batches (validate) or chunks (test) done
+    steps: int  # batches or chunks in the pass
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.steps
+
+
+@dataclass(frozen=True)
 class EpochResult:
     epoch: int  # 1-based
     lr: float
@@ -74,6 +87,9 @@ class Callbacks:
 
     def on_log(self, progress: StepProgress) -> None:
         """At the seed's ten progress points per epoch."""
+
+    def on_eval_step(self, progress: EvalProgress) -> None:
+        """After every batch of a validation pass and every chunk of the test run."""
 
     def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
         """After an epoch's validation; `trainer.checkpoint()` is consistent here."""
@@ -162,7 +178,7 @@ class Trainer:
             if not self._train_epoch(cb):
                 return False
             # --- evaluate and record the epoch ---
-            valid_ppl = self.evaluate(self.corpus.valid, c.batch_size, c.num_steps)
+            valid_ppl = self.evaluate(self.corpus.valid, c.batch_size, c.num_steps, callbacks=cb)
             s = self.state
             result = EpochResult(
                 epoch=s.epoch + 1,
@@ -180,7 +196,7 @@ class Trainer:
             self.carried = None
             cb.on_epoch(result, self)
         if self.state.test_ppl is None:
-            self.state.test_ppl = self.test_perplexity(self.corpus.test)
+            self.state.test_ppl = self.test_perplexity(self.corpus.test, callbacks=cb)
         return True
 
     def _train_epoch(self, cb: Callbacks) -> bool:
@@ -230,35 +246,46 @@ class Trainer:
         return True
 
     @torch.no_grad()
-    def evaluate(self, ids: Tensor, batch_size: int, num_steps: int) -> float:
-        """Perplexity of a stream with the seed's batch layout, state carried, nothing dropped."""
+    def evaluate(self, ids: Tensor, batch_size: int, num_steps: int, callbacks: Callbacks | None = None) -> float:
+        """Perplexity of a stream with the seed's batch layout, state carried, nothing dropped.
+
+        `callbacks.on_eval_step` hears of every batch (phase "validate"); it sees counts only, so
+        the numbers are the same with or without it.
+        """
         model = self.model
         model.eval()
         state = model.zero_state(batch_size)
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         count = 0
-        for x, y in batches(ids, batch_size, num_steps):
+        steps = epoch_size(ids.numel(), batch_size, num_steps)
+        for i, (x, y) in enumerate(batches(ids, batch_size, num_steps), start=1):
             logits, state = model(x.to(self.device), state)
             total += F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1).to(self.device), reduction="sum")
             count += y.numel()
+            if callbacks is not None:
+                callbacks.on_eval_step(EvalProgress("validate", i, steps))
         return perplexity(total.item(), count)
 
     @torch.no_grad()
-    def test_perplexity(self, ids: Tensor, chunk: int = TEST_CHUNK) -> float:
+    def test_perplexity(self, ids: Tensor, chunk: int = TEST_CHUNK, callbacks: Callbacks | None = None) -> float:
         """The seed's test run (B = 1, T = 1 over the whole stream), fed `chunk` tokens at a time.
 
         With B = 1 nothing is dropped and the state flows on, so the chunk length changes only the
-        speed: all N - 1 next-token predictions are scored, as with T = 1.
+        speed: all N - 1 next-token predictions are scored, as with T = 1. `callbacks.on_eval_step`
+        hears of every chunk (phase "test").
         """
         model = self.model
         model.eval()
         state = model.zero_state(1)
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         stream = ids.to(self.device)
-        for start in range(0, stream.numel() - 1, chunk):
+        steps = math.ceil((stream.numel() - 1) / chunk)
+        for i, start in enumerate(range(0, stream.numel() - 1, chunk), start=1):
             x = stream[start : start + chunk].unsqueeze(0)  # [1, t]
             y = stream[start + 1 : start + chunk + 1]
             x = x[:, : y.numel()]
             logits, state = model(x, state)
             total += F.cross_entropy(logits.view(-1, logits.size(-1)), y, reduction="sum")
+            if callbacks is not None:
+                callbacks.on_eval_step(EvalProgress("test", i, steps))
         return perplexity(total.item(), stream.numel() - 1)

@@ -5,6 +5,10 @@ Three things stop training at the next step boundary: a cancel request (seen by 
 which asks the database at most every `CANCEL_CHECK_SECONDS`, and by the heartbeat), the worker's
 shutdown event (SIGTERM), and a lost lease. A heartbeat thread renews the lease while the main
 thread is busy in a long step, a validation pass or the test run.
+
+The job's log (`app.training.logs`) gets the seed's progress lines and epoch summaries, the
+checkpoints, starts and resumes, and how the attempt ended; lines wait in `JobCallbacks.pending`
+and go out with the attempt's next write.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.settings import Settings
+from app.training import logs
 from app.training.attempt import Attempt, LeaseLost, MetricPoint, NewCheckpoint, new_checkpoint_id
 from app.training.checkpoints import EPOCH, FINAL, INTERRUPT
 from app.training.jobs import CANCELED, CANCELING, QUEUED
+from app.training.logs import LogLine
 from app.training.queue import ClaimedJob, worker_heartbeat
 from model import checkpoint
 from model.checkpoint import CheckpointError
 from model.config import ConfigError, ModelConfig
 from model.data import Corpus, CorpusError
-from model.train import Callbacks, EpochResult, StepProgress, Trainer
+from model.train import Callbacks, EpochResult, EvalProgress, StepProgress, Trainer
 
 log = logging.getLogger("worker")
 
@@ -83,6 +89,17 @@ class JobCallbacks(Callbacks):
         self.last_check = time.monotonic()
         self.last_checkpoint: NewCheckpoint | None = None
         self.last_progress: dict[str, Any] | None = None  # the last epoch's, stored with its checkpoint
+        self.last_step: StepProgress | None = None
+        self.logged_epoch = 0  # the epoch whose "Epoch: n Learning rate" line was written
+        self.pending: list[LogLine] = []  # log lines for the next write
+
+    def note(self, line: LogLine) -> None:
+        """Queue a log line; it is written with the attempt's next write."""
+        self.pending.append(line)
+
+    def take_lines(self) -> list[LogLine]:
+        lines, self.pending = self.pending, []
+        return lines
 
     # --- what stops training ---
 
@@ -125,11 +142,24 @@ class JobCallbacks(Callbacks):
         }
 
     def on_step(self, p: StepProgress) -> None:
-        # The last step of an epoch is reported at once: validation follows and may take a while.
-        if p.step == p.steps:
-            self._report(self.progress(p, "validate"), [])
-        elif time.monotonic() - self.last_report >= PROGRESS_SECONDS:
+        self.last_step = p
+        if p.epoch != self.logged_epoch:
+            self.logged_epoch = p.epoch
+            self.note(logs.info(f"Epoch: {p.epoch} Learning rate: {p.lr:.3f}"))
+        # The last step of an epoch is reported at once: validation follows.
+        if p.step == p.steps or time.monotonic() - self.last_report >= PROGRESS_SECONDS:
             self._report(self.progress(p), [])
+
+    def on_eval_step(self, p: EvalProgress) -> None:
+        """Validation and test passes report progress as training does: phase, step, steps, fraction."""
+        if p.step == 1 or p.step == p.steps or time.monotonic() - self.last_report >= PROGRESS_SECONDS:
+            if p.phase == "test" and self.last_progress is not None:
+                base = self.last_progress
+            elif self.last_step is not None:
+                base = self.progress(self.last_step)
+            else:  # resumed straight into the test run
+                base = {"epoch": self.epochs, "epochs": self.epochs}
+            self._report({**base, "phase": p.phase, "step": p.step, "steps": p.steps, "fraction": p.fraction}, [])
 
     def on_log(self, p: StepProgress) -> None:
         step = (p.epoch - 1) * p.steps + p.step
@@ -138,12 +168,13 @@ class JobCallbacks(Callbacks):
             MetricPoint("wps", p.wps, step, p.epoch),
             MetricPoint("lr", p.lr, step, p.epoch),
         ]
-        phase = "validate" if p.step == p.steps else "train"
-        self._report(self.progress(p, phase), [m for m in points if math.isfinite(m.value)])
+        # The seed's progress line: fraction of the epoch, running perplexity, words per second.
+        self.note(logs.info(f"{p.fraction:.3f} perplexity: {p.ppl:.3f} speed: {p.wps:.0f} wps"))
+        self._report(self.progress(p), [m for m in points if math.isfinite(m.value)])
 
     def _report(self, progress: dict[str, Any], points: list[MetricPoint]) -> None:
         self.last_report = time.monotonic()
-        self._note_status(self.attempt.report(progress, points))
+        self._note_status(self.attempt.report(progress, points, self.take_lines()))
 
     # --- checkpoints ---
 
@@ -189,6 +220,9 @@ class JobCallbacks(Callbacks):
             "train_ppl_running": finite(result.train_ppl),
         }
         best = trainer.state.best_valid_ppl
+        self.note(logs.info(f"Epoch: {result.epoch} Train Perplexity: {result.train_ppl:.3f}"))
+        self.note(logs.info(f"Epoch: {result.epoch} Valid Perplexity: {result.valid_ppl:.3f}"))
+        self.note(logs.info(f"checkpoint {ckpt.id} written: epoch {result.epoch}, step {ckpt.step}"))
         try:
             status = self.attempt.record_epoch(
                 ckpt,
@@ -198,6 +232,7 @@ class JobCallbacks(Callbacks):
                 best_valid_ppl=finite(best) if best is not None else None,
                 progress=progress,
                 keep_last=self.settings.keep_last_checkpoints,
+                lines=self.take_lines(),
             )
         except LeaseLost:
             Path(ckpt.path).unlink(missing_ok=True)  # a newer attempt owns the job's folder now
@@ -246,16 +281,17 @@ def _train(
         corpus = Corpus.load(job.dataset_path, config.vocab_size)
         if job.checkpoint_path is not None:
             trainer = checkpoint.resume_trainer(checkpoint.load(job.checkpoint_path), corpus, device)
-            log.info(
-                "job %s attempt %d: resuming at epoch %d step %d",
-                job.id,
-                job.attempt,
-                trainer.state.epoch,
-                trainer.state.step,
+            s = trainer.state
+            log.info("job %s attempt %d: resuming at epoch %d step %d", job.id, job.attempt, s.epoch, s.step)
+            started = (
+                f"attempt {job.attempt} of {job.max_attempts}: resuming from checkpoint {job.checkpoint_id} "
+                f"({s.epoch} epochs and {s.step} steps done) on {trainer.device}"
             )
         else:
             trainer = Trainer(config.replace(device=device), corpus)
             log.info("job %s attempt %d: starting on %s", job.id, job.attempt, trainer.device)
+            started = f"attempt {job.attempt} of {job.max_attempts}: starting on {trainer.device}"
+        attempt.log([logs.info(f"{started} (worker {attempt.worker_id})")])
         callbacks = JobCallbacks(attempt, heartbeat, shutdown, settings, job_dir, config.max_max_epoch)
         if job.checkpoint_id is not None and job.checkpoint_path is not None:
             # The resumed-from checkpoint is this run's last one until it writes another.
@@ -267,16 +303,26 @@ def _train(
         raise
     except PERMANENT_ERRORS as exc:
         log.error("job %s failed: %s", job.id, exc)
-        attempt.fail(f"{type(exc).__name__}: {exc}")
+        reason = f"{type(exc).__name__}: {exc}"
+        attempt.fail(reason, [logs.error(f"failed: {reason}")])
         return "failed"
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         log.exception("job %s attempt %d raised", job.id, job.attempt)
         if job.attempt < job.max_attempts:
             # The trainer may be in a bad state: the next attempt resumes from the last good checkpoint.
-            attempt.stop(QUEUED, None, settings.keep_last_checkpoints, error=f"attempt {job.attempt}: {message}")
+            attempt.stop(
+                QUEUED,
+                None,
+                settings.keep_last_checkpoints,
+                error=f"attempt {job.attempt}: {message}",
+                lines=[
+                    logs.warning(f"attempt {job.attempt} raised {message}; requeued to resume from the last checkpoint")
+                ],
+            )
             return QUEUED
-        attempt.fail(f"{message} (attempt {job.attempt} of {job.max_attempts})")
+        reason = f"{message} (attempt {job.attempt} of {job.max_attempts})"
+        attempt.fail(reason, [logs.error(f"failed: {reason}")])
         return "failed"
 
     if finished:
@@ -284,9 +330,20 @@ def _train(
         last = callbacks.last_checkpoint
         final = callbacks.save(trainer, FINAL, finite(trainer.state.history[-1]["valid_ppl"]))
         points = [] if test_ppl is None else [MetricPoint("test_ppl", test_ppl, final.step, trainer.state.epoch)]
+        callbacks.note(
+            logs.info(f"Test Perplexity: {test_ppl:.3f}" if test_ppl is not None else "Test Perplexity: inf")
+        )
+        callbacks.note(logs.info(f"final checkpoint {final.id} written; succeeded"))
         try:
             final_progress = {**callbacks.last_progress, "phase": "done"} if callbacks.last_progress else None
-            attempt.succeed(test_ppl, final, last.id if last else None, points, progress=final_progress)
+            attempt.succeed(
+                test_ppl,
+                final,
+                last.id if last else None,
+                points,
+                progress=final_progress,
+                lines=callbacks.take_lines(),
+            )
         except LeaseLost:
             Path(final.path).unlink(missing_ok=True)
             raise
@@ -296,8 +353,12 @@ def _train(
         raise LeaseLost(job.id)
     saved = _interrupt_checkpoint(callbacks, trainer)
     status = CANCELED if callbacks.cancel_requested else QUEUED
+    where = f"at epoch {trainer.state.epoch + 1} step {trainer.state.step}"
+    why = "canceled" if status == CANCELED else "handed back to the queue (worker shutting down)"
+    saved_line = f"; interrupt checkpoint {saved.id} written" if saved is not None else ""
+    callbacks.note(logs.info(f"{why} {where}{saved_line}"))
     try:
-        attempt.stop(status, saved, settings.keep_last_checkpoints)
+        attempt.stop(status, saved, settings.keep_last_checkpoints, lines=callbacks.take_lines())
     except LeaseLost:
         if saved is not None:
             Path(saved.path).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Response
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import ObservabilityDep, SessionDep, SettingsDep
 from app.api.generation import STREAM_RESPONSES, event_stream, new_id
 from app.api.inference_schemas import (
     CompletionChoice,
@@ -125,7 +125,12 @@ def join(pieces: list[CompletionChoice], index: int, with_logprobs: bool) -> Com
     responses={**STREAM_RESPONSES, **problem_responses(400, 404, 409, 422)},
 )
 def create_completion(
-    body: CompletionRequest, principal: ReadKey, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep
+    body: CompletionRequest,
+    principal: ReadKey,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    observability: ObservabilityDep,
 ) -> Response:
     """OpenAI-compatible completions: continue each prompt n times; echo + logprobs score the prompt."""
     sampling = body.sampling(16 if body.max_tokens is None else body.max_tokens)
@@ -148,8 +153,9 @@ def create_completion(
             for group in groups:
                 for piece in group.pieces(loaded, sampling):
                     yield head.model_copy(update={"choices": [piece]})
+            generated = sum(sum(g.emitted) for g in groups)
+            observability.tokens_generated.inc(generated)
             if include_usage:
-                generated = sum(sum(g.emitted) for g in groups)
                 yield head.model_copy(update={"usage": usage(prompt_tokens, generated)})
 
         return event_stream(chunks())
@@ -159,6 +165,7 @@ def create_completion(
         pieces = list(group.pieces(loaded, sampling))
         choices += [join(pieces, group.first_index + i, body.logprobs is not None) for i in range(sampling.n)]
     generated = sum(sum(g.emitted) for g in groups)
+    observability.tokens_generated.inc(generated)
     result = head.model_copy(update={"choices": choices, "usage": usage(prompt_tokens, generated)})
     return Response(result.model_dump_json(), media_type="application/json")
 

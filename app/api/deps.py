@@ -1,4 +1,4 @@
-"""Dependencies shared by the routes: settings and a database session per request."""
+"""Dependencies shared by the routes: settings, a database session per request, the app's metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from app.observability.prometheus import Observability
 from app.settings import Settings
 
 
@@ -27,6 +28,12 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_observability(request: Request) -> Observability:
+    observability: Observability = request.app.state.observability
+    return observability
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
+ObservabilityDep = Annotated[Observability, Depends(get_observability)]

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import ObservabilityDep, SessionDep, SettingsDep
 from app.api.inference_schemas import (
     GenerateChoice,
     GenerateChunk,
@@ -33,6 +33,7 @@ from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
 from app.inference.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
 from app.inference.text import detokenize, normalize_ptb, tokenize
+from app.observability.prometheus import Observability
 
 router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 log = logging.getLogger(__name__)
@@ -110,7 +111,12 @@ def new_id(prefix: str) -> str:
     responses={**STREAM_RESPONSES, **problem_responses(400, 404, 409, 422)},
 )
 def generate(
-    body: GenerateRequest, principal: ReadKey, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep
+    body: GenerateRequest,
+    principal: ReadKey,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    observability: ObservabilityDep,
 ) -> Response:
     """Continue a prompt `n` times (temperature 0 is greedy); `stream: true` sends each word as an event."""
     words = tokenize(body.prompt)
@@ -122,7 +128,7 @@ def generate(
     events = generate_events(loaded, words, sampling, top_logprobs=top)
     if body.stream:
         head = GenerateChunk(id=new_id("gen"), created=int(time.time()), model=body.model, choices=[])
-        return event_stream(_chunks(events, head, len(words), body.logprobs))
+        return event_stream(_chunks(events, head, len(words), body.logprobs, observability))
     tokens: list[list[str]] = [[] for _ in range(sampling.n)]
     logprobs: list[list[float]] = [[] for _ in range(sampling.n)]
     tops: list[list[dict[str, float]]] = [[] for _ in range(sampling.n)]
@@ -148,6 +154,7 @@ def generate(
         for i in range(sampling.n)
     ]
     generated = sum(len(t) for t in tokens)
+    observability.tokens_generated.inc(generated)
     result = GenerateResponse(
         id=new_id("gen"),
         created=int(time.time()),
@@ -161,12 +168,17 @@ def generate(
 
 
 def _chunks(
-    events: Iterable[Token | Finish], head: GenerateChunk, prompt_tokens: int, with_logprobs: bool
+    events: Iterable[Token | Finish],
+    head: GenerateChunk,
+    prompt_tokens: int,
+    with_logprobs: bool,
+    observability: Observability,
 ) -> Iterator[GenerateChunk]:
     """One chunk per word and one per finished choice (copies of `head`); the last one carries the usage."""
     emitted: dict[int, int] = {}
     for event in events:
         if isinstance(event, Token):
+            observability.tokens_generated.inc()
             first = emitted.get(event.index, 0) == 0
             emitted[event.index] = emitted.get(event.index, 0) + 1
             choice = GenerateChunkChoice(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
@@ -16,6 +15,7 @@ from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.jobs import job_out
 from app.api.schemas import MetricOut, MetricPage, problem_responses
+from app.api.streams import Polled, polled_events
 from app.auth import ownership
 from app.auth.principal import Principal
 from app.errors import NotFound
@@ -94,28 +94,25 @@ async def job_events(
     first = await anyio.to_thread.run_sync(_start, engine, job_id, history, principal)
     if first is None:
         raise NotFound(f"job {job_id!r} not found")
-    start_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else first
+    after_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else first
+    last_status: dict[str, Any] | None = None
 
-    async def stream() -> AsyncIterator[dict[str, str]]:
-        after_id, last_status = start_after, None
-        while True:
-            job, points = await anyio.to_thread.run_sync(_poll, engine, job_id, after_id)
-            if job is None:
-                yield {"event": "end", "data": json.dumps({"id": job_id, "status": "deleted"})}
-                return
-            for row in points:
-                after_id = row.id
-                yield {"event": "metric", "id": str(row.id), "data": metric_out(row).model_dump_json()}
-            if job != last_status:
-                last_status = job
-                yield {"event": "status", "data": json.dumps(job)}
-            if len(points) == EVENT_BATCH:
-                continue  # more history to send before waiting
-            if job["status"] in jobs.TERMINAL:
-                yield {"event": "end", "data": json.dumps({"id": job_id, "status": job["status"]})}
-                return
-            if await request.is_disconnected():
-                return
-            await anyio.sleep(settings.events_poll_seconds)
+    def poll() -> Polled:
+        nonlocal after_id, last_status
+        job, points = _poll(engine, job_id, after_id)
+        if job is None:
+            return Polled([{"event": "end", "data": json.dumps({"id": job_id, "status": "deleted"})}], False, True)
+        events = []
+        for row in points:
+            after_id = row.id
+            events.append({"event": "metric", "id": str(row.id), "data": metric_out(row).model_dump_json()})
+        if job != last_status:
+            last_status = job
+            events.append({"event": "status", "data": json.dumps(job)})
+        more = len(points) == EVENT_BATCH  # more history to send before waiting
+        done = not more and job["status"] in jobs.TERMINAL
+        if done:
+            events.append({"event": "end", "data": json.dumps({"id": job_id, "status": job["status"]})})
+        return Polled(events, more, done)
 
-    return EventSourceResponse(stream(), ping=15)
+    return polled_events(request, poll, settings.events_poll_seconds)

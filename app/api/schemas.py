@@ -171,6 +171,25 @@ class MetricPage(BaseModel):
     next_page_token: str | None = Field(description="pass as `page_token` for the next page; null on the last")
 
 
+# --- logs ---
+
+
+class LogLineOut(BaseModel):
+    """One line of a job's log."""
+
+    id: int = Field(description="increasing within a job; the SSE event id when following")
+    time: datetime
+    level: str = Field(description="INFO, WARNING or ERROR")
+    attempt: int
+    worker_id: str | None
+    message: str
+
+
+class LogPage(BaseModel):
+    items: list[LogLineOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null when no more lines yet")
+
+
 # --- checkpoints ---
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import ObservabilityDep, SessionDep, SettingsDep
 from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, SentenceOut
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
@@ -16,20 +16,27 @@ router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 
 @router.post("/score", response_model=ScoreResponse, responses=problem_responses(400, 404, 409, 422))
 def score(
-    body: ScoreRequest, principal: ReadKey, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep
+    body: ScoreRequest,
+    principal: ReadKey,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    observability: ObservabilityDep,
 ) -> Response:
     """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities and aggregates."""
     options = scoring.ScoreOptions(log10=body.log10, score_eos=body.score_eos, normalize=body.normalize)
     sentences = scoring.words_of(body.sentences, options, settings)  # limits first: no model load for nothing
     ref, loaded = serve_model(body.model, session, settings, cache, principal)
     scored, totals = scoring.score_words(loaded, sentences, options)
+    aggregate = ScoreAggregate.model_validate(totals)
+    observability.tokens_scored.inc(aggregate.num_tokens)
     result = ScoreResponse(
         model=body.model,
         job_id=ref.job_id,
         checkpoint_id=ref.checkpoint_id,
         log_base="10" if body.log10 else "e",
         sentences=[SentenceOut.model_validate(s) for s in scored],
-        aggregate=ScoreAggregate.model_validate(totals),
+        aggregate=aggregate,
     )
     # Serialised once here: validating a large, already typed body again costs as much as the JSON.
     return Response(result.model_dump_json(), media_type="application/json")

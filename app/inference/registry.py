@@ -210,9 +210,15 @@ class ModelCache:
         self.device = device
         self._models: OrderedDict[tuple[str, int, int], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self._hits = self._misses = self._loads = 0  # since start, for /metrics
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def stats(self) -> dict[str, int]:
+        """Hits, misses and loads since this cache was made, and the models in it now."""
+        with self._lock:
+            return {"hits": self._hits, "misses": self._misses, "loads": self._loads, "size": len(self._models)}
 
     def cached_ids(self) -> list[str]:
         """Checkpoint ids in memory, least recently used first."""
@@ -231,11 +237,14 @@ class ModelCache:
         with self._lock:
             loaded = self._models.get(key)
             if loaded is not None:
+                self._hits += 1
                 self._models.move_to_end(key)
                 return loaded
+            self._misses += 1
         # Read outside the lock: a slow load must not hold up requests for models in memory.
         loaded = self._load(ref)
         with self._lock:
+            self._loads += 1
             for stale in [k for k in self._models if k[0] == ref.checkpoint_id and k != key]:
                 del self._models[stale]  # the file was rewritten
             loaded = self._models.setdefault(key, loaded)  # another thread may have loaded it too

@@ -117,6 +117,21 @@ class Metric(Base):
     attempt: Mapped[int] = mapped_column(Integer)
 
 
+class JobLog(Base):
+    """One line of a job's log, written by the worker that held the job (at most a bounded number a job)."""
+
+    __tablename__ = "job_logs"
+    __table_args__ = (Index("ix_job_logs_job_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(100))
+    level: Mapped[str] = mapped_column(String(10))  # INFO, WARNING or ERROR
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Checkpoint(Base):
     """A checkpoint file written by a worker for a job."""
 

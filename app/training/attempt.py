@@ -4,11 +4,13 @@ Each write is `UPDATE jobs ... WHERE id = :id AND attempt = :attempt AND worker_
 status IN (running, canceling)`, and inserts of metrics and checkpoints happen in the same
 transaction after that UPDATE matched. A worker whose lease expired and whose job was claimed again
 (a newer attempt) matches no row: it gets `LeaseLost` and must stop without writing anything else.
-Every successful write also renews the lease.
+Every successful write also renews the lease. Log lines (`app.training.logs`) ride along with
+these writes, so a stale attempt cannot add to the job's log either.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -18,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from app.store.db import rows_changed, write_session
 from app.store.tables import Checkpoint, Job, Metric, new_id, utcnow
-from app.training import checkpoints
+from app.training import checkpoints, logs
 from app.training.jobs import ACTIVE, CANCELED, FAILED, QUEUED, SUCCEEDED
+from app.training.logs import LogLine
 
 
 class LeaseLost(Exception):
@@ -77,6 +80,9 @@ class Attempt:
         if rows_changed(session, stmt) != 1:
             raise LeaseLost(f"job {self.job_id} attempt {self.attempt} is no longer held by {self.worker_id}")
 
+    def _write_logs(self, session: Session, lines: Sequence[LogLine]) -> None:
+        logs.write(session, self.job_id, self.attempt, self.worker_id, lines)
+
     def _status(self, session: Session) -> str:
         return session.scalar(select(Job.status).where(Job.id == self.job_id)) or ""
 
@@ -130,11 +136,19 @@ class Attempt:
             self._write_job(session)
             return self._status(session)
 
-    def report(self, progress: dict[str, Any], points: list[MetricPoint]) -> str:
-        """Store progress and step-level metric points; returns the status."""
+    def log(self, lines: Sequence[LogLine]) -> str:
+        """Add lines to the job's log (and renew the lease); returns the status."""
+        with write_session(self.engine) as session:
+            self._write_job(session)
+            self._write_logs(session, lines)
+            return self._status(session)
+
+    def report(self, progress: dict[str, Any], points: list[MetricPoint], lines: Sequence[LogLine] = ()) -> str:
+        """Store progress, step-level metric points and log lines; returns the status."""
         with write_session(self.engine) as session:
             self._write_job(session, progress=progress)
             self._insert_metrics(session, points)
+            self._write_logs(session, lines)
             return self._status(session)
 
     def record_epoch(
@@ -147,8 +161,9 @@ class Attempt:
         best_valid_ppl: float | None,
         progress: dict[str, Any],
         keep_last: int,
+        lines: Sequence[LogLine] = (),
     ) -> str:
-        """An epoch's checkpoint, metrics and perplexities in one transaction; applies retention."""
+        """An epoch's checkpoint, metrics, perplexities and log lines in one transaction; applies retention."""
         with write_session(self.engine) as session:
             self._write_job(
                 session,
@@ -159,6 +174,7 @@ class Attempt:
             )
             self._insert_checkpoint(session, ckpt)
             self._insert_metrics(session, points)
+            self._write_logs(session, lines)
             session.flush()
             pruned = checkpoints.prune(session, self.job_id, keep_last)
             status = self._status(session)
@@ -172,6 +188,7 @@ class Attempt:
         replaces: str | None,
         points: list[MetricPoint],
         progress: dict[str, Any] | None = None,
+        lines: Sequence[LogLine] = (),
     ) -> None:
         """Training and the test run are done: the final checkpoint replaces the last epoch's."""
         values: dict[str, Any] = {} if progress is None else {"progress": progress}
@@ -190,10 +207,18 @@ class Attempt:
                 session.execute(delete(Checkpoint).where(Checkpoint.id == replaced.id))
             self._insert_checkpoint(session, final)
             self._insert_metrics(session, points)
+            self._write_logs(session, lines)
         if replaced is not None and replaced.path != final.path:
             checkpoints.remove_files([replaced.path])
 
-    def stop(self, status: str, ckpt: NewCheckpoint | None, keep_last: int, error: str | None = None) -> None:
+    def stop(
+        self,
+        status: str,
+        ckpt: NewCheckpoint | None,
+        keep_last: int,
+        error: str | None = None,
+        lines: Sequence[LogLine] = (),
+    ) -> None:
         """Leave the job canceled, or queued again (shutdown, transient error), after an optional
         interrupt checkpoint. A clean hand-back (`error` None) does not use up one of the job's
         attempts: `max_attempts` grows by one with it.
@@ -211,6 +236,7 @@ class Attempt:
                 values["max_attempts"] = Job.max_attempts + 1
         with write_session(self.engine) as session:
             self._write_job(session, **values)
+            self._write_logs(session, lines)
             pruned: list[str] = []
             if ckpt is not None:
                 self._insert_checkpoint(session, ckpt)
@@ -218,7 +244,8 @@ class Attempt:
                 pruned = checkpoints.prune(session, self.job_id, keep_last)
         checkpoints.remove_files(pruned)
 
-    def fail(self, error: str) -> None:
+    def fail(self, error: str, lines: Sequence[LogLine] = ()) -> None:
         """The job cannot succeed (bad corpus, bad checkpoint, or out of attempts)."""
         with write_session(self.engine) as session:
             self._write_job(session, status=FAILED, error=error, finished_at=utcnow(), lease_expires_at=None)
+            self._write_logs(session, lines)

@@ -33,7 +33,7 @@ from app.errors import Conflict, Invalid, NotFound
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
-from app.store.tables import Checkpoint, Dataset, Job, Metric, new_id, utcnow
+from app.store.tables import Checkpoint, Dataset, Job, JobLog, Metric, new_id, utcnow
 from app.training.job_config import build_config
 
 QUEUED, RUNNING, CANCELING = "queued", "running", "canceling"
@@ -183,12 +183,13 @@ def cancel(engine: Engine, job_id: str, viewer: Principal | None = None) -> Job:
 
 
 def delete_job(engine: Engine, settings: Settings, job_id: str, viewer: Principal | None = None) -> None:
-    """Delete a finished job with its metrics, checkpoints and checkpoint files."""
+    """Delete a finished job with its metrics, logs, checkpoints and checkpoint files."""
     with write_session(engine) as session:
         job = _visible_job(session.get(Job, job_id, with_for_update=True), job_id, viewer)
         if job.status not in TERMINAL:
             raise Conflict(f"job {job_id} is {job.status}; cancel it and wait until it is canceled before deleting")
         session.execute(delete(Metric).where(Metric.job_id == job_id))
         session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+        session.execute(delete(JobLog).where(JobLog.job_id == job_id))
         session.delete(job)
     shutil.rmtree(settings.checkpoints_dir / job_id, ignore_errors=True)

@@ -124,6 +124,15 @@ def test_every_api_route_refuses_no_key_a_wrong_key_and_a_revoked_key(world: Wor
     assert stored_state(world.svc) == before
 
 
+def test_prometheus_metrics_need_an_admin_key(world: World) -> None:
+    client = world.svc.client
+    assert_problem(client.get("/metrics"), 401)
+    assert_problem(client.get("/metrics", headers=world.as_(world.alice)), 403)
+    scraped = client.get("/metrics", headers=world.as_(world.admin))
+    assert scraped.status_code == 200
+    assert "lstmlm_jobs" in scraped.text
+
+
 def test_open_routes_stay_open(world: World) -> None:
     for path in ("/healthz", "/openapi.json", "/docs"):
         assert world.svc.client.get(path).status_code == 200, path
@@ -189,6 +198,8 @@ def test_another_owners_things_are_not_found_and_not_listed(world: World) -> Non
         ("DELETE", f"/v1/jobs/{job_id}", {}),
         ("GET", f"/v1/jobs/{job_id}/metrics", {}),
         ("GET", f"/v1/jobs/{job_id}/events", {}),
+        ("GET", f"/v1/jobs/{job_id}/logs", {}),
+        ("GET", f"/v1/jobs/{job_id}/logs?follow=true", {}),
         ("GET", f"/v1/jobs/{job_id}/checkpoints", {}),
         ("GET", f"/v1/jobs/{job_id}/checkpoints/{ckpt_id}", {}),
         ("GET", f"/v1/jobs/{job_id}/checkpoints/{ckpt_id}/file", {}),

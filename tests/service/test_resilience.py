@@ -118,6 +118,10 @@ def test_sigterm_checkpoints_requeues_and_the_next_worker_resumes_mid_epoch(
     epoch, step = last["epoch"], last["step"] - last["epoch"] * queued["progress"]["steps"]
     assert f"resuming at epoch {epoch} step {step}" in second.log()
     assert_same_numbers(service, done, reference)
+    # the job's own log tells the story: the hand-back with its checkpoint, then the resume from it
+    messages = [line["message"] for line in service.client.get(f"/v1/jobs/{job['id']}/logs").json()["items"]]
+    assert any(m.startswith("handed back to the queue") and last["id"] in m for m in messages)
+    assert any(m.startswith(f"attempt 2 of 4: resuming from checkpoint {last['id']}") for m in messages)
 
 
 def test_idle_worker_exits_0_on_sigterm_and_says_so(service: Service) -> None:

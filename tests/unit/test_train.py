@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.config import ModelConfig
-from model.data import Corpus, batches
+from model.data import Corpus, batches, epoch_size
 from model.network import LSTMLanguageModel, State
-from model.train import Callbacks, EpochResult, StepProgress, Trainer, perplexity
+from model.train import TEST_CHUNK, Callbacks, EpochResult, EvalProgress, StepProgress, Trainer, perplexity
 
 
 class StopAfter(Callbacks):
@@ -29,6 +29,7 @@ class StopAfter(Callbacks):
         self.progress: list[StepProgress] = []
         self.logged: list[StepProgress] = []
         self.epochs: list[EpochResult] = []
+        self.evals: list[EvalProgress] = []
         self.lrs: list[float] = []  # the optimiser's lr at each step
         self.asked = 0
 
@@ -39,6 +40,9 @@ class StopAfter(Callbacks):
 
     def on_log(self, progress: StepProgress) -> None:
         self.logged.append(progress)
+
+    def on_eval_step(self, progress: EvalProgress) -> None:
+        self.evals.append(progress)
 
     def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
         self.epochs.append(result)
@@ -233,6 +237,36 @@ def test_on_log_at_the_seeds_points(corpus: Corpus) -> None:
     assert all(p.steps == steps and p.epoch == 1 for p in cb.progress)
     assert cb.logged[-1].fraction == pytest.approx(119 / 120)
     assert len(cb.epochs) == 1
+
+
+def test_validation_and_test_passes_report_their_progress(corpus: Corpus, tiny_config: ModelConfig) -> None:
+    config = tiny_config.replace(max_max_epoch=2, max_steps_per_epoch=4)
+    cb = StopAfter()
+    trainer = Trainer(config, corpus)
+    assert trainer.fit(cb) is True
+    valid_steps = epoch_size(corpus.valid.numel(), config.batch_size, config.num_steps)
+    test_steps = math.ceil((corpus.test.numel() - 1) / TEST_CHUNK)
+    validate = [(p.step, p.steps) for p in cb.evals if p.phase == "validate"]
+    test = [(p.step, p.steps) for p in cb.evals if p.phase == "test"]
+    # every batch of both validation passes, then every chunk of the one test run, in order
+    assert validate == [(i, valid_steps) for i in range(1, valid_steps + 1)] * 2
+    assert test == [(i, test_steps) for i in range(1, test_steps + 1)]
+    assert [p.phase for p in cb.evals] == ["validate"] * 2 * valid_steps + ["test"] * test_steps
+    assert cb.evals[-1].fraction == 1.0 and 0 < cb.evals[0].fraction < 1
+    # the hook sees counts only: the numbers equal a run without callbacks, bit for bit
+    plain = Trainer(config, corpus)
+    assert plain.fit() is True
+    numbers = [(h["train_ppl"], h["valid_ppl"], h["lr"]) for h in trainer.state.history]
+    assert numbers == [(h["train_ppl"], h["valid_ppl"], h["lr"]) for h in plain.state.history]
+    assert plain.state.test_ppl == trainer.state.test_ppl
+    chunked = [p.step for p in _evals(trainer, corpus, chunk=7)]
+    assert chunked == list(range(1, math.ceil((corpus.test.numel() - 1) / 7) + 1))
+
+
+def _evals(trainer: Trainer, corpus: Corpus, chunk: int) -> list[EvalProgress]:
+    cb = StopAfter()
+    trainer.test_perplexity(corpus.test, chunk=chunk, callbacks=cb)
+    return cb.evals
 
 
 def test_should_stop_stops_at_a_step_boundary(corpus: Corpus, tiny_config: ModelConfig) -> None:

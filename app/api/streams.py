@@ -1,0 +1,46 @@
+"""The one way the API follows something as Server-Sent Events: poll the database, send what is new.
+
+A `Poll` is a synchronous function (it runs in a worker thread) called again and again; each call
+returns the events to send now, whether more are already waiting (call again at once) and whether
+the stream is done. Between empty polls the stream sleeps `interval` seconds; it ends when the
+poll says so or the client goes away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
+
+import anyio
+from fastapi import Request
+from sse_starlette import EventSourceResponse
+
+PING_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
+
+
+class Polled(NamedTuple):
+    events: list[dict[str, str]]  # each {"event": ..., "data": ..., optionally "id": ...}
+    more: bool  # a full batch: poll again without sleeping
+    done: bool  # the last events: close the stream after them
+
+
+Poll = Callable[[], Polled]
+
+
+def polled_events(request: Request, poll: Poll, interval: float) -> EventSourceResponse:
+    """An event-stream response fed by calling `poll` until it is done or the client disconnects."""
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        while True:
+            polled = await anyio.to_thread.run_sync(poll)
+            for event in polled.events:
+                yield event
+            if polled.done:
+                return
+            if polled.more:
+                continue
+            if await request.is_disconnected():
+                return
+            await anyio.sleep(interval)
+
+    return EventSourceResponse(stream(), ping=PING_SECONDS)

@@ -1,0 +1,1 @@
+"""`lstm-lm`, the command-line client of the service. It speaks only HTTP to the API."""

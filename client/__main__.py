@@ -1,0 +1,5 @@
+"""`python -m client ...` runs the `lstm-lm` command."""
+
+from client.cli import main
+
+main()

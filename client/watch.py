@@ -1,0 +1,116 @@
+"""`lstm-lm watch`: follow a job's event stream with a live progress bar for the current phase
+(training words/s and running perplexity, then validation and test) and a row per finished epoch."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from client.api import Api, ApiError
+
+RECONNECTS = 5  # a broken stream is resumed (Last-Event-ID) this many times before giving up
+EPOCH_KEYS = ("train_ppl", "valid_ppl", "lr", "wps")  # the worker's points after each epoch, in this order
+HEADER = f"{'epoch':>5}  {'lr':>8}  {'train ppl':>10}  {'valid ppl':>10}  {'words/s':>9}"
+
+
+def number(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) and math.isfinite(value) else "-"
+
+
+class EpochRows:
+    """Collects the epoch-level points (train_ppl, valid_ppl, lr, wps share the epoch's last step)
+    and prints a row once an epoch's points are in."""
+
+    def __init__(self, print_line: Any) -> None:
+        self.print_line = print_line
+        self.epochs = 0
+        self.row: dict[str, Any] | None = None
+
+    def metric(self, point: dict[str, Any]) -> None:
+        key, step = point["key"], point["step"]
+        if key == "train_ppl":
+            self.flush()
+            self.row = {"step": step, "train_ppl": point["value"]}
+        elif self.row is not None and step == self.row["step"] and key in EPOCH_KEYS and key not in self.row:
+            self.row[key] = point["value"]
+            if key == "wps":
+                self.flush()
+
+    def flush(self) -> None:
+        if self.row is None or "valid_ppl" not in self.row:
+            return
+        if self.epochs == 0:
+            self.print_line(HEADER)
+        self.epochs += 1
+        r, self.row = self.row, None
+        self.print_line(
+            f"{self.epochs:>5}  {number(r.get('lr'), '8.4g')}  {number(r['train_ppl'], '10.2f')}  "
+            f"{number(r['valid_ppl'], '10.2f')}  {number(r.get('wps'), '9,.0f')}"
+        )
+
+
+def describe(progress: dict[str, Any]) -> str:
+    phase = progress.get("phase", "train")
+    return f"epoch {progress.get('epoch', '?')}/{progress.get('epochs', '?')} {phase}"
+
+
+def watch_job(api: Api, job_id: str, console: Console) -> dict[str, Any]:
+    """Follow the job until its stream ends; returns the job as last seen."""
+    job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}")
+    columns = (
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[wps]:>8} words/s  ppl {task.fields[ppl]:>8}"),
+        TimeElapsedColumn(),
+    )
+    last_id: str | None = None
+    ended: str | None = None
+    with Progress(*columns, console=console, transient=True) as bar:
+        rows = EpochRows(lambda line: bar.console.print(line, markup=False, highlight=False))
+        task: TaskID = bar.add_task(job["status"], total=None, wps="-", ppl="-")
+        for attempt in range(RECONNECTS + 1):
+            try:
+                for event in api.events(f"/v1/jobs/{job_id}/events", last_id=last_id):
+                    if event.id is not None:
+                        last_id = event.id
+                    if event.event == "metric":
+                        rows.metric(event.json())
+                    elif event.event == "status":
+                        job = event.json()
+                        show(bar, task, job)
+                    elif event.event == "end":
+                        ended = event.json()["status"]
+                break
+            except ApiError:
+                if attempt == RECONNECTS:
+                    raise
+        rows.flush()
+    if ended == "deleted":
+        raise ApiError(f"job {job_id} was deleted")
+    summary = f"job {job_id} {job['status']}"
+    if job.get("test_ppl") is not None:
+        summary += f": test perplexity {job['test_ppl']:.2f}"
+    elif job.get("error"):
+        summary += f": {job['error']}"
+    console.print(summary, markup=False, highlight=False)
+    return job
+
+
+def show(bar: Progress, task: TaskID, job: dict[str, Any]) -> None:
+    """Move the bar to the job's progress: steps of the current phase, words/s, running perplexity."""
+    p = job.get("progress") or {}
+    if job["status"] in ("queued",) or "steps" not in p:
+        bar.update(task, description=f"{job['status']}", total=None)
+        return
+    bar.update(
+        task,
+        description=describe(p) if job["status"] in ("running", "canceling") else job["status"],
+        total=p["steps"],
+        completed=p.get("step", 0),
+        wps=number(p.get("wps"), ",.0f"),
+        ppl=number(p.get("train_ppl_running"), ".2f"),
+    )

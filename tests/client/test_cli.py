@@ -1,0 +1,202 @@
+"""`lstm-lm` against a live server (`python -m app run` on a free port, with a worker): every
+command through the real client package in a subprocess, its output and its exit code."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from harness import TINY, wait_for, write_corpus
+from service.test_serve import free_port
+
+EPOCHS = 2
+OVERRIDES = {**TINY, "max_max_epoch": EPOCHS}
+
+
+@dataclass
+class Server:
+    url: str
+    folder: Path  # the server's working folder (its ./data) and the client's
+
+    def cli(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run `lstm-lm --url URL ARGS` as a subprocess in the server's folder."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
+        env["COLUMNS"] = "200"  # wide tables: no wrapped cells
+        return subprocess.run(
+            [sys.executable, "-m", "client", "--url", self.url, *args],
+            cwd=self.folder,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        done = self.cli(*args, stdin=stdin)
+        assert done.returncode == 0, f"{args}: rc {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def json(self, *args: str, stdin: str | None = None) -> Any:
+        return json.loads(self.ok(*args, "--json", stdin=stdin))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("cli")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
+    env.update({"LSTMLM_POLL_SECONDS": "0.2", "LSTMLM_HEARTBEAT_SECONDS": "0.5", "LSTMLM_TORCH_THREADS": "1"})
+    env["LSTMLM_EVENTS_POLL_SECONDS"] = "0.1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "run", "--port", str(port), "--workers", "1"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, timeout=90, interval=0.2, what="the server to be ready")
+        yield Server(url, folder)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def trained(server: Server) -> dict[str, Any]:
+    """A corpus uploaded, a job submitted and watched to its end, all with the CLI."""
+    corpus = write_corpus(server.folder / "corpus")
+    upload = server.cli("upload", str(corpus), "--name", "tiny")
+    assert upload.returncode == 0, upload.stderr
+    assert upload.stdout.startswith("dataset ds_") and "(tiny)" in upload.stdout
+    # the server's one-command start saved its admin key in ./data/admin.key, which the client found
+    key = (server.folder / "data" / "admin.key").read_text().strip()
+    datasets = httpx.get(f"{server.url}/v1/datasets", headers={"Authorization": f"Bearer {key}"}).json()["items"]
+    dataset = datasets[0]
+    sets = [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in OVERRIDES.items()]
+    job = server.json("submit", "--dataset", dataset["id"], "--preset", "test", *sets, "--idempotency-key", "k1")
+    again = server.json("submit", "--dataset", dataset["id"], "--preset", "test", *sets, "--idempotency-key", "k1")
+    assert again["id"] == job["id"] and job["config"]["hidden_size"] == 16 and job["config"]["device"] == "cpu"
+    watched = server.cli("watch", job["id"])
+    return {"dataset": dataset, "job": job, "watch": watched}
+
+
+def test_console_script_is_installed() -> None:
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get("lstm-lm") == "client.cli:main"
+
+
+def test_watch_follows_the_job_to_success(trained: dict[str, Any]) -> None:
+    watched = trained["watch"]
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    lines = watched.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if "valid ppl" in line)
+    rows = [line.split() for line in lines[header + 1 : header + 1 + EPOCHS]]
+    assert [row[0] for row in rows] == [str(e) for e in range(1, EPOCHS + 1)]
+    assert [float(row[1]) for row in rows] == [1.0, 0.5]  # the lr schedule of the test preset
+    assert lines[-1].startswith(f"job {trained['job']['id']} succeeded: test perplexity ")
+
+
+def test_metrics_as_csv(server: Server, trained: dict[str, Any]) -> None:
+    text = server.ok("metrics", trained["job"]["id"], "--csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert set(rows[0]) == {"key", "step", "value", "timestamp"}
+    valid = [r for r in rows if r["key"] == "valid_ppl"]
+    assert len(valid) == EPOCHS and all(float(r["value"]) > 1 for r in valid)
+    job = json.loads(server.ok("status", trained["job"]["id"], "--json"))
+    assert float(valid[-1]["value"]) == job["latest_valid_ppl"]
+    only = list(csv.DictReader(io.StringIO(server.ok("metrics", job["id"], "--csv", "--key", "test_ppl"))))
+    assert [float(r["value"]) for r in only] == [job["test_ppl"]]
+
+
+def test_score_from_stdin(server: Server, trained: dict[str, Any]) -> None:
+    job_id = trained["job"]["id"]
+    sentences = "the cat sat on the mat\n\na big red dog ran fast\n"
+    body = server.json("score", "--model", job_id, "-", stdin=sentences)
+    assert len(body["sentences"]) == 2 and body["aggregate"]["num_sentences"] == 2
+    table = server.ok("score", "--model", job_id, stdin=sentences)
+    first = next(line for line in table.splitlines() if line.strip().startswith("1 "))
+    assert float(first.split()[1]) == pytest.approx(body["sentences"][0]["perplexity"], abs=0.01)
+    assert f"corpus perplexity {body['aggregate']['corpus_perplexity']:.2f}" in table
+
+
+def test_a_failing_command_exits_non_zero_with_one_line(server: Server) -> None:
+    done = server.cli("status", "job_nope")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == ["error: 404: job 'job_nope' not found"]
+    bad = server.cli("submit", "--dataset", "ds_nope", "--preset", "test")
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1 and "ds_nope" in bad.stderr
+    gone = subprocess.run(
+        [sys.executable, "-m", "client", "--url", f"http://127.0.0.1:{free_port()}", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        gone.returncode == 1 and gone.stderr.startswith("error: cannot reach ") and len(gone.stderr.splitlines()) == 1
+    )
+
+
+def test_logs_print_and_follow(server: Server, trained: dict[str, Any]) -> None:
+    job_id = trained["job"]["id"]
+    text = server.ok("logs", job_id)
+    assert "starting on cpu" in text and f"Epoch: {EPOCHS} Valid Perplexity: " in text
+    assert text.rstrip().endswith("succeeded")
+    followed = server.ok("logs", job_id, "-f")  # a finished job: all lines, then the stream ends
+    assert followed == text
+    lines = [json.loads(line) for line in server.ok("logs", job_id, "--json").splitlines()]
+    assert len(lines) == len(text.splitlines()) and lines[0]["level"] == "INFO"
+
+
+def test_list_status_checkpoints_download_alias_generate_delete(
+    server: Server, trained: dict[str, Any], tmp_path: Path
+) -> None:
+    job_id = trained["job"]["id"]
+    assert job_id in server.ok("list", "--status", "succeeded")
+    assert job_id not in server.ok("list", "--status", "queued")
+    assert "succeeded" in server.ok("status", job_id)
+    ckpts = server.json("checkpoints", job_id)
+    assert ckpts["items"] and ckpts["best_id"] in server.ok("checkpoints", job_id)
+    target = tmp_path / "best.pt"
+    server.ok("download", job_id, "--best", "-o", str(target))
+    best = next(c for c in ckpts["items"] if c["id"] == ckpts["best_id"])
+    assert target.stat().st_size == best["size_bytes"]
+    assert server.ok("alias", "tiny-model", job_id).strip() == f"alias tiny-model -> {job_id}"
+    streamed = server.ok("generate", "--model", "tiny-model", "--prompt", "the cat", "--max-tokens", "5", "--seed", "3")
+    whole = server.json("generate", "--model", "tiny-model", "--prompt", "the cat", "--max-tokens", "5", "--seed", "3")
+    assert streamed.strip() == f"the cat {whole['choices'][0]['text'].strip()}".strip()
+    # a queued job can be canceled, then deleted
+    sets = [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in OVERRIDES.items()]
+    extra = server.json("submit", "-d", trained["dataset"]["id"], "-p", "test", *sets, "--set", "max_max_epoch=500")
+    assert "cancel" in server.ok("cancel", extra["id"])
+    wait_for(lambda: server.json("status", extra["id"])["status"] == "canceled", timeout=60, what="cancel")
+    assert server.ok("delete", extra["id"]).strip() == f"job {extra['id']} deleted"
+    assert server.cli("status", extra["id"]).returncode == 1
