@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.inference.registry import ModelCache
+from app.inference.slots import Slots
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
 
@@ -35,7 +36,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(settings.model_cache_size)
     problems.install(app)
     # Routers are included below, one line per concept.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.state.inference_slots = Slots(settings.max_concurrent_inference, "scoring or generation requests")
+    app.state.event_slots = Slots(settings.max_event_streams, "event streams")
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_json_bytes,
+        routes={("POST", "/v1/datasets"): settings.max_upload_bytes + MULTIPART_OVERHEAD},
+    )
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)

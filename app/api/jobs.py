@@ -14,7 +14,8 @@ from app.training import jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-PROBLEMS = problem_responses(400, 404, 409, 422)
+PROBLEMS = problem_responses(400, 404, 409, 413, 422)
+IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"  # visible ASCII: no spaces, no control or non-ASCII characters
 
 
 def job_out(session: Session, job: Job) -> JobOut:
@@ -23,7 +24,12 @@ def job_out(session: Session, job: Job) -> JobOut:
     return JobOut.of(job, position, jobs.status_message(job, position))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=PROBLEMS)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={200: {"model": JobOut, "description": "an Idempotency-Key replay: the job it created"}, **PROBLEMS},
+)
 def submit_job(
     body: JobCreate,
     engine: EngineDep,
@@ -31,7 +37,13 @@ def submit_job(
     session: SessionDep,
     response: Response,
     idempotency_key: Annotated[
-        str | None, Header(max_length=200, description="replaying a key returns the job it created")
+        str | None,
+        Header(
+            min_length=1,
+            max_length=200,
+            pattern=IDEMPOTENCY_KEY,
+            description="1-200 visible ASCII characters; replaying a key returns the job it created",
+        ),
     ] = None,
 ) -> JobOut:
     """Queue a training job; a replayed Idempotency-Key returns the original job (200)."""

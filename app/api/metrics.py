@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -11,8 +12,9 @@ from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
-from app.api.deps import EngineDep, SessionDep, SettingsDep
+from app.api.deps import EngineDep, EventSlotsDep, SessionDep, SettingsDep
 from app.api.jobs import job_out
 from app.api.schemas import MetricOut, MetricPage, problem_responses
 from app.errors import NotFound
@@ -22,6 +24,7 @@ from app.training import jobs, metrics
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["metrics"])
 
 PROBLEMS = problem_responses(404, 422)
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # a metric id as this stream sends it
 EVENT_BATCH = 500  # metric points sent per database read
 
 
@@ -69,22 +72,34 @@ def _poll(engine: Engine, job_id: str, after_id: int) -> tuple[dict[str, Any] | 
 @router.get(
     "/events",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **PROBLEMS},
+    responses={200: {"content": {"text/event-stream": {}}}, **PROBLEMS, **problem_responses(503)},
 )
 async def job_events(
     job_id: str,
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
-    last_event_id: Annotated[str | None, Header(description="resume after this metric event id")] = None,
+    slots: EventSlotsDep,
+    last_event_id: Annotated[
+        str | None, Header(max_length=200, description="resume after this metric event id")
+    ] = None,
 ) -> EventSourceResponse:
     """Stream `status` and `metric` events until the job ends, then an `end` event."""
     if not await anyio.to_thread.run_sync(_exists, engine, job_id):
         raise NotFound(f"job {job_id!r} not found")
-    start_after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    # An id this stream never sent (not a metric id) starts from the beginning.
+    start_after = int(last_event_id) if last_event_id and EVENT_ID.fullmatch(last_event_id) else 0
+    slot = slots.acquire()
 
     async def stream() -> AsyncIterator[dict[str, str]]:
-        after_id, last_status = start_after, None
+        try:
+            async for event in events(start_after):
+                yield event
+        finally:
+            slot.release()
+
+    async def events(after_id: int) -> AsyncIterator[dict[str, str]]:
+        last_status = None
         while True:
             job, points = await anyio.to_thread.run_sync(_poll, engine, job_id, after_id)
             if job is None:
@@ -105,4 +120,5 @@ async def job_events(
                 return
             await anyio.sleep(settings.events_poll_seconds)
 
-    return EventSourceResponse(stream(), ping=15)
+    # The background task also releases the slot when the client left before the first event.
+    return EventSourceResponse(stream(), ping=15, background=BackgroundTask(slot.release))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.deps import SessionDep, SettingsDep
 from app.api.inference_schemas import AliasIn, AliasList, AliasOut, ModelCard, ModelList
@@ -31,9 +31,15 @@ def get_model_cache(request: Request) -> ModelCache:
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 
 
-def serve_model(name: str, session: Session, settings: Settings, cache: ModelCache) -> tuple[ModelRef, LoadedModel]:
-    """Resolve a model name and load its checkpoint (404 unknown, 409 file missing or unusable)."""
-    ref = registry.resolve(session, name, settings.data_dir)
+def serve_model(
+    name: str, sessions: sessionmaker[Session], settings: Settings, cache: ModelCache
+) -> tuple[ModelRef, LoadedModel]:
+    """Resolve a model name and load its checkpoint (404 unknown, 409 file missing or unusable).
+
+    The database session lives only for the lookup: none is held while the model computes.
+    """
+    with sessions() as session:
+        ref = registry.resolve(session, name, settings.data_dir)
     return ref, cache.get(ref)
 
 

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import InferenceSlotsDep, SessionsDep, SettingsDep
 from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, SentenceOut
 from app.api.models import ModelCacheDep, serve_model
-from app.api.schemas import problem_responses
+from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.inference import scoring
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 
-@router.post("/score", response_model=ScoreResponse, responses=problem_responses(400, 404, 409, 422))
-def score(body: ScoreRequest, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep) -> Response:
+@router.post("/score", response_model=ScoreResponse, responses=problem_responses(*INFERENCE_PROBLEMS))
+def score(
+    body: ScoreRequest, sessions: SessionsDep, settings: SettingsDep, cache: ModelCacheDep, slots: InferenceSlotsDep
+) -> Response:
     """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities and aggregates."""
     options = scoring.ScoreOptions(log10=body.log10, score_eos=body.score_eos, normalize=body.normalize)
     sentences = scoring.words_of(body.sentences, options, settings)  # limits first: no model load for nothing
-    ref, loaded = serve_model(body.model, session, settings, cache)
-    scored, totals = scoring.score_words(loaded, sentences, options)
+    with slots.acquire():
+        ref, loaded = serve_model(body.model, sessions, settings, cache)
+        scored, totals = scoring.score_words(loaded, sentences, options)
     result = ScoreResponse(
         model=body.model,
         job_id=ref.job_id,

@@ -128,10 +128,14 @@ def register_builtin(
         raise NotFound(f"no corpus root named {root!r} ({choices})", field="root")
     base = settings.corpus_roots[root].resolve()
     display = f"{root}/{subpath}".rstrip("/")
-    folder = _inside(base, base / subpath)
+    try:
+        folder = _inside(base, base / subpath)
+        is_dir = folder is not None and folder.is_dir()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system, ...
+        raise Invalid(f"{display}: not a usable path", field="path") from None
     if folder is None:
         raise Invalid(f"{display}: the path leaves the corpus root", field="path")
-    if not folder.is_dir():
+    if not is_dir:
         raise NotFound(f"{display}: no such corpus folder", field="path")
 
     with Session(engine) as session:
