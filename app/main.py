@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
@@ -13,6 +16,9 @@ from app.inference.registry import ModelCache
 from app.inference.slots import Slots
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
+from app.training.sweep import sweep_datasets
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -21,6 +27,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:  # what a killed API left: unfinished uploads, dataset folders without a row
+            await anyio.to_thread.run_sync(sweep_datasets, app.state.engine, settings)
+        except (OSError, SQLAlchemyError):
+            log.warning("could not sweep the datasets folder", exc_info=True)
         yield
         app.state.engine.dispose()
 

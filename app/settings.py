@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     max_request_tokens: int = Field(100_000, ge=1, description="tokens per scoring request")
     max_generate_tokens: int = Field(1000, ge=1, description="largest max_tokens of a generation request")
     max_generate_n: int = Field(16, ge=1, description="largest n of a generation request")
+    # Bounded work per job
+    max_job_seconds: float = Field(86_400.0, gt=0, description="wall time a job may take from its first start")
+    max_step_seconds: float = Field(
+        30.0, gt=0, description="longest estimated training step a job may have (cancel waits for one step)"
+    )
+    worker_gflops: float = Field(50.0, gt=0, description="sustained GFLOP/s a worker trains at, for estimates")
+    retry_backoff_seconds: float = Field(
+        5.0, ge=0, description="wait before retrying a job after a transient error; doubles per attempt"
+    )
     # Bounded work per request
     max_prompt_words: int = Field(20_000, ge=1, description="words of one generation or completion prompt")
     max_completion_prompts: int = Field(64, ge=1, description="prompts of one completions request")

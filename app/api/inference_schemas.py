@@ -105,12 +105,12 @@ class SentenceOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     tokens: list[str] = Field(description="the words as looked up (normalised if asked), then <eos> if scored")
-    logprobs: list[float] = Field(description="log p(token | previous words) in base log_base")
+    logprobs: list[float | None] = Field(description="log p(token | previous words) in base log_base; null: -inf")
     is_unk: list[bool] = Field(description="the token is out of the vocabulary (scored as <unk>) or is <unk>")
-    total_logprob: float
+    total_logprob: float | None = Field(description="null when it overflows (-inf)")
     num_tokens: int
     num_unk: int
-    perplexity: float = Field(description="exp(-mean natural-log p) over the tokens")
+    perplexity: float | None = Field(description="exp(-mean natural-log p) over the tokens; null when it overflows")
     perplexity_without_unk: float | None = Field(description="the same over the tokens that are not <unk>")
 
 
@@ -120,10 +120,14 @@ class ScoreAggregate(BaseModel):
     num_sentences: int
     num_tokens: int
     num_unk: int
-    total_logprob: float = Field(description="sum over all tokens, in base log_base")
-    corpus_perplexity: float = Field(description="token-weighted: exp(-total natural-log p / num_tokens)")
+    total_logprob: float | None = Field(description="sum over all tokens, in base log_base; null on overflow")
+    corpus_perplexity: float | None = Field(
+        description="token-weighted: exp(-total natural-log p / num_tokens); null when it overflows"
+    )
     corpus_perplexity_without_unk: float | None
-    mean_sentence_perplexity: float = Field(description="the mean of the per-sentence perplexities")
+    mean_sentence_perplexity: float | None = Field(
+        description="the mean of the per-sentence perplexities; null when it overflows"
+    )
     mean_sentence_perplexity_without_unk: float | None
 
 

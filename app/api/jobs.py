@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -11,6 +12,7 @@ from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.schemas import JobCreate, JobOut, JobPage, problem_responses
 from app.store.tables import Job
 from app.training import jobs
+from app.training.queue import unmet_requirements
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -18,10 +20,14 @@ PROBLEMS = problem_responses(400, 404, 409, 413, 422)
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"  # visible ASCII: no spaces, no control or non-ASCII characters
 
 
+LIVE_WORKERS = timedelta(minutes=2)  # a worker that beat this recently counts as running
+
+
 def job_out(session: Session, job: Job) -> JobOut:
     """The API view of a job, with its queue position and status message."""
     position = jobs.queue_position(session, job)
-    return JobOut.of(job, position, jobs.status_message(job, position))
+    unmet = unmet_requirements(session, job.requirements or [], LIVE_WORKERS) if job.status == "queued" else []
+    return JobOut.of(job, position, jobs.status_message(job, position, unmet))
 
 
 @router.post(

@@ -145,6 +145,10 @@ class JobOut(BaseModel):
     best_valid_ppl: float | None
     test_ppl: float | None
     error: str | None = Field(description="why the job failed (or why its last attempt ended)")
+    requirements: list[str] = Field(default_factory=list, description="what a worker must have to run it (cuda, cpu)")
+    estimate: dict[str, float] | None = Field(
+        None, description="estimated steps_per_epoch, step_seconds and epoch_seconds on this server's workers"
+    )
     worker_id: str | None
     created_at: datetime
     started_at: datetime | None
@@ -170,6 +174,8 @@ class JobOut(BaseModel):
             best_valid_ppl=job.best_valid_ppl,
             test_ppl=job.test_ppl,
             error=job.error,
+            requirements=list(job.requirements or []),
+            estimate=job.estimate,
             worker_id=job.worker_id,
             created_at=job.created_at,
             started_at=job.started_at,
