@@ -37,7 +37,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if not isinstance(row_id, str) or len(row_id) > 100 or created_at.tzinfo is None:
             raise ValueError("not a cursor")
         created_at = created_at.astimezone(UTC)  # OverflowError at the ends of the calendar
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError):
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError, RecursionError):
         raise Invalid(
             f"cursor {cursor[:100]!r} is not valid: pass a previous page's next_cursor", field="cursor"
         ) from None

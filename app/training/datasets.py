@@ -114,7 +114,8 @@ def create_upload(engine: Engine, settings: Settings, name: str | None, files: d
                 os.fsync(out.fileno())
             if total > settings.max_upload_bytes:
                 raise TooLarge(
-                    f"the upload has more than {settings.max_upload_bytes:,} bytes, the most this server accepts",
+                    f"the upload has more than {settings.max_upload_bytes:,} bytes; this server accepts at most "
+                    f"{settings.max_upload_bytes:,}",
                     limit=settings.max_upload_bytes,
                 )
         large = total >= settings.upload_parse_process_bytes
