@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
@@ -29,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:  # what a killed API left: unfinished uploads, dataset folders without a row
             await anyio.to_thread.run_sync(sweep_datasets, app.state.engine, settings)
-        except (OSError, SQLAlchemyError):
+        except Exception:  # cleaning up must never keep the API from serving
             log.warning("could not sweep the datasets folder", exc_info=True)
         yield
         app.state.engine.dispose()

@@ -95,7 +95,7 @@ class Worker:
             return 0
         try:
             sweep_checkpoints(self.engine, self.settings)
-        except (OSError, SQLAlchemyError):
+        except Exception:  # cleaning up must never keep a worker from working
             log.warning("could not sweep the checkpoints folder", exc_info=True)
         capabilities = worker_capabilities()
         worker_id = register_worker(self.engine, self.requested_id, capabilities)

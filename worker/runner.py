@@ -262,12 +262,12 @@ def resume_point(
             attempt.forget_checkpoint(row.id)
             continue
         log.info(
-            "job %s attempt %d: resuming from %s at epoch %d step %d",
+            "job %s attempt %d: resuming at epoch %d step %d (checkpoint %s)",
             job.id,
             job.attempt,
-            row.id,
             trainer.state.epoch,
             trainer.state.step,
+            row.id,
         )
         return trainer, NewCheckpoint(row.id, trainer.state.epoch, row.step, EPOCH, None, row.path, 0)
     return None

@@ -78,7 +78,7 @@ def sweep_checkpoints(engine: Engine, settings: Settings) -> list[str]:
         return []
     removed = []
     with Session(engine) as session:
-        status = dict(session.execute(select(Job.id, Job.status)).tuples())
+        status = {job_id: state for job_id, state in session.execute(select(Job.id, Job.status)).all()}
         for entry in sorted(root.iterdir()):
             if not entry.is_dir() or not entry.name.startswith(JOB_PREFIX):
                 continue
