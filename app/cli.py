@@ -8,6 +8,7 @@ SIGTERM) it asks the workers to stop (SIGTERM: they checkpoint and requeue their
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -64,6 +65,8 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     from app.main import create_app
 
+    # The app's own loggers (the start-up sweep, ...) as the workers print theirs; uvicorn keeps its own.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     migrate(settings)
     # uvicorn handles SIGTERM while it serves, then raises it again once it has shut down; this
     # handler turns that second delivery (or one before uvicorn started) into an exception, so the
