@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # Bounded work per job
     max_job_seconds: float = Field(86_400.0, gt=0, description="wall time a job may take from its first start")
     max_step_seconds: float = Field(
-        30.0, gt=0, description="longest estimated training step a job may have (cancel waits for one step)"
+        10.0, gt=0, description="longest estimated training step a job may have (cancel waits for one step)"
     )
     worker_gflops: float = Field(50.0, gt=0, description="sustained GFLOP/s a worker trains at, for estimates")
     retry_backoff_seconds: float = Field(

@@ -17,7 +17,7 @@ from starlette.background import BackgroundTask
 from app.api.deps import EngineDep, EventSlotsDep, SessionDep, SettingsDep
 from app.api.jobs import job_out
 from app.api.schemas import MetricOut, MetricPage, problem_responses
-from app.errors import NotFound
+from app.errors import Invalid, NotFound
 from app.store.tables import Job, Metric
 from app.training import jobs, metrics
 
@@ -87,8 +87,9 @@ async def job_events(
     """Stream `status` and `metric` events until the job ends, then an `end` event."""
     if not await anyio.to_thread.run_sync(_exists, engine, job_id):
         raise NotFound(f"job {job_id!r} not found")
-    # An id this stream never sent (not a metric id) starts from the beginning.
-    start_after = int(last_event_id) if last_event_id and EVENT_ID.fullmatch(last_event_id) else 0
+    if last_event_id and not EVENT_ID.fullmatch(last_event_id):
+        raise Invalid("Last-Event-ID must be the id of an event this stream sent (1-18 digits)", field="Last-Event-ID")
+    start_after = int(last_event_id) if last_event_id else 0
     slot = slots.acquire()
 
     async def stream() -> AsyncIterator[dict[str, str]]:

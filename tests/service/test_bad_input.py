@@ -211,6 +211,16 @@ CATALOGUE: dict[str, tuple[Request, int, str]] = {
         422,
         "cursor",
     ),
+    "Last-Event-ID of a superscript digit": (
+        lambda s, ids: s.client.get(f"/v1/jobs/{ids['job']}/events", headers={"Last-Event-ID": b"\xb2"}),
+        422,
+        "Last-Event-ID",
+    ),
+    "Last-Event-ID of 5,000 digits": (
+        lambda s, ids: s.client.get(f"/v1/jobs/{ids['job']}/events", headers={"Last-Event-ID": "7" * 5000}),
+        422,
+        "Last-Event-ID",
+    ),
     "empty Idempotency-Key": (post_job_with_key(""), 422, "idempotency-key"),
     "Idempotency-Key with a space": (post_job_with_key("a b"), 422, "idempotency-key"),
     "201-character Idempotency-Key": (post_job_with_key("k" * 201), 422, "idempotency-key"),
