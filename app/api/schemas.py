@@ -146,7 +146,7 @@ class JobOut(BaseModel):
     test_ppl: float | None
     error: str | None = Field(description="why the job failed (or why its last attempt ended)")
     requirements: list[str] = Field(default_factory=list, description="what a worker must have to run it (cuda, cpu)")
-    estimate: dict[str, float] | None = Field(
+    estimate: dict[str, int | float] | None = Field(
         None, description="estimated steps_per_epoch, step_seconds and epoch_seconds on this server's workers"
     )
     worker_id: str | None
