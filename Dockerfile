@@ -7,14 +7,15 @@ ENV PYTHONUNBUFFERED=1 \
     LSTMLM_DATA_DIR=/data
 
 WORKDIR /srv/lstm-lm
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY model ./model
 COPY app ./app
 COPY worker ./worker
 COPY migrations ./migrations
 COPY alembic.ini ./
 # Editable, so that `python -m app migrate` finds migrations/ beside the package.
-RUN pip install -e ".[postgres]"
+# constraints.txt: the versions the test suite passed with.
+RUN pip install -c constraints.txt -e ".[postgres]"
 
 VOLUME /data
 EXPOSE 8000

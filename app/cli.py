@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 from sqlalchemy.orm import Session
 
@@ -40,8 +43,18 @@ def migrate(settings: Settings) -> None:
 
 
 def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
-    """Start `count` worker processes with this process' environment."""
-    return [subprocess.Popen([sys.executable, "-m", "worker"], env=os.environ.copy()) for _ in range(count)]
+    """Start `count` worker processes with this process' environment; each stops by itself if this
+    process dies without stopping it (`--parent-pid`)."""
+    command = [sys.executable, "-m", "worker", "--parent-pid", str(os.getpid())]
+    return [subprocess.Popen(command, env=os.environ.copy()) for _ in range(count)]
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: leave the server loop through the `finally` that stops the workers."""
+
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise Terminated
 
 
 def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = WORKER_STOP_SECONDS) -> None:
@@ -104,7 +117,13 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
 
     from app.main import create_app
 
+    # The app's own loggers (the start-up sweep, ...) as the workers print theirs; uvicorn keeps its own.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     migrate(settings)
+    # uvicorn handles SIGTERM while it serves, then raises it again once it has shut down; this
+    # handler turns that second delivery (or one before uvicorn started) into an exception, so the
+    # workers are always stopped (they checkpoint and hand their jobs back) before the process ends.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     note = key_note(settings)
     procs = start_workers(workers)
     try:
@@ -113,7 +132,11 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
         print(f"API docs: http://{shown}:{port}/docs", flush=True)
         print(f"data folder {settings.data_dir.resolve()}; {workers} worker(s); Ctrl-C stops", flush=True)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    except (Terminated, KeyboardInterrupt):
+        pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the workers' stop short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_workers(procs)
     return 0
 

@@ -5,6 +5,7 @@ The core never speaks HTTP; `app.api.problems` maps these classes to problem+jso
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -39,3 +40,21 @@ class Forbidden(ServiceError):
 
 class OverQuota(ServiceError):
     """The caller's key is over one of its per-key limits (stored bytes, queued jobs)."""
+
+
+class Busy(ServiceError):
+    """The server is at a concurrency limit; the caller may retry after `retry_after` seconds."""
+
+    def __init__(self, detail: str, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
+MAX_DETAIL_CHARS = 300  # an error message a caller sees never grows with what it sent
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"\\/:,;()\[\]{}]+){2,}[\\/]?")
+
+
+def public_text(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """`text` fit to show a caller: server paths reduced to their last part, at most `limit` characters."""
+    text = _PATH.sub(lambda m: ".../" + m.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1], text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

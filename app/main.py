@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -28,11 +30,15 @@ from app.api.auth import AuthGate
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.api.origin import SameOriginGuard
 from app.inference.registry import ModelCache
+from app.inference.slots import Slots
 from app.observability.middleware import RequestMetrics
 from app.observability.prometheus import Observability
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
+from app.training.sweep import sweep_datasets
 from app.web import pages
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,6 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:  # what a killed API left: unfinished uploads, dataset folders without a row
+            await anyio.to_thread.run_sync(sweep_datasets, app.state.engine, settings)
+        except Exception:  # cleaning up must never keep the API from serving
+            log.warning("could not sweep the datasets folder", exc_info=True)
         yield
         app.state.engine.dispose()
 
@@ -57,9 +67,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.observability = Observability(app.state.engine, app.state.model_cache, settings.lease_seconds)
     problems.install(app)
     # Routers are included below, one line per concept.
+    app.state.inference_slots = Slots(settings.max_concurrent_inference, "scoring or generation requests")
+    app.state.event_slots = Slots(settings.max_event_streams, "event streams")
     # Keys are checked before a body is read; bodies are bounded; cross-site requests are refused first.
     app.add_middleware(AuthGate, settings=settings, engine=app.state.engine)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_json_bytes,
+        routes={("POST", "/v1/datasets"): settings.max_upload_bytes + MULTIPART_OVERHEAD},
+    )
     # CORS (outside the guards, to answer preflights) only for the listed origins.
     app.add_middleware(SameOriginGuard, allowed_origins=settings.cors_origins)
     if settings.cors_origins:

@@ -52,6 +52,26 @@ class Settings(BaseSettings):
     max_request_tokens: int = Field(100_000, ge=1, description="tokens per scoring request")
     max_generate_tokens: int = Field(1000, ge=1, description="largest max_tokens of a generation request")
     max_generate_n: int = Field(16, ge=1, description="largest n of a generation request")
+    # Bounded work per job
+    max_job_seconds: float = Field(86_400.0, gt=0, description="wall time a job may take from its first start")
+    max_step_seconds: float = Field(
+        10.0, gt=0, description="longest estimated training step a job may have (cancel waits for one step)"
+    )
+    worker_gflops: float = Field(50.0, gt=0, description="sustained GFLOP/s a worker trains at, for estimates")
+    retry_backoff_seconds: float = Field(
+        5.0, ge=0, description="wait before retrying a job after a transient error; doubles per attempt"
+    )
+    # Bounded work per request
+    max_prompt_words: int = Field(20_000, ge=1, description="words of one generation or completion prompt")
+    max_completion_prompts: int = Field(64, ge=1, description="prompts of one completions request")
+    max_json_bytes: int = Field(2 * 1024 * 1024, gt=0, description="largest body of a request other than an upload")
+    max_concurrent_inference: int = Field(
+        4, ge=1, description="scoring and generation requests computing at once; past it 503 with Retry-After"
+    )
+    max_event_streams: int = Field(64, ge=1, description="open job event streams; past it 503 with Retry-After")
+    upload_parse_process_bytes: int = Field(
+        1024 * 1024, ge=0, description="uploads at least this large are parsed in a child process"
+    )
 
     @property
     def resolved_database_url(self) -> str:

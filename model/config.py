@@ -18,6 +18,28 @@ class ConfigError(ValueError):
     """A config field has a value the model cannot train with."""
 
 
+# Every field is bounded, so that no accepted config can take unbounded time or memory per step
+# (the deployment's own limits on parameters, memory and step time come on top, in the service).
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "num_layers": (1, 16),
+    "num_steps": (1, 1000),
+    "hidden_size": (1, 8192),
+    "max_epoch": (1, 10_000),
+    "max_max_epoch": (1, 10_000),
+    "batch_size": (1, 4096),
+    "vocab_size": (2, 10_000_000),
+}
+# (low, high]: learning rates past 100 only diverge; a decay above 1 is a growth that overflows.
+FLOAT_RANGES: dict[str, tuple[float, float]] = {
+    "init_scale": (0.0, 10.0),
+    "learning_rate": (0.0, 100.0),
+    "max_grad_norm": (0.0, 1e6),
+    "lr_decay": (0.0, 1.0),
+}
+MAX_SEED = 2**63 - 1
+MAX_STEPS = 1_000_000_000
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of one run. Field names and meanings follow the seed's `SmallConfig`."""
@@ -40,30 +62,32 @@ class ModelConfig:
     max_steps_per_epoch: int | None = None  # cap training steps per epoch (quick runs)
 
     def __post_init__(self) -> None:
-        positive_ints = ("num_layers", "num_steps", "hidden_size", "max_epoch", "max_max_epoch", "batch_size")
-        for name in positive_ints:
+        for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
-            raise ConfigError(f"vocab_size must be an integer >= 2, got {self.vocab_size!r}")
-        for name in ("init_scale", "learning_rate", "max_grad_norm", "lr_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an integer in [{low}, {high:,}], got {value!r}")
+        for name, (bottom, top) in FLOAT_RANGES.items():
+            number = getattr(self, name)
+            if (
+                isinstance(number, bool)
+                or not isinstance(number, int | float)
+                or not math.isfinite(number)
+                or not bottom < number <= top
+            ):
+                raise ConfigError(f"{name} must be a number in ({bottom}, {top}], got {number!r}")
         if (
             isinstance(self.keep_prob, bool)
             or not isinstance(self.keep_prob, int | float)
             or not 0 < self.keep_prob <= 1
         ):
             raise ConfigError(f"keep_prob must be in (0, 1], got {self.keep_prob!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be one of auto, cpu, cuda, got {self.device!r}")
         cap = self.max_steps_per_epoch
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ConfigError(f"max_steps_per_epoch must be an integer >= 1 or null, got {cap!r}")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_STEPS):
+            raise ConfigError(f"max_steps_per_epoch must be an integer in [1, {MAX_STEPS:,}] or null, got {cap!r}")
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with some fields changed; unknown names raise `ConfigError`."""

@@ -130,6 +130,27 @@ def packed_token_logprobs(model: LSTMLanguageModel, x: Tensor, y: Tensor, length
     return logprobs
 
 
+PROMPT_CHUNK = 1024  # prompt positions read per LSTM call: its workspace stays [1024, 4H] per layer
+
+
+def read_prompt(model: LSTMLanguageModel, context: Tensor, *, keep_outputs: bool) -> tuple[Tensor, State]:
+    """Read ids [1, P] from a zero state in chunks of `PROMPT_CHUNK`, the state carried between them.
+
+    Returns the top-layer outputs [1, P, H] (only the last position, [1, 1, H], when `keep_outputs`
+    is False) and the final state: memory grows with P by H floats a position at most, never by V.
+    """
+    state = model.zero_state(1)
+    outputs: list[Tensor] = []
+    out = context.new_zeros((1, 0, model.hidden_size), dtype=model.decoder.weight.dtype)
+    for start in range(0, context.size(1), PROMPT_CHUNK):
+        out, state = model.hidden(context[:, start : start + PROMPT_CHUNK], state)
+        if keep_outputs:
+            outputs.append(out)
+    if keep_outputs:
+        return torch.cat(outputs, dim=1), state
+    return out[:, -1:], state
+
+
 def token_logprobs(model: LSTMLanguageModel, x: Tensor, y: Tensor) -> Tensor:
     """log p(y[b, t] | x[b, :t+1]) for ids [B, T], from a zero state: [B, T]."""
     logits, _ = model(x, model.zero_state(x.size(0)))  # [B, T, V]
@@ -240,10 +261,11 @@ def generate_stream(
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
     stops = [list(s) for s in stop if len(s) > 0]
-    # Read the prompt once (context starts at <eos>), then copy its state to the n rows.
+    # Read the prompt once (context starts at <eos>), then copy its state to the n rows. Only the
+    # last position's logits are needed: the [P+1, V] logits of the whole prompt never exist.
     context = torch.tensor([[vocab.eos_id] + [vocab.id_of(w) for w in prompt]], device=device)  # [1, P+1]
-    logits, (h, c) = model(context, model.zero_state(1))
-    last = logits[:, -1].expand(n, -1)  # [n, V]
+    top, (h, c) = read_prompt(model, context, keep_outputs=False)
+    last = model.decoder(top[:, -1]).expand(n, -1)  # [n, V]
     state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
     active = list(range(n))
     emitted = [0] * n

@@ -79,6 +79,14 @@ class TrainState:
     epoch_seconds: float = 0.0
 
 
+class Diverged(RuntimeError):
+    """The loss became infinite or NaN: more steps cannot bring the run back."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"diverged at epoch {epoch} step {step}: the loss is not finite (lower the learning_rate)")
+        self.epoch, self.step = epoch, step
+
+
 class Callbacks:
     """Hooks the training loop calls; subclass and override what you need."""
 
@@ -180,6 +188,8 @@ class Trainer:
             # --- evaluate and record the epoch ---
             valid_ppl = self.evaluate(self.corpus.valid, c.batch_size, c.num_steps, callbacks=cb)
             s = self.state
+            if not math.isfinite(valid_ppl):  # NaN weights, or a loss past exp(700)
+                raise Diverged(s.epoch + 1, s.step)
             result = EpochResult(
                 epoch=s.epoch + 1,
                 lr=c.lr_at(s.epoch),
@@ -196,7 +206,10 @@ class Trainer:
             self.carried = None
             cb.on_epoch(result, self)
         if self.state.test_ppl is None:
-            self.state.test_ppl = self.test_perplexity(self.corpus.test, callbacks=cb)
+            test_ppl = self.test_perplexity(self.corpus.test, callbacks=cb)
+            if not math.isfinite(test_ppl):
+                raise Diverged(self.state.epoch, self.train_steps)
+            self.state.test_ppl = test_ppl
         return True
 
     def _train_epoch(self, cb: Callbacks) -> bool:
@@ -221,6 +234,9 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             logits, state = model(x, state)  # [B, T, V]
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="sum") / c.batch_size
+            cost = loss.item()
+            if not math.isfinite(cost):  # stop before the step writes inf/NaN into the weights
+                raise Diverged(s.epoch + 1, s.step + 1)
             # --- backward, clip by global norm, SGD step ---
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -228,7 +244,7 @@ class Trainer:
             self.optimizer.step()
             state = detach(state)
             # --- bookkeeping ---
-            s.epoch_costs += loss.item()
+            s.epoch_costs += cost
             s.epoch_iters += c.num_steps
             s.step += 1
             s.epoch_seconds = time.perf_counter() - started

@@ -81,6 +81,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "LSTMLM_MAX_ATTEMPTS": str(settings.max_attempts),
             "LSTMLM_KEEP_LAST_CHECKPOINTS": str(settings.keep_last_checkpoints),
             "LSTMLM_TORCH_THREADS": str(settings.torch_threads or 1),
+            "LSTMLM_MAX_JOB_SECONDS": str(settings.max_job_seconds),
+            "LSTMLM_RETRY_BACKOFF_SECONDS": str(settings.retry_backoff_seconds),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -8,6 +8,7 @@ boundary, saves an interrupt checkpoint and goes back to the queue, and the proc
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -22,11 +23,33 @@ from app.settings import Settings
 from app.store.db import make_engine
 from app.store.migrate import schema_is_current
 from app.training.queue import claim_next, register_worker, requeue_expired, worker_heartbeat, worker_stopped
+from app.training.sweep import sweep_checkpoints
 from worker.runner import run_job
 
 log = logging.getLogger("worker")
 
 Mode = Literal["forever", "once", "burst"]
+
+
+def worker_capabilities() -> list[str]:
+    """What this process can run: the CPU always, CUDA when a GPU is visible."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def watch_parent(parent_pid: int, shutdown: threading.Event, interval: float = 1.0) -> threading.Thread:
+    """Set `shutdown` when the process that started this one is gone (its parent changes): a worker
+    whose service died stops by itself, checkpointing and handing back its job."""
+
+    def watch() -> None:
+        while not shutdown.wait(interval):
+            if os.getppid() != parent_pid:
+                log.warning("parent process %d is gone: stopping", parent_pid)
+                shutdown.set()
+                return
+
+    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 class Worker:
@@ -70,8 +93,13 @@ class Worker:
             torch.set_num_threads(self.settings.torch_threads)
         if not self.wait_for_schema():
             return 0
-        worker_id = register_worker(self.engine, self.requested_id)
-        log.info("worker %s started (mode %s)", worker_id, mode)
+        try:
+            sweep_checkpoints(self.engine, self.settings)
+        except Exception:  # cleaning up must never keep a worker from working
+            log.warning("could not sweep the checkpoints folder", exc_info=True)
+        capabilities = worker_capabilities()
+        worker_id = register_worker(self.engine, self.requested_id, capabilities)
+        log.info("worker %s started (mode %s, can run %s)", worker_id, mode, ", ".join(capabilities))
         last_beat = time.monotonic()
         try:
             while not self.shutdown.is_set():
@@ -79,7 +107,7 @@ class Worker:
                     requeued = requeue_expired(self.engine)
                     if requeued:
                         log.info("requeued or failed %d job(s) whose lease expired", requeued)
-                    job = claim_next(self.engine, worker_id, self.settings.lease_seconds)
+                    job = claim_next(self.engine, worker_id, self.settings.lease_seconds, capabilities)
                 except SQLAlchemyError:
                     log.warning("queue not reachable; retrying", exc_info=True)
                     self.shutdown.wait(self.settings.poll_seconds)

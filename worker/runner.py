@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
+from app.errors import public_text
 from app.settings import Settings
+from app.store.tables import utcnow
 from app.training import logs
 from app.training.attempt import Attempt, LeaseLost, MetricPoint, NewCheckpoint, new_checkpoint_id
 from app.training.checkpoints import EPOCH, FINAL, INTERRUPT
@@ -34,13 +35,13 @@ from model import checkpoint
 from model.checkpoint import CheckpointError
 from model.config import ConfigError, ModelConfig
 from model.data import Corpus, CorpusError
-from model.train import Callbacks, EpochResult, EvalProgress, StepProgress, Trainer
+from model.train import Callbacks, Diverged, EpochResult, EvalProgress, StepProgress, Trainer
 
 log = logging.getLogger("worker")
 
 PROGRESS_SECONDS = 1.0  # progress rows at most this often between the seed's ten log points
 CANCEL_CHECK_SECONDS = 0.5
-PERMANENT_ERRORS = (ConfigError, CorpusError, CheckpointError)  # retrying cannot help
+PERMANENT_ERRORS = (ConfigError, CorpusError, CheckpointError, Diverged)  # retrying cannot help
 
 
 def finite(value: float) -> float | None:
@@ -67,7 +68,7 @@ class Heartbeat(threading.Thread):
             except LeaseLost:
                 self.lease_lost.set()
                 return
-            except SQLAlchemyError:  # a busy or unreachable database: try again next beat
+            except Exception:  # a busy or unreachable database, anything else: try again next beat
                 log.warning("heartbeat for %s failed; retrying", self.attempt.job_id, exc_info=True)
 
 
@@ -92,6 +93,8 @@ class JobCallbacks(Callbacks):
         self.last_step: StepProgress | None = None
         self.logged_epoch = 0  # the epoch whose "Epoch: n Learning rate" line was written
         self.pending: list[LogLine] = []  # log lines for the next write
+        self.deadline: float | None = None  # time.monotonic() past which the job is over its wall time
+        self.timed_out = False
 
     def note(self, line: LogLine) -> None:
         """Queue a log line; it is written with the attempt's next write."""
@@ -123,7 +126,9 @@ class JobCallbacks(Callbacks):
                 self._note_status(self.attempt.status())
             except LeaseLost:
                 self.heartbeat.lease_lost.set()
-        return self.cancel_requested or self.lease_lost or self.shutdown.is_set()
+        if self.deadline is not None and now > self.deadline:
+            self.timed_out = True
+        return self.cancel_requested or self.lease_lost or self.shutdown.is_set() or self.timed_out
 
     # --- progress and metrics ---
 
@@ -271,20 +276,54 @@ def run_job(engine: Engine, settings: Settings, worker_id: str, job: ClaimedJob,
         heartbeat.join()
 
 
+def error_text(exc: BaseException) -> str:
+    """An error as a job shows it: its type and message, server paths reduced to file names, bounded."""
+    return public_text(f"{type(exc).__name__}: {exc}")
+
+
+def resume_point(
+    attempt: Attempt, job: ClaimedJob, corpus: Corpus, device: str
+) -> tuple[Trainer, NewCheckpoint] | None:
+    """The trainer of the newest checkpoint that loads, newest first; None when none does.
+
+    A missing or corrupt latest checkpoint (a disk error, a file removed by hand) falls back to the
+    one before it; what was recorded after the one used is dropped, so the history stays one run.
+    """
+    for row in attempt.checkpoints_newest_first():
+        try:
+            trainer = checkpoint.resume_trainer(checkpoint.load(row.path), corpus, device)
+        except CheckpointError as exc:
+            log.warning("job %s: checkpoint %s unusable (%s); trying the one before", job.id, row.id, exc)
+            attempt.forget_checkpoint(row.id)
+            continue
+        log.info(
+            "job %s attempt %d: resuming at epoch %d step %d (checkpoint %s)",
+            job.id,
+            job.attempt,
+            trainer.state.epoch,
+            trainer.state.step,
+            row.id,
+        )
+        return trainer, NewCheckpoint(row.id, trainer.state.epoch, row.step, EPOCH, None, row.path, 0)
+    return None
+
+
 def _train(
     attempt: Attempt, heartbeat: Heartbeat, settings: Settings, job: ClaimedJob, shutdown: threading.Event
 ) -> str:
     job_dir = settings.checkpoints_dir / job.id
     try:
+        if job_dir.is_dir():  # this worker holds the job: what a dead attempt left is garbage now
+            attempt.sweep_folder(job_dir)
         config = ModelConfig.from_dict(job.config)
         device = worker_device(config, settings)
         corpus = Corpus.load(job.dataset_path, config.vocab_size)
-        if job.checkpoint_path is not None:
-            trainer = checkpoint.resume_trainer(checkpoint.load(job.checkpoint_path), corpus, device)
+        resumed = resume_point(attempt, job, corpus, device) if job.checkpoint_path is not None else None
+        if resumed is not None:
+            trainer, resumed_from = resumed
             s = trainer.state
-            log.info("job %s attempt %d: resuming at epoch %d step %d", job.id, job.attempt, s.epoch, s.step)
             started = (
-                f"attempt {job.attempt} of {job.max_attempts}: resuming from checkpoint {job.checkpoint_id} "
+                f"attempt {job.attempt} of {job.max_attempts}: resuming from checkpoint {resumed_from.id} "
                 f"({s.epoch} epochs and {s.step} steps done) on {trainer.device}"
             )
         else:
@@ -293,35 +332,40 @@ def _train(
             started = f"attempt {job.attempt} of {job.max_attempts}: starting on {trainer.device}"
         attempt.log([logs.info(f"{started} (worker {attempt.worker_id})")])
         callbacks = JobCallbacks(attempt, heartbeat, shutdown, settings, job_dir, config.max_max_epoch)
-        if job.checkpoint_id is not None and job.checkpoint_path is not None:
-            # The resumed-from checkpoint is this run's last one until it writes another.
-            callbacks.last_checkpoint = NewCheckpoint(
-                job.checkpoint_id, trainer.state.epoch, job.checkpoint_step, EPOCH, None, job.checkpoint_path, 0
-            )
+        if resumed is not None:
+            callbacks.last_checkpoint = resumed_from  # this run's last one until it writes another
+        spent = (utcnow() - job.started_at).total_seconds()
+        callbacks.deadline = time.monotonic() + settings.max_job_seconds - spent
         finished = trainer.fit(callbacks)
     except LeaseLost:
         raise
     except PERMANENT_ERRORS as exc:
         log.error("job %s failed: %s", job.id, exc)
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = error_text(exc)
         attempt.fail(reason, [logs.error(f"failed: {reason}")])
         return "failed"
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
+        message = error_text(exc)
         log.exception("job %s attempt %d raised", job.id, job.attempt)
         if job.attempt < job.max_attempts:
-            # The trainer may be in a bad state: the next attempt resumes from the last good checkpoint.
+            # The trainer may be in a bad state: the next attempt resumes from the last good
+            # checkpoint, after a backoff that doubles with every attempt.
+            backoff = settings.retry_backoff_seconds * 2 ** (job.attempt - 1)
             attempt.stop(
                 QUEUED,
                 None,
                 settings.keep_last_checkpoints,
                 error=f"attempt {job.attempt}: {message}",
                 lines=[
-                    logs.warning(f"attempt {job.attempt} raised {message}; requeued to resume from the last checkpoint")
+                    logs.warning(
+                        f"attempt {job.attempt} raised {message}; requeued to resume from the last checkpoint "
+                        f"in {backoff:g} s"
+                    )
                 ],
+                retry_in=backoff,
             )
             return QUEUED
-        reason = f"{message} (attempt {job.attempt} of {job.max_attempts})"
+        reason = public_text(f"{message} (attempt {job.attempt} of {job.max_attempts})")
         attempt.fail(reason, [logs.error(f"failed: {reason}")])
         return "failed"
 
@@ -351,6 +395,11 @@ def _train(
         return "succeeded"
     if callbacks.lease_lost:
         raise LeaseLost(job.id)
+    if callbacks.timed_out and not (callbacks.cancel_requested or shutdown.is_set()):
+        reason = f"over the maximum wall time of {settings.max_job_seconds:,.0f} s (LSTMLM_MAX_JOB_SECONDS)"
+        attempt.fail(reason, [*callbacks.take_lines(), logs.error(f"failed: {reason}")])
+        log.error("job %s failed: over its wall time", job.id)
+        return "failed"
     saved = _interrupt_checkpoint(callbacks, trainer)
     status = CANCELED if callbacks.cancel_requested else QUEUED
     where = f"at epoch {trainer.state.epoch + 1} step {trainer.state.step}"

@@ -18,9 +18,10 @@ import time
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import ObservabilityDep, SessionDep, SettingsDep
+from app.api.deps import InferenceSlotsDep, ObservabilityDep, SessionsDep, SettingsDep
 from app.api.generation import STREAM_RESPONSES, event_stream, new_id
 from app.api.inference_schemas import (
     CompletionChoice,
@@ -30,7 +31,9 @@ from app.api.inference_schemas import (
     Usage,
 )
 from app.api.models import ModelCacheDep, serve_model
-from app.api.schemas import problem_responses
+from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
+from app.auth.principal import Principal
+from app.errors import Invalid
 from app.inference.generation import (
     FINISH_EOS,
     FINISH_STOP,
@@ -41,8 +44,11 @@ from app.inference.generation import (
     check_request,
     generate_events,
 )
-from app.inference.registry import LoadedModel
+from app.inference.registry import LoadedModel, ModelCache
+from app.inference.slots import Slot
 from app.inference.text import normalize_ptb, tokenize, word_offsets
+from app.observability.prometheus import Observability
+from app.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=AUTH_RESPONSES)
 
@@ -122,24 +128,52 @@ def join(pieces: list[CompletionChoice], index: int, with_logprobs: bool) -> Com
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    responses={**STREAM_RESPONSES, **problem_responses(400, 404, 409, 422)},
+    responses={**STREAM_RESPONSES, **problem_responses(*INFERENCE_PROBLEMS)},
 )
 def create_completion(
     body: CompletionRequest,
     principal: ReadKey,
-    session: SessionDep,
+    sessions: SessionsDep,
     settings: SettingsDep,
     cache: ModelCacheDep,
+    slots: InferenceSlotsDep,
     observability: ObservabilityDep,
 ) -> Response:
     """OpenAI-compatible completions: continue each prompt n times; echo + logprobs score the prompt."""
     sampling = body.sampling(16 if body.max_tokens is None else body.max_tokens)
+    if len(body.prompts) > settings.max_completion_prompts:
+        raise Invalid(f"prompt: {len(body.prompts)} prompts, at most {settings.max_completion_prompts} per request")
     prompts = []
     for text in body.prompts:
         words = tokenize(text)
         prompts.append((text, normalize_ptb(words) if body.normalize else words))
         check_request(prompts[-1][1], sampling, settings)
-    ref, loaded = serve_model(body.model, session, settings, cache, principal)
+    total_words = sum(len(words) for _, words in prompts)
+    if total_words > settings.max_request_tokens:
+        raise Invalid(f"prompt: {total_words} words in all, at most {settings.max_request_tokens} per request")
+    slot = slots.acquire()
+    streaming = False  # once the stream owns the slot, it releases it when it ends
+    try:
+        response = _complete(body, principal, sessions, settings, cache, observability, sampling, prompts, slot)
+        streaming = body.stream
+        return response
+    finally:
+        if not streaming:
+            slot.release()
+
+
+def _complete(
+    body: CompletionRequest,
+    principal: Principal,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    cache: ModelCache,
+    observability: Observability,
+    sampling: Sampling,
+    prompts: list[tuple[str, list[str]]],
+    slot: Slot,
+) -> Response:
+    ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
     head = CompletionResponse(
         id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=[], system_fingerprint=ref.checkpoint_id
     )
@@ -158,7 +192,7 @@ def create_completion(
             if include_usage:
                 yield head.model_copy(update={"usage": usage(prompt_tokens, generated)})
 
-        return event_stream(chunks())
+        return event_stream(chunks(), slot)
 
     choices: list[CompletionChoice] = []
     for group in groups:

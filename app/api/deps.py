@@ -1,4 +1,5 @@
-"""Dependencies shared by the routes: settings, a database session per request, the app's metrics."""
+"""Dependencies shared by the routes: settings, a database session per request, the session
+factory (for routes that must not hold a session while they compute) and the concurrency slots."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.inference.slots import Slots
 from app.observability.prometheus import Observability
 from app.settings import Settings
 
@@ -33,7 +35,28 @@ def get_observability(request: Request) -> Observability:
     return observability
 
 
+def get_sessions(request: Request) -> sessionmaker[Session]:
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    return sessions
+
+
+def get_inference_slots(request: Request) -> Slots:
+    """The inference concurrency limit; a route takes a slot (`acquire()`, 503 with Retry-After when
+    none is free) once its input is valid, and releases it when its answer or its stream ends."""
+    slots: Slots = request.app.state.inference_slots
+    return slots
+
+
+def get_event_slots(request: Request) -> Slots:
+    """The cap on open job event streams (503 with Retry-After past it)."""
+    slots: Slots = request.app.state.event_slots
+    return slots
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ObservabilityDep = Annotated[Observability, Depends(get_observability)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
+InferenceSlotsDep = Annotated[Slots, Depends(get_inference_slots)]
+EventSlotsDep = Annotated[Slots, Depends(get_event_slots)]

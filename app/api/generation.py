@@ -18,9 +18,10 @@ from typing import Any, cast
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import ObservabilityDep, SessionDep, SettingsDep
+from app.api.deps import InferenceSlotsDep, ObservabilityDep, SessionsDep, SettingsDep
 from app.api.inference_schemas import (
     GenerateChoice,
     GenerateChunk,
@@ -30,8 +31,10 @@ from app.api.inference_schemas import (
     Usage,
 )
 from app.api.models import ModelCacheDep, serve_model
-from app.api.schemas import problem_responses
-from app.inference.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
+from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
+from app.inference.generation import FINISH_LENGTH, Finish, Sampling, Token, check_request, generate_events
+from app.inference.registry import ModelRef
+from app.inference.slots import Slot
 from app.inference.text import detokenize, normalize_ptb, tokenize
 from app.observability.prometheus import Observability
 
@@ -43,7 +46,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def event_stream(chunks: Iterable[BaseModel]) -> StreamingResponse:
+def event_stream(chunks: Iterable[BaseModel], slot: Slot | None = None) -> StreamingResponse:
     """A Server-Sent Events response: one `data:` event per chunk, then `data: [DONE]`.
 
     The (synchronous) chunks are produced in one worker thread for the whole stream, so torch never
@@ -60,10 +63,18 @@ def event_stream(chunks: Iterable[BaseModel]) -> StreamingResponse:
             log.exception("stream failed")
             error = {"message": f"generation failed: {type(exc).__name__}", "type": "server_error"}
             yield f"data: {json.dumps({'error': error})}\n\n"
+        finally:
+            if slot is not None:
+                slot.release()
         yield "data: [DONE]\n\n"
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(in_one_thread(lines()), media_type="text/event-stream", headers=headers)
+    # The slot (if any) is held until the stream ends; the background task releases it as well when
+    # the client left before the first event (release is idempotent).
+    background = BackgroundTask(slot.release) if slot is not None else None
+    return StreamingResponse(
+        in_one_thread(lines()), media_type="text/event-stream", headers=headers, background=background
+    )
 
 
 _END = object()
@@ -108,14 +119,15 @@ def new_id(prefix: str) -> str:
 @router.post(
     "/generate",
     response_model=GenerateResponse,
-    responses={**STREAM_RESPONSES, **problem_responses(400, 404, 409, 422)},
+    responses={**STREAM_RESPONSES, **problem_responses(*INFERENCE_PROBLEMS)},
 )
 def generate(
     body: GenerateRequest,
     principal: ReadKey,
-    session: SessionDep,
+    sessions: SessionsDep,
     settings: SettingsDep,
     cache: ModelCacheDep,
+    slots: InferenceSlotsDep,
     observability: ObservabilityDep,
 ) -> Response:
     """Continue a prompt `n` times (temperature 0 is greedy); `stream: true` sends each word as an event."""
@@ -123,12 +135,33 @@ def generate(
     words = normalize_ptb(words) if body.normalize else words
     sampling = body.sampling(body.max_tokens)
     check_request(words, sampling, settings)
-    ref, loaded = serve_model(body.model, session, settings, cache, principal)
+    slot = slots.acquire()
+    streaming = False  # once the stream owns the slot, it releases it when it ends
+    try:
+        ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
+        top = body.top_logprobs if body.top_logprobs > 0 else None
+        events = generate_events(loaded, words, sampling, top_logprobs=top)
+        if body.stream:
+            head = GenerateChunk(id=new_id("gen"), created=int(time.time()), model=body.model, choices=[])
+            response = event_stream(_chunks(events, head, len(words), body.logprobs, observability), slot)
+            streaming = True
+            return response
+        return _whole(body, ref, words, sampling, events, observability)
+    finally:
+        if not streaming:
+            slot.release()
+
+
+def _whole(
+    body: GenerateRequest,
+    ref: ModelRef,
+    words: list[str],
+    sampling: Sampling,
+    events: Iterable[Token | Finish],
+    observability: Observability,
+) -> Response:
+    """The non-streamed answer: every continuation whole."""
     top = body.top_logprobs if body.top_logprobs > 0 else None
-    events = generate_events(loaded, words, sampling, top_logprobs=top)
-    if body.stream:
-        head = GenerateChunk(id=new_id("gen"), created=int(time.time()), model=body.model, choices=[])
-        return event_stream(_chunks(events, head, len(words), body.logprobs, observability))
     tokens: list[list[str]] = [[] for _ in range(sampling.n)]
     logprobs: list[list[float]] = [[] for _ in range(sampling.n)]
     tops: list[list[dict[str, float]]] = [[] for _ in range(sampling.n)]

@@ -9,10 +9,11 @@ the core with the settings, and both answer 422 problem+json.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.api.schemas import RequestModel
 from app.inference.generation import Sampling, stop_sequences
 from app.inference.registry import ModelRef
 
@@ -20,6 +21,7 @@ MAX_TOP_LOGPROBS = 20
 MAX_SEED = 2**63 - 1
 MAX_STOP_SEQUENCES = 16
 
+StopText = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"\S")]  # one sequence: at least a word
 ModelName = Field(min_length=1, max_length=200, description="a job id (its best checkpoint), checkpoint id or alias")
 StopField = Field(
     None,
@@ -67,7 +69,7 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class AliasIn(BaseModel):
+class AliasIn(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     target: str = Field(min_length=1, max_length=40, description="a job id or a checkpoint id")
@@ -87,11 +89,13 @@ class AliasList(BaseModel):
 # --- scoring ---
 
 
-class ScoreRequest(BaseModel):
+class ScoreRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = ModelName
-    sentences: list[str] = Field(min_length=1, description="each text is one sentence, split on whitespace")
+    sentences: list[Annotated[str, Field(min_length=1, pattern=r"\S")]] = Field(
+        min_length=1, description="each text is one sentence (at least one word), split on whitespace"
+    )
     log10: bool = Field(False, description="log-probabilities in base 10 (KenLM's convention) instead of base e")
     score_eos: bool = Field(True, description="also score the end of sentence (<eos>) after the last word")
     normalize: bool = Field(False, description="PTB normalisation before lookup: lower case, numbers to N")
@@ -101,12 +105,12 @@ class SentenceOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     tokens: list[str] = Field(description="the words as looked up (normalised if asked), then <eos> if scored")
-    logprobs: list[float] = Field(description="log p(token | previous words) in base log_base")
+    logprobs: list[float | None] = Field(description="log p(token | previous words) in base log_base; null: -inf")
     is_unk: list[bool] = Field(description="the token is out of the vocabulary (scored as <unk>) or is <unk>")
-    total_logprob: float
+    total_logprob: float | None = Field(description="null when it overflows (-inf)")
     num_tokens: int
     num_unk: int
-    perplexity: float = Field(description="exp(-mean natural-log p) over the tokens")
+    perplexity: float | None = Field(description="exp(-mean natural-log p) over the tokens; null when it overflows")
     perplexity_without_unk: float | None = Field(description="the same over the tokens that are not <unk>")
 
 
@@ -116,10 +120,14 @@ class ScoreAggregate(BaseModel):
     num_sentences: int
     num_tokens: int
     num_unk: int
-    total_logprob: float = Field(description="sum over all tokens, in base log_base")
-    corpus_perplexity: float = Field(description="token-weighted: exp(-total natural-log p / num_tokens)")
+    total_logprob: float | None = Field(description="sum over all tokens, in base log_base; null on overflow")
+    corpus_perplexity: float | None = Field(
+        description="token-weighted: exp(-total natural-log p / num_tokens); null when it overflows"
+    )
     corpus_perplexity_without_unk: float | None
-    mean_sentence_perplexity: float = Field(description="the mean of the per-sentence perplexities")
+    mean_sentence_perplexity: float | None = Field(
+        description="the mean of the per-sentence perplexities; null when it overflows"
+    )
     mean_sentence_perplexity_without_unk: float | None
 
 
@@ -135,7 +143,7 @@ class ScoreResponse(BaseModel):
 # --- native generation ---
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(RequestModel):
     """Fields shared by /v1/generate and /v1/completions."""
 
     temperature: float = Field(1.0, ge=0, allow_inf_nan=False, description="0 is greedy (argmax)")
@@ -143,7 +151,7 @@ class SamplingFields(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="nucleus sampling mass, (0, 1]")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="the same seed gives the same text")
     n: int = Field(1, ge=1, description="continuations to generate")
-    stop: str | list[str] | None = StopField
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP_SEQUENCES)] | None = StopField
     stream: bool = Field(False, description="Server-Sent Events, one token per event, ending with data: [DONE]")
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -12,20 +13,34 @@ from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.schemas import JobCreate, JobOut, JobPage, problem_responses
 from app.store.tables import Job
 from app.training import jobs
+from app.training.queue import unmet_requirements
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
-PROBLEMS = problem_responses(400, 404, 409, 422)
-SUBMIT_PROBLEMS = problem_responses(400, 404, 409, 422, 429)
+PROBLEMS = problem_responses(400, 404, 409, 413, 422)
+SUBMIT_PROBLEMS = problem_responses(400, 404, 409, 413, 422, 429)
+IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"  # visible ASCII: no spaces, no control or non-ASCII characters
+
+
+LIVE_WORKERS = timedelta(minutes=2)  # a worker that beat this recently counts as running
 
 
 def job_out(session: Session, job: Job) -> JobOut:
     """The API view of a job, with its queue position and status message."""
     position = jobs.queue_position(session, job)
-    return JobOut.of(job, position, jobs.status_message(job, position))
+    unmet = unmet_requirements(session, job.requirements or [], LIVE_WORKERS) if job.status == "queued" else []
+    return JobOut.of(job, position, jobs.status_message(job, position, unmet))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_PROBLEMS)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={
+        200: {"model": JobOut, "description": "an Idempotency-Key replay: the job it created"},
+        **SUBMIT_PROBLEMS,
+    },
+)
 def submit_job(
     body: JobCreate,
     principal: WriteKey,
@@ -34,7 +49,13 @@ def submit_job(
     session: SessionDep,
     response: Response,
     idempotency_key: Annotated[
-        str | None, Header(max_length=200, description="replaying a key returns the job it created")
+        str | None,
+        Header(
+            min_length=1,
+            max_length=200,
+            pattern=IDEMPOTENCY_KEY,
+            description="1-200 visible ASCII characters; replaying a key returns the job it created",
+        ),
     ] = None,
 ) -> JobOut:
     """Queue a training job; a replayed Idempotency-Key returns the original job (200)."""

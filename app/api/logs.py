@@ -12,10 +12,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import EngineDep, SettingsDep
+from app.api.deps import EngineDep, EventSlotsDep, SettingsDep
+from app.api.metrics import EVENT_ID
 from app.api.schemas import LogLineOut, LogPage, problem_responses
 from app.api.streams import Polled, polled_events
 from app.auth.principal import Principal
+from app.errors import Invalid
 from app.store.tables import Job, JobLog
 from app.training import jobs, logs
 
@@ -66,6 +68,7 @@ async def job_logs(
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
+    slots: EventSlotsDep,
     cursor: Annotated[str | None, Query(max_length=40, description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     follow: Annotated[
@@ -77,9 +80,9 @@ async def job_logs(
     page = await anyio.to_thread.run_sync(_page, engine, job_id, cursor, limit, principal)
     if not follow:
         return Response(page.model_dump_json(), media_type="application/json")
-    after_id = logs.decode_cursor(cursor)
-    if last_event_id and last_event_id.isdigit():
-        after_id = int(last_event_id)
+    if last_event_id and not EVENT_ID.fullmatch(last_event_id):
+        raise Invalid("Last-Event-ID must be the id of an event this stream sent (1-18 digits)", field="Last-Event-ID")
+    after_id = int(last_event_id) if last_event_id else logs.decode_cursor(cursor)
 
     def poll() -> Polled:
         nonlocal after_id
@@ -96,4 +99,4 @@ async def job_logs(
             events.append({"event": "end", "data": json.dumps({"id": job_id, "status": status})})
         return Polled(events, more, done)
 
-    return polled_events(request, poll, settings.events_poll_seconds)
+    return polled_events(request, poll, settings.events_poll_seconds, slots.acquire())

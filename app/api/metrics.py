@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import anyio
@@ -12,19 +13,20 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import EngineDep, SessionDep, SettingsDep
+from app.api.deps import EngineDep, EventSlotsDep, SessionDep, SettingsDep
 from app.api.jobs import job_out
 from app.api.schemas import MetricOut, MetricPage, problem_responses
 from app.api.streams import Polled, polled_events
 from app.auth import ownership
 from app.auth.principal import Principal
-from app.errors import NotFound
+from app.errors import Invalid, NotFound
 from app.store.tables import Job, Metric
 from app.training import jobs, metrics
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["metrics"], responses=AUTH_RESPONSES)
 
 PROBLEMS = problem_responses(404, 422)
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # a metric id as this stream sends it
 EVENT_BATCH = 500  # metric points sent per database read
 
 
@@ -77,7 +79,7 @@ def _poll(engine: Engine, job_id: str, after_id: int) -> tuple[dict[str, Any] | 
 @router.get(
     "/events",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **PROBLEMS},
+    responses={200: {"content": {"text/event-stream": {}}}, **PROBLEMS, **problem_responses(503)},
 )
 async def job_events(
     job_id: str,
@@ -85,7 +87,10 @@ async def job_events(
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
-    last_event_id: Annotated[str | None, Header(description="resume after this metric event id")] = None,
+    slots: EventSlotsDep,
+    last_event_id: Annotated[
+        str | None, Header(max_length=200, description="resume after this metric event id")
+    ] = None,
     history: Annotated[
         bool, Query(description="false: only points recorded after the stream opens (the history read elsewhere)")
     ] = True,
@@ -94,7 +99,9 @@ async def job_events(
     first = await anyio.to_thread.run_sync(_start, engine, job_id, history, principal)
     if first is None:
         raise NotFound(f"job {job_id!r} not found")
-    after_id = int(last_event_id) if last_event_id and last_event_id.isdigit() else first
+    if last_event_id and not EVENT_ID.fullmatch(last_event_id):
+        raise Invalid("Last-Event-ID must be the id of an event this stream sent (1-18 digits)", field="Last-Event-ID")
+    after_id = int(last_event_id) if last_event_id else first
     last_status: dict[str, Any] | None = None
 
     def poll() -> Polled:
@@ -115,4 +122,4 @@ async def job_events(
             events.append({"event": "end", "data": json.dumps({"id": job_id, "status": job["status"]})})
         return Polled(events, more, done)
 
-    return polled_events(request, poll, settings.events_poll_seconds)
+    return polled_events(request, poll, settings.events_poll_seconds, slots.acquire())

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.auth import AUTH_RESPONSES, AdminKey, ReadKey
 from app.api.deps import SessionDep, SettingsDep
@@ -34,10 +34,14 @@ ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 
 
 def serve_model(
-    name: str, session: Session, settings: Settings, cache: ModelCache, viewer: Principal
+    name: str, sessions: sessionmaker[Session], settings: Settings, cache: ModelCache, viewer: Principal
 ) -> tuple[ModelRef, LoadedModel]:
-    """Resolve a model name `viewer` may use and load its checkpoint (404 unknown, 409 file missing or unusable)."""
-    ref = registry.resolve(session, name, settings.data_dir, viewer)
+    """Resolve a model name `viewer` may use and load its checkpoint (404 unknown, 409 file missing or unusable).
+
+    The database session lives only for the lookup: none is held while the model computes.
+    """
+    with sessions() as session:
+        ref = registry.resolve(session, name, settings.data_dir, viewer)
     return ref, cache.get(ref)
 
 

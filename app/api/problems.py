@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import Conflict, Forbidden, Invalid, NotFound, OverQuota, ServiceError, TooLarge
+from app.errors import MAX_DETAIL_CHARS, Busy, Conflict, Forbidden, Invalid, NotFound, OverQuota, ServiceError, TooLarge
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -26,16 +27,32 @@ class Problem(Exception):
         self.extra = extra
 
 
+MAX_EXTRA_ITEMS = 20  # list fields of a problem (errors, field names) keep their first items
+
+
+def bounded(value: Any, limit: int = 200) -> Any:
+    """A JSON value whose size does not grow with the request: strings cut to `limit` characters
+    (lone surrogates replaced, so the body always encodes), lists to their first items."""
+    if isinstance(value, str):
+        clean = value.encode("utf-8", "replace").decode("utf-8")
+        return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+    if isinstance(value, list | tuple):
+        return [bounded(v, limit) for v in value[:MAX_EXTRA_ITEMS]]
+    if isinstance(value, dict):
+        return {bounded(str(k), limit): bounded(v, limit) for k, v in list(value.items())[:MAX_EXTRA_ITEMS]}
+    return value
+
+
 def problem_response(
     request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     body = {
+        **{k: bounded(v) for k, v in extra.items()},
         "type": "about:blank",
         "title": title,
         "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        **extra,
+        "detail": bounded(detail, MAX_DETAIL_CHARS),
+        "instance": bounded(request.url.path),
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -48,6 +65,7 @@ SERVICE_ERRORS: dict[type[ServiceError], tuple[int, str]] = {
     TooLarge: (413, "Content Too Large"),
     Forbidden: (403, "Forbidden"),
     OverQuota: (429, "Too Many Requests"),
+    Busy: (503, "Service Unavailable"),
 }
 
 
@@ -55,8 +73,46 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _problem_content() -> dict[str, Any]:
+    return {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetail"}}}
+
+
+def document_problems(schema: dict[str, Any], problem_schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what the server does: every error is problem+json (FastAPI's
+    `HTTPValidationError` shape is never sent), a body can be malformed (400), too large (413) or
+    invalid (422), and any parameter can be invalid (422)."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetail"] = problem_schema
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            codes = [400, 413, 422] if "requestBody" in operation else []
+            if operation.get("parameters"):
+                codes.append(422)
+            for code in codes:
+                responses.setdefault(str(code), {"description": HTTPStatus(code).phrase})
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = _problem_content()
+                    response.setdefault("description", HTTPStatus(int(code)).phrase)
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema["components"]["schemas"].pop(name, None)
+    return schema
+
+
 def install(app: FastAPI) -> None:
-    """Route every error through problem+json."""
+    """Route every error through problem+json, and say so in the OpenAPI document."""
+    from app.api.schemas import ProblemDetail  # the schemas module imports nothing from here
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            problem = ProblemDetail.model_json_schema(ref_template="#/components/schemas/{model}")
+            app.openapi_schema = document_problems(schema, problem)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -65,7 +121,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
         status, title = next((v for cls, v in SERVICE_ERRORS.items() if isinstance(exc, cls)), (400, "Bad Request"))
-        return problem_response(request, status, title, exc.detail, **exc.extra)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        return problem_response(request, status, title, exc.detail, headers=headers, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.store.tables import Checkpoint, Dataset, Job
 
@@ -20,6 +20,33 @@ class ProblemDetail(BaseModel):
     status: int
     detail: str
     instance: str
+
+
+# What every inference route can answer besides 200: malformed JSON, unknown model, unusable
+# checkpoint, body too large, invalid input, server busy (with Retry-After).
+INFERENCE_PROBLEMS = (400, 404, 409, 413, 422, 503)
+
+
+def _lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: text must be Unicode, so a lone surrogate (`"\\ud800"`, valid
+    JSON but no character) is refused with 422 instead of failing in the database or the encoder."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_only(cls, data: Any) -> Any:
+        if _lone_surrogate(data):
+            raise ValueError("text must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not a character")
+        return data
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -51,13 +78,15 @@ class DatasetPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
 
 
-class CorpusRegistration(BaseModel):
+class CorpusRegistration(RequestModel):
     """A server-side corpus folder: a configured root and an optional folder inside it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    root: str = Field(description="a name from GET /v1/datasets/roots", examples=["ptb"])
-    path: str = Field("", description="a folder inside the root; empty for the root itself")
+    root: str = Field(max_length=200, description="a name from GET /v1/datasets/roots", examples=["ptb"])
+    path: str = Field(
+        "", max_length=1000, pattern=r"^[^\x00]*$", description="a folder inside the root; empty for the root itself"
+    )
     name: str | None = Field(None, max_length=200)
 
 
@@ -68,13 +97,13 @@ class CorpusRoots(BaseModel):
 # --- jobs ---
 
 
-class JobCreate(BaseModel):
+class JobCreate(RequestModel):
     """A training job: a dataset, a preset and field overrides of its config."""
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: str = Field(examples=["ds_0123456789abcdef"])
-    preset: str = Field("small", description="small, medium, large or test", examples=["small"])
+    dataset_id: str = Field(min_length=1, max_length=40, examples=["ds_0123456789abcdef"])
+    preset: str = Field("small", max_length=20, description="small, medium, large or test", examples=["small"])
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="config fields to change, e.g. max_max_epoch, hidden_size, seed, max_steps_per_epoch",
@@ -116,6 +145,10 @@ class JobOut(BaseModel):
     best_valid_ppl: float | None
     test_ppl: float | None
     error: str | None = Field(description="why the job failed (or why its last attempt ended)")
+    requirements: list[str] = Field(default_factory=list, description="what a worker must have to run it (cuda, cpu)")
+    estimate: dict[str, int | float] | None = Field(
+        None, description="estimated steps_per_epoch, step_seconds and epoch_seconds on this server's workers"
+    )
     worker_id: str | None
     created_at: datetime
     started_at: datetime | None
@@ -141,6 +174,8 @@ class JobOut(BaseModel):
             best_valid_ppl=job.best_valid_ppl,
             test_ppl=job.test_ppl,
             error=job.error,
+            requirements=list(job.requirements or []),
+            estimate=job.estimate,
             worker_id=job.worker_id,
             created_at=job.created_at,
             started_at=job.started_at,

@@ -5,29 +5,31 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import ObservabilityDep, SessionDep, SettingsDep
+from app.api.deps import InferenceSlotsDep, ObservabilityDep, SessionsDep, SettingsDep
 from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, SentenceOut
 from app.api.models import ModelCacheDep, serve_model
-from app.api.schemas import problem_responses
+from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.inference import scoring
 
 router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 
 
-@router.post("/score", response_model=ScoreResponse, responses=problem_responses(400, 404, 409, 422))
+@router.post("/score", response_model=ScoreResponse, responses=problem_responses(*INFERENCE_PROBLEMS))
 def score(
     body: ScoreRequest,
     principal: ReadKey,
-    session: SessionDep,
+    sessions: SessionsDep,
     settings: SettingsDep,
     cache: ModelCacheDep,
+    slots: InferenceSlotsDep,
     observability: ObservabilityDep,
 ) -> Response:
     """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities and aggregates."""
     options = scoring.ScoreOptions(log10=body.log10, score_eos=body.score_eos, normalize=body.normalize)
     sentences = scoring.words_of(body.sentences, options, settings)  # limits first: no model load for nothing
-    ref, loaded = serve_model(body.model, session, settings, cache, principal)
-    scored, totals = scoring.score_words(loaded, sentences, options)
+    with slots.acquire():
+        ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
+        scored, totals = scoring.score_words(loaded, sentences, options)
     aggregate = ScoreAggregate.model_validate(totals)
     observability.tokens_scored.inc(aggregate.num_tokens)
     result = ScoreResponse(

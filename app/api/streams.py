@@ -14,6 +14,9 @@ from typing import NamedTuple
 import anyio
 from fastapi import Request
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
+
+from app.inference.slots import Slot
 
 PING_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
 
@@ -27,20 +30,29 @@ class Polled(NamedTuple):
 Poll = Callable[[], Polled]
 
 
-def polled_events(request: Request, poll: Poll, interval: float) -> EventSourceResponse:
-    """An event-stream response fed by calling `poll` until it is done or the client disconnects."""
+def polled_events(request: Request, poll: Poll, interval: float, slot: Slot | None = None) -> EventSourceResponse:
+    """An event-stream response fed by calling `poll` until it is done or the client disconnects.
+
+    A `slot` (the cap on open streams) is held until the stream ends; the background task releases it
+    as well when the client left before the first event (release is idempotent).
+    """
 
     async def stream() -> AsyncIterator[dict[str, str]]:
-        while True:
-            polled = await anyio.to_thread.run_sync(poll)
-            for event in polled.events:
-                yield event
-            if polled.done:
-                return
-            if polled.more:
-                continue
-            if await request.is_disconnected():
-                return
-            await anyio.sleep(interval)
+        try:
+            while True:
+                polled = await anyio.to_thread.run_sync(poll)
+                for event in polled.events:
+                    yield event
+                if polled.done:
+                    return
+                if polled.more:
+                    continue
+                if await request.is_disconnected():
+                    return
+                await anyio.sleep(interval)
+        finally:
+            if slot is not None:
+                slot.release()
 
-    return EventSourceResponse(stream(), ping=PING_SECONDS)
+    background = BackgroundTask(slot.release) if slot is not None else None
+    return EventSourceResponse(stream(), ping=PING_SECONDS, background=background)

@@ -22,10 +22,11 @@ from app.errors import Invalid
 from app.inference.registry import LoadedModel
 from app.inference.text import tokenize
 from app.settings import Settings
-from model.inference import GeneratedToken, generate_stream
+from model.inference import GeneratedToken, generate_stream, read_prompt
 from model.network import State
 
 FINISH_EOS, FINISH_STOP, FINISH_LENGTH = "eos", "stop", "length"
+PROMPT_BLOCK = 256  # echoed prompt positions whose distributions over V exist at once
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ def check_request(prompt_words: Sequence[str], sampling: Sampling, settings: Set
         raise Invalid(f"max_tokens: {sampling.max_tokens} is over the limit of {settings.max_generate_tokens}")
     if sampling.n > settings.max_generate_n:
         raise Invalid(f"n: {sampling.n} is over the limit of {settings.max_generate_n}")
-    if len(prompt_words) > settings.max_request_tokens:
-        raise Invalid(f"prompt: {len(prompt_words)} words, at most {settings.max_request_tokens}")
+    if len(prompt_words) > settings.max_prompt_words:
+        raise Invalid(f"prompt: {len(prompt_words)} words, at most {settings.max_prompt_words}")
 
 
 def _top(logp: Tensor, k: int, words: Sequence[str], chosen: int | None) -> dict[str, float]:
@@ -103,21 +104,31 @@ class Replay:
         model = loaded.model
         with torch.inference_mode(), loaded.lock:
             context = torch.tensor([[loaded.vocab.eos_id, *self.ids]], device=model.decoder.weight.device)
-            logits, state = model(context, model.zero_state(1))
-            self.prompt_logp = torch.log_softmax(logits[0].float(), dim=-1)  # [P + 1, V]
+            outputs, state = read_prompt(model, context, keep_outputs=True)
+            # [P + 1, H]: the distributions over V are computed block by block when they are read.
+            self.prompt_hidden = outputs[0]
+            last = torch.log_softmax(model.decoder(self.prompt_hidden[-1]).float(), dim=-1)
         self.states: list[State] = [state] * n  # never written in place: sharing is safe
-        self.next_logp = [self.prompt_logp[-1]] * n  # [V] each: the distribution of the next word
+        self.next_logp = [last] * n  # [V] each: the distribution of the next word
         self.pending: list[int | None] = [None] * n  # a word emitted but not yet read
 
     def prompt(self, words: Sequence[str], k: int) -> list[PromptToken]:
         """Log p of each prompt word given the words before it (the first: None), with k alternatives."""
         vocab_words = self.loaded.vocab.words
+        model = self.loaded.model
         out = []
+        block: Tensor | None = None  # log p over V at positions [start, start + PROMPT_BLOCK)
+        start = 0
         for j, (word, token_id) in enumerate(zip(words, self.ids, strict=True)):
             if j == 0:
                 out.append(PromptToken(word, None, None))
                 continue
-            logp = self.prompt_logp[j]
+            if block is None or j >= start + PROMPT_BLOCK:
+                start = j
+                with torch.inference_mode(), self.loaded.lock:
+                    logits = model.decoder(self.prompt_hidden[start : start + PROMPT_BLOCK])
+                    block = torch.log_softmax(logits.float(), dim=-1)  # [<= PROMPT_BLOCK, V]
+            logp = block[j - start]
             out.append(PromptToken(word, float(logp[token_id]), _top(logp, k, vocab_words, token_id)))
         return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, or_
@@ -34,10 +34,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         data = json.loads(raw)
         created_at = datetime.fromisoformat(data["t"])
         row_id = data["id"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise Invalid(f"cursor {cursor!r} is not valid: pass a previous page's next_cursor", field="cursor") from None
-    if not isinstance(row_id, str) or created_at.tzinfo is None:
-        raise Invalid(f"cursor {cursor!r} is not valid: pass a previous page's next_cursor", field="cursor")
+        if not isinstance(row_id, str) or len(row_id) > 100 or created_at.tzinfo is None:
+            raise ValueError("not a cursor")
+        created_at = created_at.astimezone(UTC)  # OverflowError at the ends of the calendar
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError, RecursionError):
+        raise Invalid(
+            f"cursor {cursor[:100]!r} is not valid: pass a previous page's next_cursor", field="cursor"
+        ) from None
     return created_at, row_id
 
 

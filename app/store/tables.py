@@ -94,6 +94,10 @@ class Job(Base):
     best_valid_ppl: Mapped[float | None] = mapped_column(Float)
     test_ppl: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    # What a worker must advertise to claim the job (its device: "cuda", "cpu"; none for "auto").
+    requirements: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    run_after: Mapped[datetime | None]  # held back until then after a transient failure (backoff)
+    estimate: Mapped[dict[str, Any] | None]  # steps_per_epoch, step_seconds, epoch_seconds at submission
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -173,6 +177,8 @@ class Worker(Base):
     hostname: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int] = mapped_column(Integer)
     current_job_id: Mapped[str | None] = mapped_column(String(40))
+    # What it can run: devices ("cpu", "cuda") and precisions ("bf16"); jobs' requirements match these.
+    capabilities: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None]

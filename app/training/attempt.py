@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
@@ -23,6 +24,7 @@ from app.store.tables import Checkpoint, Job, Metric, new_id, utcnow
 from app.training import checkpoints, logs
 from app.training.jobs import ACTIVE, CANCELED, FAILED, QUEUED, SUCCEEDED
 from app.training.logs import LogLine
+from app.training.sweep import sweep_job_folder
 
 
 class LeaseLost(Exception):
@@ -218,10 +220,12 @@ class Attempt:
         keep_last: int,
         error: str | None = None,
         lines: Sequence[LogLine] = (),
+        retry_in: float | None = None,
     ) -> None:
         """Leave the job canceled, or queued again (shutdown, transient error), after an optional
         interrupt checkpoint. A clean hand-back (`error` None) does not use up one of the job's
-        attempts: `max_attempts` grows by one with it.
+        attempts: `max_attempts` grows by one with it. `retry_in` holds a requeued job back for that
+        many seconds (backoff after a transient error).
         """
         if status not in (CANCELED, QUEUED):
             raise ValueError(f"an attempt stops as canceled or queued, not {status}")
@@ -234,6 +238,8 @@ class Attempt:
             values["error"] = error or f"attempt {self.attempt} handed back by worker {self.worker_id} (shutdown)"
             if error is None:
                 values["max_attempts"] = Job.max_attempts + 1
+            if retry_in:
+                values["run_after"] = now + timedelta(seconds=retry_in)
         with write_session(self.engine) as session:
             self._write_job(session, **values)
             self._write_logs(session, lines)
@@ -249,3 +255,32 @@ class Attempt:
         with write_session(self.engine) as session:
             self._write_job(session, status=FAILED, error=error, finished_at=utcnow(), lease_expires_at=None)
             self._write_logs(session, lines)
+
+    # --- what a resuming attempt cleans up ---
+
+    def checkpoints_newest_first(self) -> list[Checkpoint]:
+        """The job's checkpoint rows, the one to resume from first."""
+        with Session(self.engine) as session:
+            return list(reversed(checkpoints.ordered(session, self.job_id)))
+
+    def forget_checkpoint(self, checkpoint_id: str) -> None:
+        """Drop an unusable checkpoint (row and file) and the metric points recorded after the
+        checkpoint before it: the run continues from there and records them again."""
+        with write_session(self.engine) as session:
+            self._write_job(session)
+            row = session.get(Checkpoint, checkpoint_id)
+            if row is None:
+                return
+            path = row.path
+            session.delete(row)
+            session.flush()
+            before = checkpoints.latest(session, self.job_id)
+            session.execute(
+                delete(Metric).where(Metric.job_id == self.job_id, Metric.step > (before.step if before else 0))
+            )
+        checkpoints.remove_files([path])
+
+    def sweep_folder(self, folder: Path) -> list[str]:
+        """Remove what a dead attempt left in the job's folder (temporary and unrecorded files)."""
+        with Session(self.engine) as session:
+            return sweep_job_folder(session, folder)

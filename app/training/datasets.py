@@ -13,10 +13,13 @@ deleted and hidden, so those jobs keep their history. Server-side corpora are ne
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
@@ -26,6 +29,7 @@ from app.auth.principal import LOCAL, Principal
 from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from app.settings import Settings
 from app.store.db import write_session
+from app.store.files import fsync_dir
 from app.store.pagination import keyset_page
 from app.store.tables import Dataset, Job, new_id, utcnow
 from model.data import SPLITS, CorpusError, Vocabulary, tokenize_text
@@ -33,6 +37,8 @@ from model.data import SPLITS, CorpusError, Vocabulary, tokenize_text
 UPLOAD = "upload"
 BUILTIN = ownership.BUILTIN_SOURCE
 BUSY = ("queued", "running", "canceling")  # job states that still read their dataset
+STAGING_PREFIX, STAGING_SUFFIX = ".ds_", ".partial"  # an upload being written: `.ds_<id>.partial`
+COPY_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,30 +90,50 @@ def corpus_stats(texts: dict[str, str]) -> CorpusStats:
     return CorpusStats(counts["train"], counts["valid"], counts["test"], len(vocab))
 
 
-def create_upload(
-    engine: Engine, settings: Settings, name: str | None, files: dict[str, bytes], owner: Principal = LOCAL
-) -> Dataset:
-    """Validate and store an uploaded train/valid/test triple; nothing is written when it is refused."""
-    total = sum(len(raw) for raw in files.values())
-    if total > settings.max_upload_bytes:
-        raise TooLarge(
-            f"the upload has {total:,} bytes; this server accepts at most {settings.max_upload_bytes:,}",
-            size_bytes=total,
-            limit=settings.max_upload_bytes,
-        )
-    with Session(engine) as session:  # refuse early; checked again where the row is added
-        quotas.check_storage(session, settings, owner, total)
-    texts = {split: decode_split(split, files[split]) for split in SPLITS}
-    stats = corpus_stats(texts)
+def folder_stats(folder: str) -> CorpusStats:
+    """The numbers of a corpus folder holding train.txt, valid.txt and test.txt (`Invalid` for bad text)."""
+    texts = {split: decode_split(split, (Path(folder) / f"{split}.txt").read_bytes()) for split in SPLITS}
+    return corpus_stats(texts)
 
+
+def parse_in_child(folder: Path) -> CorpusStats:
+    """`folder_stats` in a child process: a large corpus (millions of words) is decoded, split and
+    counted there, so its seconds of CPU and its memory never hold up the API's own process."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(folder_stats, str(folder)).result()
+
+
+def create_upload(
+    engine: Engine, settings: Settings, name: str | None, files: dict[str, BinaryIO], owner: Principal = LOCAL
+) -> Dataset:
+    """Validate and store an uploaded train/valid/test triple; nothing is left when it is refused.
+
+    Each file is streamed to a staging folder, never read whole into memory; the staged text is
+    parsed in this thread when small, in a child process from `upload_parse_process_bytes` on.
+    """
     dataset_id = new_id("ds")
     folder = (settings.datasets_dir / dataset_id).resolve()
-    staging = folder.with_name(f".{dataset_id}.partial")
+    staging = folder.with_name(f"{STAGING_PREFIX}{dataset_id}{STAGING_SUFFIX}")
     staging.mkdir(parents=True)
     try:
+        total = 0
         for split in SPLITS:
-            (staging / f"{split}.txt").write_bytes(files[split])
+            with (staging / f"{split}.txt").open("wb") as out:
+                shutil.copyfileobj(files[split], out, COPY_CHUNK)
+                total += out.tell()
+                out.flush()
+                os.fsync(out.fileno())
+            if total > settings.max_upload_bytes:
+                raise TooLarge(
+                    f"the upload has more than {settings.max_upload_bytes:,} bytes; this server accepts at most "
+                    f"{settings.max_upload_bytes:,}",
+                    limit=settings.max_upload_bytes,
+                )
+        large = total >= settings.upload_parse_process_bytes
+        stats = parse_in_child(staging) if large else folder_stats(str(staging))
         os.replace(staging, folder)  # the folder appears whole or not at all
+        fsync_dir(folder.parent)
         with write_session(engine) as session:
             quotas.check_storage(session, settings, owner, total)
             dataset = stats.row(dataset_id, name or dataset_id, UPLOAD, folder, total, owner.owner_id)
@@ -148,10 +174,14 @@ def register_builtin(
         raise NotFound(f"no corpus root named {root!r} ({choices})", field="root")
     base = settings.corpus_roots[root].resolve()
     display = f"{root}/{subpath}".rstrip("/")
-    folder = _inside(base, base / subpath)
+    try:
+        folder = _inside(base, base / subpath)
+        is_dir = folder is not None and folder.is_dir()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system, ...
+        raise Invalid(f"{display}: not a usable path", field="path") from None
     if folder is None:
         raise Invalid(f"{display}: the path leaves the corpus root", field="path")
-    if not folder.is_dir():
+    if not is_dir:
         raise NotFound(f"{display}: no such corpus folder", field="path")
 
     with Session(engine) as session:

@@ -43,6 +43,39 @@ def estimate_size(config: ModelConfig, corpus_vocab_size: int) -> SizeEstimate:
     return SizeEstimate(v, parameters, weights + activations)
 
 
+LAYER_STEP_SECONDS = 2e-5  # per layer and time step (forward and backward): kernel calls, not FLOPs
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """How long training takes on a worker of `settings.worker_gflops`, a rough but bounded guess."""
+
+    steps_per_epoch: int
+    step_seconds: float
+    epoch_seconds: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "steps_per_epoch": self.steps_per_epoch,
+            "step_seconds": round(self.step_seconds, 6),
+            "epoch_seconds": round(self.epoch_seconds, 3),
+        }
+
+
+def estimate_time(config: ModelConfig, dataset: Dataset, settings: Settings) -> TimeEstimate:
+    """Step and epoch time: the training FLOPs of a [B, T] batch at `worker_gflops`, plus a fixed
+    cost per layer and time step; the epoch adds its validation pass (a forward, a third of a step)."""
+    v = min(config.vocab_size, dataset.vocab_size)
+    b, t = config.batch_size, config.num_steps
+    step = config.train_flops_per_token(v) * b * t / (settings.worker_gflops * 1e9)
+    step += LAYER_STEP_SECONDS * config.num_layers * t
+    steps = epoch_size(dataset.train_tokens, b, t)
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    valid_steps = epoch_size(dataset.valid_tokens, b, t)
+    return TimeEstimate(max(steps, 0), step, step * max(steps, 0) + step / 3 * max(valid_steps, 0))
+
+
 def build_config(settings: Settings, preset_name: str, overrides: dict[str, Any], dataset: Dataset) -> ModelConfig:
     """The config a job trains with; `Invalid` (with the numbers) when it cannot run here."""
     unknown = sorted(set(overrides) - FIELD_NAMES)
@@ -74,6 +107,17 @@ def build_config(settings: Settings, preset_name: str, overrides: dict[str, Any]
             field="overrides",
             train_memory_bytes=size.train_memory_bytes,
             limit=settings.max_train_memory_bytes,
+        )
+
+    timing = estimate_time(config, dataset, settings)
+    if timing.step_seconds > settings.max_step_seconds:
+        raise Invalid(
+            f"one training step would take about {timing.step_seconds:,.1f} s ({config.num_layers} layers, "
+            f"hidden {config.hidden_size}, batch {config.batch_size} x {config.num_steps} steps); this server "
+            f"accepts at most {settings.max_step_seconds:,.1f} s a step",
+            field="overrides",
+            step_seconds=timing.step_seconds,
+            limit=settings.max_step_seconds,
         )
 
     # The seed's batch layout needs B * (T + 1) tokens for one step; the test stream needs two.

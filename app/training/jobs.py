@@ -34,7 +34,8 @@ from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
 from app.store.tables import Checkpoint, Dataset, Job, JobLog, Metric, new_id, utcnow
-from app.training.job_config import build_config
+from app.training.job_config import build_config, estimate_time
+from model.config import ModelConfig
 
 QUEUED, RUNNING, CANCELING = "queued", "running", "canceling"
 SUCCEEDED, FAILED, CANCELED = "succeeded", "failed", "canceled"
@@ -71,6 +72,8 @@ def submit(
             quotas.check_queue(session, settings, owner)
             config = build_config(settings, preset_name, overrides, dataset)
             job = Job(
+                requirements=requirements(config),
+                estimate=estimate_time(config, dataset, settings).as_dict(),
                 id=new_id("job"),
                 status=QUEUED,
                 preset=preset_name,
@@ -94,6 +97,11 @@ def submit(
         if original is None:
             raise
         return original, False
+
+
+def requirements(config: ModelConfig) -> list[str]:
+    """What a worker must advertise to run `config`: its device, unless it says `auto`."""
+    return [] if config.device == "auto" else [config.device]
 
 
 def _stored_idempotency_key(owner: Principal, key: str) -> str:
@@ -150,10 +158,14 @@ def queue_position(session: Session, job: Job) -> int | None:
     return session.scalar(select(func.count()).select_from(Job).where(Job.status == QUEUED, ahead)) or 0
 
 
-def status_message(job: Job, position: int | None) -> str:
-    """One line on why the job is where it is."""
+def status_message(job: Job, position: int | None, unmet: list[str] | None = None) -> str:
+    """One line on why the job is where it is; `unmet`: what the job needs that no live worker has."""
     if job.status == QUEUED:
         waiting = f"waiting for a worker; {position} job(s) ahead" if position is not None else "waiting for a worker"
+        if unmet:
+            waiting = f"waiting for a worker with {', '.join(unmet)}: no running worker has it"
+        if job.run_after is not None and job.run_after > utcnow():
+            waiting += f"; retrying after {job.run_after.isoformat(timespec='seconds')} (backoff)"
         return f"{waiting} (previous attempt: {job.error})" if job.attempt and job.error else waiting
     if job.status == RUNNING:
         return f"attempt {job.attempt} of {job.max_attempts} running on worker {job.worker_id}"

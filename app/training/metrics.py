@@ -8,12 +8,15 @@ the global training step.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import Invalid
 from app.store.tables import Metric
 
+PAGE_TOKEN = re.compile(r"[0-9]{1,18}")  # a metric id, as `history` issues them
 KEYS = ("train_ppl", "valid_ppl", "test_ppl", "lr", "wps", "train_ppl_running")
 
 
@@ -26,7 +29,7 @@ def decode_page_token(token: str | None) -> int:
     """The metric id a page starts after; `Invalid` for a token this API did not issue."""
     if not token:
         return 0
-    if not token.isdigit():
+    if not PAGE_TOKEN.fullmatch(token):
         raise Invalid(f"page_token {token!r} is not valid: pass a previous page's next_page_token", field="page_token")
     return int(token)
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, String, case, cast, delete, func, literal, select, update
+from sqlalchemy import Engine, String, case, cast, delete, func, literal, or_, select, update
+from sqlalchemy.orm import Session
 
 from app.store.db import rows_changed, write_session
 from app.store.tables import Dataset, Job, Metric, Worker, new_id, utcnow
@@ -37,22 +39,34 @@ class ClaimedJob:
     checkpoint_id: str | None  # resume from this checkpoint, None = start fresh
     checkpoint_path: str | None
     checkpoint_step: int  # global training step of that checkpoint (0 = none)
+    started_at: datetime  # the first attempt's start: the job's wall time counts from here
 
 
-def claim_next(engine: Engine, worker_id: str, lease_seconds: float) -> ClaimedJob | None:
-    """Claim the oldest queued job for `worker_id`, or None when the queue is empty."""
+CLAIM_WINDOW = 50  # queued jobs looked at per claim for one whose requirements this worker meets
+
+
+def claim_next(
+    engine: Engine, worker_id: str, lease_seconds: float, capabilities: Sequence[str] | None = None
+) -> ClaimedJob | None:
+    """Claim the oldest queued job for `worker_id` that it can run, or None when there is none.
+
+    A job can run when its `run_after` (backoff) has passed and, if `capabilities` are given, the
+    worker has every capability the job requires (a job needing `cuda` waits for a GPU worker).
+    """
+    now = utcnow()
     with write_session(engine) as session:
-        candidate = session.execute(
-            select(Job.id, Job.attempt)
-            .where(Job.status == QUEUED)
+        rows = session.execute(
+            select(Job.id, Job.attempt, Job.requirements)
+            .where(Job.status == QUEUED, or_(Job.run_after.is_(None), Job.run_after <= now))
             .order_by(Job.created_at, Job.id)
-            .limit(1)
+            .limit(1 if capabilities is None else CLAIM_WINDOW)
             .with_for_update(skip_locked=True)
-        ).first()
+        ).all()
+        have = set(capabilities or ())
+        candidate = next((r for r in rows if capabilities is None or set(r[2] or ()) <= have), None)
         if candidate is None:
             return None
-        job_id, attempt = candidate
-        now = utcnow()
+        job_id, attempt, _ = candidate
         won = rows_changed(
             session,
             update(Job)
@@ -64,6 +78,7 @@ def claim_next(engine: Engine, worker_id: str, lease_seconds: float) -> ClaimedJ
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 started_at=func.coalesce(Job.started_at, now),  # the first attempt's start
                 finished_at=None,
+                run_after=None,
             )
             .execution_options(synchronize_session=False),
         )
@@ -86,6 +101,7 @@ def claim_next(engine: Engine, worker_id: str, lease_seconds: float) -> ClaimedJ
             checkpoint_id=resume.id if resume is not None else None,
             checkpoint_path=resume.path if resume is not None else None,
             checkpoint_step=step,
+            started_at=job.started_at or now,
         )
 
 
@@ -127,15 +143,45 @@ def requeue_expired(engine: Engine) -> int:
         )
 
 
-def register_worker(engine: Engine, worker_id: str | None = None) -> str:
-    """Record a starting worker (its heartbeat tells /readyz jobs will be picked up); returns its id."""
+def register_worker(engine: Engine, worker_id: str | None = None, capabilities: Sequence[str] = ()) -> str:
+    """Record a starting worker and what it can run (its heartbeat tells /readyz jobs will be picked
+    up); returns its id."""
     hostname = socket.gethostname()
     worker_id = worker_id or f"{hostname}-{os.getpid()}-{new_id('w')[2:8]}"
     now = utcnow()
     with write_session(engine) as session:
         session.execute(delete(Worker).where(Worker.heartbeat_at < now - STALE_WORKER_ROWS))
-        session.add(Worker(id=worker_id, hostname=hostname, pid=os.getpid(), started_at=now, heartbeat_at=now))
+        session.add(
+            Worker(
+                id=worker_id,
+                hostname=hostname,
+                pid=os.getpid(),
+                started_at=now,
+                heartbeat_at=now,
+                capabilities=sorted(set(capabilities)),
+            )
+        )
     return worker_id
+
+
+def live_capabilities(session: Session, within: timedelta) -> list[set[str]]:
+    """The capability sets of the workers that beat within `within` and have not stopped."""
+    rows = session.scalars(
+        select(Worker.capabilities).where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= utcnow() - within)
+    )
+    return [set(caps or ()) for caps in rows]
+
+
+def unmet_requirements(session: Session, requirements: Sequence[str], within: timedelta) -> list[str] | None:
+    """What no live worker offers of `requirements` (None when no worker is alive to ask)."""
+    if not requirements:
+        return []
+    workers = live_capabilities(session, within)
+    if not workers:
+        return None
+    if any(set(requirements) <= caps for caps in workers):
+        return []
+    return sorted(set(requirements) - set().union(*workers)) or sorted(requirements)
 
 
 def worker_heartbeat(engine: Engine, worker_id: str, current_job_id: str | None) -> None:

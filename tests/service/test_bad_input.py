@@ -3,21 +3,30 @@ stored (rows or files) changes."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import TINY, Service, open_service, stored_state
+from harness import TINY, Service, open_service, stored_state, write_corpus
 
 Request = Callable[[Service, dict[str, Any]], httpx.Response]
 
 
 @pytest.fixture
 def limited(tmp_path: Path) -> Iterator[Service]:
-    """A service with a 20 kB upload limit and a 1M-parameter model limit."""
-    svc, close = open_service(tmp_path, max_upload_bytes=20_000, max_model_parameters=1_000_000)
+    """A service with a 20 kB upload limit, a 1M-parameter model limit, a 0.1 s step limit and a corpus root."""
+    root = write_corpus(tmp_path / "roots" / "tiny")
+    svc, close = open_service(
+        tmp_path,
+        max_upload_bytes=20_000,
+        max_model_parameters=1_000_000,
+        max_step_seconds=0.1,
+        corpus_roots={"tiny": root},
+    )
     yield svc
     close()
 
@@ -47,6 +56,27 @@ def post_overrides(**overrides: Any) -> Request:
     return lambda s, ids: s.client.post("/v1/jobs", json=job_body(ids, **overrides))
 
 
+def raw(path: str, body: bytes) -> Request:
+    """A JSON body sent as bytes (httpx cannot encode a lone surrogate itself)."""
+    return lambda s, ids: s.client.post(path, content=body, headers={"content-type": "application/json"})
+
+
+def builtin(path: str) -> Request:
+    return lambda s, ids: s.client.post("/v1/datasets/builtin", json={"root": "tiny", "path": path})
+
+
+def post_job_with_key(key: str) -> Request:
+    return lambda s, ids: s.client.post("/v1/jobs", json=job_body(ids), headers={"Idempotency-Key": key})
+
+
+def cursor_of(raw_bytes: bytes) -> str:
+    return base64.urlsafe_b64encode(raw_bytes).decode().rstrip("=")
+
+
+def cursor(t: str, row_id: str) -> str:
+    return cursor_of(json.dumps({"t": t, "id": row_id}).encode())
+
+
 CATALOGUE: dict[str, tuple[Request, int, str]] = {
     # name: (request, status, a phrase the detail must contain)
     "malformed JSON": (
@@ -61,16 +91,16 @@ CATALOGUE: dict[str, tuple[Request, int, str]] = {
     "unknown body field": (post_job(epochs=3), 422, "epochs"),
     "unknown preset": (post_job(preset="huge"), 422, "unknown preset 'huge'"),
     "unknown config field": (post_overrides(dropout=0.5), 422, "unknown config field(s): dropout"),
-    "negative hidden_size": (post_overrides(hidden_size=-5), 422, "hidden_size must be an integer >= 1"),
-    "zero batch_size": (post_overrides(batch_size=0), 422, "batch_size must be an integer >= 1"),
+    "negative hidden_size": (post_overrides(hidden_size=-5), 422, "hidden_size must be an integer in [1,"),
+    "zero batch_size": (post_overrides(batch_size=0), 422, "batch_size must be an integer in [1,"),
     "keep_prob above 1": (post_overrides(keep_prob=1.5), 422, "keep_prob must be in (0, 1]"),
     "string for an integer": (post_overrides(num_steps="20"), 422, "num_steps must be an integer"),
     "float for an integer": (post_overrides(num_layers=2.5), 422, "num_layers must be an integer"),
-    "NaN-like learning rate": (post_overrides(learning_rate=-1), 422, "learning_rate must be a finite number > 0"),
+    "NaN-like learning rate": (post_overrides(learning_rate=-1), 422, "learning_rate must be a number in (0"),
     "unknown device": (post_overrides(device="tpu"), 422, "device must be one of"),
-    "absurd hidden_size (parameters)": (post_overrides(hidden_size=100_000), 422, "parameters"),
+    "absurd hidden_size (parameters)": (post_overrides(hidden_size=8000), 422, "parameters"),
     "absurd batch x steps (memory)": (
-        post_overrides(batch_size=100_000, num_steps=100_000),
+        post_overrides(batch_size=4096, num_steps=1000, hidden_size=200),
         422,
         "GiB of memory",
     ),
@@ -129,6 +159,93 @@ CATALOGUE: dict[str, tuple[Request, int, str]] = {
     ),
     "unknown route": (lambda s, ids: s.client.get("/v1/nothing"), 404, "Not Found"),
     "wrong method": (lambda s, ids: s.client.put("/v1/jobs"), 405, "Method Not Allowed"),
+    # Configs that validation used to accept and that hung or wasted a worker.
+    "100,000 layers": (post_overrides(num_layers=100_000), 422, "num_layers must be an integer in [1, 16]"),
+    "a decay that overflows": (post_overrides(lr_decay=1e308), 422, "lr_decay must be a number in (0"),
+    "a learning rate that diverges": (post_overrides(learning_rate=1e30), 422, "learning_rate must be a number"),
+    "a step too slow to cancel": (
+        post_overrides(num_layers=16, num_steps=500),
+        422,
+        "one training step would take about",
+    ),
+    # Inputs that used to get a 500.
+    "NUL byte in a corpus path": (builtin("a\x00b"), 422, "path"),
+    "5,000-character corpus path": (builtin("a" * 5000), 422, "path"),
+    "lone surrogate in a corpus path": (
+        raw("/v1/datasets/builtin", b'{"root": "tiny", "path": "\\ud800"}'),
+        422,
+        "Unicode",
+    ),
+    "lone surrogate in dataset_id": (
+        raw("/v1/jobs", b'{"dataset_id": "\\ud800", "preset": "test"}'),
+        422,
+        "Unicode",
+    ),
+    "lone surrogate in a scored sentence": (
+        raw("/v1/score", b'{"model": "m", "sentences": ["the \\ud800 cat"]}'),
+        422,
+        "Unicode",
+    ),
+    "lone surrogate in a completion prompt": (
+        raw("/v1/completions", b'{"model": "m", "prompt": ["ok", "\\udfff"]}'),
+        422,
+        "Unicode",
+    ),
+    "page token past 64 bits": (
+        lambda s, ids: s.client.get(f"/v1/jobs/{ids['job']}/metrics", params={"page_token": "9" * 23}),
+        422,
+        "page_token",
+    ),
+    "page token of a superscript digit": (
+        lambda s, ids: s.client.get(f"/v1/jobs/{ids['job']}/metrics?page_token=%C2%B2"),
+        422,
+        "page_token",
+    ),
+    "cursor at the end of the calendar": (
+        lambda s, ids: s.client.get("/v1/jobs", params={"cursor": cursor("0001-01-01T00:00:00+14:00", "a")}),
+        422,
+        "cursor",
+    ),
+    "cursor nested past recursion": (
+        lambda s, ids: s.client.get("/v1/jobs", params={"cursor": cursor_of(b"[" * 5000)}),
+        422,
+        "cursor",
+    ),
+    "Last-Event-ID of a superscript digit": (
+        lambda s, ids: s.client.get(f"/v1/jobs/{ids['job']}/events", headers={"Last-Event-ID": b"\xb2"}),
+        422,
+        "Last-Event-ID",
+    ),
+    "Last-Event-ID of 5,000 digits": (
+        lambda s, ids: s.client.get(f"/v1/jobs/{ids['job']}/events", headers={"Last-Event-ID": "7" * 5000}),
+        422,
+        "Last-Event-ID",
+    ),
+    "empty Idempotency-Key": (post_job_with_key(""), 422, "idempotency-key"),
+    "Idempotency-Key with a space": (post_job_with_key("a b"), 422, "idempotency-key"),
+    "201-character Idempotency-Key": (post_job_with_key("k" * 201), 422, "idempotency-key"),
+    "10 MB field (refused before parsing)": (
+        lambda s, ids: s.client.post("/v1/jobs", json={"dataset_id": "x" * 10_000_000}),
+        413,
+        "at most 2,097,152",
+    ),
+    "8 MB scoring body (refused before parsing)": (
+        lambda s, ids: s.client.post("/v1/score", json={"model": "m", "sentences": ["the cat sat"] * 700_000}),
+        413,
+        "at most 2,097,152",
+    ),
+    "chunked 3 MB JSON body (no Content-Length)": (
+        lambda s, ids: s.client.post(
+            "/v1/score", content=(b" " * 100_000 for _ in range(30)), headers={"content-type": "application/json"}
+        ),
+        413,
+        "has more bytes",
+    ),
+    "1 MB field under the body limit": (
+        lambda s, ids: s.client.post("/v1/jobs", json={"dataset_id": ids["dataset"], "preset": "p" * 1_000_000}),
+        422,
+        "preset",
+    ),
     "unknown corpus root": (
         lambda s, ids: s.client.post("/v1/datasets/builtin", json={"root": "ptb"}),
         404,
@@ -147,5 +264,7 @@ def test_bad_request_gets_a_problem_and_changes_nothing(case: str, limited: Serv
     body = response.json()
     assert body["status"] == status and body["type"] == "about:blank"
     assert body["title"] and body["instance"].startswith("/")
-    assert phrase in body["detail"], body
+    assert phrase.lower() in body["detail"].lower(), body
+    assert len(body["detail"]) <= 300 and len(response.content) < 20_000  # never grows with the input
+    assert "/tmp" not in response.text and str(limited.tmp) not in response.text  # no server path
     assert stored_state(limited) == before

@@ -218,3 +218,85 @@ def test_a_job_whose_corpus_became_unreadable_fails_with_the_reason(service: Ser
     assert failed["status"] == "failed" and failed["attempt"] == 1  # a permanent error is not retried
     assert failed["error"].startswith("CorpusError:") and "not UTF-8" in failed["error"]
     assert failed["message"] == failed["error"] and failed["finished_at"] is not None
+
+
+def test_a_worker_killed_mid_checkpoint_leaves_nothing_and_a_corrupt_latest_checkpoint_falls_back(
+    service: Service, long_corpus: Path, reference: tuple[list[dict[str, float]], float]
+) -> None:
+    dataset = service.upload(long_corpus)
+    job = service.submit(dataset["id"], **RESUMABLE)
+    first = service.start_worker()
+
+    def in_third_epoch() -> bool:
+        progress = service.job(job["id"])["progress"] or {}
+        return progress.get("epoch") == 3 and progress.get("phase") == "train" and progress.get("step", 0) >= 20
+
+    wait_for(in_third_epoch, timeout=90, interval=0.02, what="the job to be inside epoch 3")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    # What a kill during a checkpoint write leaves (checkpoint.save's temporary file, a file written
+    # but never recorded), and a latest checkpoint the disk corrupted.
+    folder = service.settings.checkpoints_dir / job["id"]
+    rows = service.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    latest = folder / f"{rows[-1]['id']}.pt"
+    content = latest.read_bytes()
+    (folder / f".{rows[-1]['id']}.pt.k1ll3d.tmp").write_bytes(content[: len(content) // 2])
+    (folder / "ckpt_00000000deadbeef.pt").write_bytes(content)
+    latest.write_bytes(content[: len(content) // 3])
+
+    second = service.start_worker()
+    done = service.wait_status(job["id"], ("succeeded", "failed"), timeout=120)
+    assert done["status"] == "succeeded", second.log()
+    log = second.log()
+    assert f"checkpoint {rows[-1]['id']} unusable" in log and "resuming at epoch 1 step 0" in log
+    assert "a checkpoint write that never finished" in log and "a checkpoint file without a checkpoint" in log
+    assert_same_numbers(service, done, reference)
+    recorded = {Path(r["download_url"]).parent.name + ".pt" for r in _checkpoints(service, job["id"])}
+    assert {p.name for p in folder.iterdir()} == recorded
+    second.signal(signal.SIGTERM)
+    assert second.wait(20) == 0
+
+
+def _checkpoints(service: Service, job_id: str) -> list[dict[str, Any]]:
+    response = service.client.get(f"/v1/jobs/{job_id}/checkpoints")
+    assert response.status_code == 200
+    return list(response.json()["items"])
+
+
+def test_a_device_no_worker_has_waits_with_a_reason_and_a_diverged_run_fails_at_once(
+    service: Service, tiny_corpus: Path
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine's workers have a GPU")
+    dataset = service.upload(tiny_corpus)
+    on_gpu = service.submit(dataset["id"], device="cuda")
+    diverging = service.submit(
+        dataset["id"], learning_rate=100.0, init_scale=10.0, max_grad_norm=1e6, hidden_size=200, max_steps_per_epoch=50
+    )
+    worker = service.start_worker()
+    failed = service.wait_status(diverging["id"], ("succeeded", "failed"), timeout=60)
+    assert failed["status"] == "failed" and failed["attempt"] == 1, worker.log()
+    assert failed["error"].startswith("Diverged: diverged at epoch 1 step")
+    assert failed["test_ppl"] is None and not _checkpoints(service, diverging["id"])
+
+    waiting = service.job(on_gpu["id"])  # older than the diverged job, yet never claimed
+    assert waiting["status"] == "queued" and waiting["attempt"] == 0 and waiting["requirements"] == ["cuda"]
+    assert "waiting for a worker with cuda: no running worker has it" in waiting["message"]
+    assert service.client.post(f"/v1/jobs/{on_gpu['id']}/cancel").json()["status"] == "canceled"
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+
+
+def test_a_job_over_its_wall_time_fails_with_the_reason(tmp_path: Path, tiny_corpus: Path) -> None:
+    from harness import open_service
+
+    svc, close = open_service(tmp_path / "svc", max_job_seconds=1.0)
+    try:
+        dataset = svc.upload(tiny_corpus)
+        job = svc.submit(dataset["id"], max_max_epoch=1000)
+        worker = svc.start_worker()
+        done = svc.wait_status(job["id"], ("succeeded", "failed", "canceled"), timeout=60)
+        assert done["status"] == "failed" and "over the maximum wall time of 1 s" in done["error"], worker.log()
+    finally:
+        close()

@@ -5,6 +5,7 @@ authentication off beyond loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -129,3 +130,133 @@ def test_run_refuses_authentication_off_beyond_loopback(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "refusing to serve on 0.0.0.0 with authentication off" in done.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
+class Served:
+    """`python -m app run` as a subprocess with its output collected."""
+
+    def __init__(self, cwd: Path, workers: int, **env_overrides: str) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
+        env.update({"LSTMLM_POLL_SECONDS": "0.2", "LSTMLM_HEARTBEAT_SECONDS": "0.5", "LSTMLM_TORCH_THREADS": "1"})
+        env["LSTMLM_AUTH"] = "off"  # loopback only; the keys of the one-command start are tested above
+        env.update(env_overrides)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "run", "--port", str(self.port), "--workers", str(workers)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        out = self.proc.stdout
+        assert out is not None
+        threading.Thread(target=lambda: self.lines.extend(iter(out.readline, "")), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(self.healthy, timeout=60, interval=0.2, what="the API")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) is gone too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def test_sigterm_to_the_run_command_hands_the_job_back_and_leaves_no_process(tmp_path: Path) -> None:
+    served = Served(tmp_path, workers=1)
+    try:
+        client = httpx.Client(base_url=served.url, timeout=10)
+        corpus = write_corpus(tmp_path / "corpus", train=3000, seed=4)
+        files = {s: (f"{s}.txt", (corpus / f"{s}.txt").read_bytes()) for s in ("train", "valid", "test")}
+        dataset = client.post("/v1/datasets", files=files).json()
+        overrides = {**TINY, "max_max_epoch": 50}
+        job = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "preset": "test", "overrides": overrides})
+        job_id = job.json()["id"]
+
+        def training() -> bool:
+            progress = client.get(f"/v1/jobs/{job_id}").json()["progress"] or {}
+            return progress.get("phase") == "train" and progress.get("step", 0) >= 20
+
+        wait_for(training, timeout=60, interval=0.1, what="the job to train")
+        worker_pid = int(
+            next(w for w in _worker_pids(tmp_path / "data" / "service.db")),
+        )
+        served.proc.send_signal(signal.SIGTERM)  # what systemd, supervisors and `kill PID` send
+        assert served.proc.wait(timeout=60) == 0, served.output()
+        assert not alive(worker_pid), served.output()
+    finally:
+        served.kill()
+    # The database tells what happened (the API is gone): queued again, with an interrupt checkpoint.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "data" / "service.db") as db:
+        status, error = db.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        kinds = [k for (k,) in db.execute("SELECT kind FROM checkpoints WHERE job_id = ?", (job_id,))]
+    assert status == "queued" and "handed back" in error
+    assert "interrupt" in kinds
+
+
+def _worker_pids(database: Path) -> list[int]:
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        return [pid for (pid,) in db.execute("SELECT pid FROM workers WHERE stopped_at IS NULL")]
+
+
+def test_kill_9_of_the_api_mid_upload_leaves_nothing_after_a_restart(tmp_path: Path) -> None:
+    # Every upload parsed in a child process: the staging folder lives for its start-up at least.
+    served = Served(tmp_path, workers=0, LSTMLM_UPLOAD_PARSE_PROCESS_BYTES="0")
+    datasets = tmp_path / "data" / "datasets"
+    corpus = write_corpus(tmp_path / "corpus", train=20_000, seed=5)
+    files = {s: (f"{s}.txt", (corpus / f"{s}.txt").read_bytes()) for s in ("train", "valid", "test")}
+
+    def send() -> None:
+        with contextlib.suppress(httpx.TransportError):  # the server dies under it
+            httpx.post(f"{served.url}/v1/datasets", files=files, timeout=60)
+
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sender.start()
+        wait_for(lambda: list(datasets.glob(".ds_*.partial")), timeout=60, interval=0.01, what="a staging folder")
+        served.proc.send_signal(signal.SIGKILL)
+        served.proc.wait()
+    finally:
+        served.kill()
+    sender.join(timeout=60)
+    assert list(datasets.glob(".ds_*.partial"))  # the crash left it
+    orphan = datasets / "ds_0000000000000000"  # and a folder whose row was never written
+    orphan.mkdir()
+    (orphan / "train.txt").write_text("a b\n")
+
+    restarted = Served(tmp_path, workers=0)
+    try:
+        answer = httpx.get(f"{restarted.url}/v1/datasets", timeout=10).json()
+        assert answer["items"] == []  # no half row
+        assert sorted(p.name for p in datasets.iterdir()) == []
+        wait_for(lambda: "an upload that never finished" in restarted.output(), timeout=10, what="the sweep's log")
+        assert "a dataset folder without a dataset" in restarted.output()
+    finally:
+        restarted.proc.send_signal(signal.SIGTERM)
+        assert restarted.proc.wait(timeout=30) == 0
+        restarted.kill()

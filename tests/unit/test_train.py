@@ -17,7 +17,7 @@ from torch import Tensor
 from model.config import ModelConfig
 from model.data import Corpus, batches, epoch_size
 from model.network import LSTMLanguageModel, State
-from model.train import TEST_CHUNK, Callbacks, EpochResult, EvalProgress, StepProgress, Trainer, perplexity
+from model.train import TEST_CHUNK, Callbacks, Diverged, EpochResult, EvalProgress, StepProgress, Trainer, perplexity
 
 
 class StopAfter(Callbacks):
@@ -346,3 +346,16 @@ def test_perplexity_helper() -> None:
     assert perplexity(0.0, 10) == 1.0
     assert perplexity(10 * math.log(50), 10) == pytest.approx(50)
     assert perplexity(1e6, 1) == math.inf
+
+
+def test_a_run_whose_loss_stops_being_finite_raises_diverged_before_recording_it(
+    corpus: Corpus, tiny_config: ModelConfig
+) -> None:
+    config = tiny_config.replace(
+        learning_rate=100.0, init_scale=10.0, max_grad_norm=1e6, hidden_size=200, num_layers=1, max_max_epoch=3
+    )
+    trainer = Trainer(config, corpus)
+    with pytest.raises(Diverged, match=r"^diverged at epoch 1 step \d+") as raised:
+        trainer.fit()
+    assert raised.value.epoch == 1
+    assert trainer.state.history == [] and trainer.state.test_ppl is None  # nothing non-finite recorded
