@@ -19,7 +19,11 @@ PROBLEMS = problem_responses(400, 404, 409, 422)
 
 def job_out(session: Session, job: Job) -> JobOut:
     """The API view of a job, with its queue position and status message."""
-    position = jobs.queue_position(session, job)
+    return job_view(job, jobs.queue_position(session, job))
+
+
+def job_view(job: Job, position: int | None) -> JobOut:
+    """The API view of a job whose queue position is known."""
     return JobOut.of(job, position, jobs.status_message(job, position))
 
 
@@ -59,7 +63,8 @@ def list_jobs(
 ) -> JobPage:
     """List jobs, newest first, optionally filtered by status."""
     rows, next_cursor = jobs.list_jobs(session, status_filter, limit, cursor)
-    return JobPage(items=[job_out(session, job) for job in rows], next_cursor=next_cursor)
+    positions = jobs.queue_positions(session, rows)
+    return JobPage(items=[job_view(job, positions.get(job.id)) for job in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=PROBLEMS)

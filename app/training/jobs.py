@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select
+from sqlalchemy import Engine, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -119,10 +119,25 @@ def list_jobs(
 
 def queue_position(session: Session, job: Job) -> int | None:
     """How many queued jobs will be claimed before this one (0 = next); None unless queued."""
-    if job.status != QUEUED:
-        return None
-    ahead = or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id))
-    return session.scalar(select(func.count()).select_from(Job).where(Job.status == QUEUED, ahead)) or 0
+    return queue_positions(session, [job]).get(job.id)
+
+
+def queue_positions(session: Session, page: list[Job]) -> dict[str, int]:
+    """Queue positions of the queued jobs of one list page, with one count for the whole page.
+
+    Jobs are claimed in (created_at, id) order. A page is a contiguous range of that order among
+    the jobs its status filter keeps, and a filter that keeps one queued job keeps them all, so the
+    queued jobs between two of the page's queued jobs are on the page too: each position is the
+    count ahead of the page's oldest queued job plus its rank among the page's queued jobs.
+    """
+    queued = sorted((job for job in page if job.status == QUEUED), key=lambda job: (job.created_at, job.id))
+    if not queued:
+        return {}
+    oldest = queued[0]
+    # A row-value range of the (status, created_at, id) index.
+    ahead = tuple_(Job.created_at, Job.id) < tuple_(oldest.created_at, oldest.id)
+    base = session.scalar(select(func.count()).select_from(Job).where(Job.status == QUEUED, ahead)) or 0
+    return {job.id: base + rank for rank, job in enumerate(queued)}
 
 
 def status_message(job: Job, position: int | None) -> str:
