@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.store import migrate  # noqa: E402
 from app.store.db import make_engine  # noqa: E402
-from app.store.tables import Dataset, Job, Metric  # noqa: E402
+from app.store.tables import Dataset, Job  # noqa: E402
 from app.training.queue import claim_next, requeue_expired  # noqa: E402
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -146,15 +147,10 @@ def fill(engine: Engine, jobs: int, points: int) -> None:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM ANALYZE"))  # what autovacuum does after a bulk load
         return
+    insert_points = f"INSERT INTO metrics ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     with engine.begin() as connection:
-        chunk: list[dict[str, Any]] = []
-        for row in points_iter:
-            chunk.append(dict(zip(columns, row, strict=True)))
-            if len(chunk) == 50_000:
-                connection.execute(insert(Metric), chunk)
-                chunk = []
-        if chunk:
-            connection.execute(insert(Metric), chunk)
+        while chunk := list(islice(points_iter, 100_000)):
+            connection.exec_driver_sql(insert_points, chunk)
 
 
 def timed_once(fn: Callable[[], Any], after: Callable[[], Any] | None = None) -> float:
@@ -244,9 +240,10 @@ def database(kind: str, postgres_url: str, folder: Path, name: str) -> Iterator[
         admin.dispose()
 
 
-def stats(ms: list[float]) -> tuple[float, float]:
+def stats(ms: list[float]) -> tuple[float, float, float]:
+    """Median, 95th percentile and minimum."""
     ordered = sorted(ms)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered), ordered[round(0.95 * (len(ordered) - 1))], ordered[0]
 
 
 def main() -> None:
@@ -282,11 +279,17 @@ def main() -> None:
                             samples[size][path].append(ms)
         small, large = sizes["small"], sizes["large"]
         print(f"\n{kind}: {small[0]:,} jobs / {small[1]:,} points vs {large[0]:,} jobs / {large[1]:,} points")
-        print(f"{'path':46} {'small med':>10} {'p95':>8} {'large med':>10} {'p95':>8} {'ratio':>6}")
+        print("milliseconds; ratio = large / small, of the medians (and of the minimums)")
+        print(
+            f"{'path':46} | {'small: med':>10} {'p95':>7} {'min':>6} | {'large: med':>10} {'p95':>7} {'min':>6} | ratio"
+        )
         for path in samples["small"]:
-            s_med, s_p95 = stats(samples["small"][path])
-            l_med, l_p95 = stats(samples["large"][path])
-            print(f"{path:46} {s_med:8.2f}ms {s_p95:6.2f}ms {l_med:8.2f}ms {l_p95:6.2f}ms {l_med / s_med:5.2f}x")
+            s_med, s_p95, s_min = stats(samples["small"][path])
+            l_med, l_p95, l_min = stats(samples["large"][path])
+            print(
+                f"{path:46} | {s_med:10.2f} {s_p95:7.2f} {s_min:6.2f} | {l_med:10.2f} {l_p95:7.2f} {l_min:6.2f}"
+                f" | {l_med / s_med:.2f}x ({l_min / s_min:.2f}x)"
+            )
         print()
 
 
