@@ -123,21 +123,29 @@ def queue_position(session: Session, job: Job) -> int | None:
 
 
 def queue_positions(session: Session, page: list[Job]) -> dict[str, int]:
-    """Queue positions of the queued jobs of one list page, with one count for the whole page.
+    """Queue positions of the queued jobs of one list page, computed once for the whole page.
 
-    Jobs are claimed in (created_at, id) order. A page is a contiguous range of that order among
-    the jobs its status filter keeps, and a filter that keeps one queued job keeps them all, so the
-    queued jobs between two of the page's queued jobs are on the page too: each position is the
-    count ahead of the page's oldest queued job plus its rank among the page's queued jobs.
+    Jobs are claimed in (created_at, id) order. One count gives the queued jobs ahead of the page's
+    oldest queued job; one range read gives the queued jobs from it to the page's newest (on a page
+    that keeps every queued job in its span, those are its own), whose ranks give the rest. Both
+    are ranges of the (status, created_at, id) index. A job claimed meanwhile gets no position.
     """
     queued = sorted((job for job in page if job.status == QUEUED), key=lambda job: (job.created_at, job.id))
     if not queued:
         return {}
-    oldest = queued[0]
-    # A row-value range of the (status, created_at, id) index.
-    ahead = tuple_(Job.created_at, Job.id) < tuple_(oldest.created_at, oldest.id)
-    base = session.scalar(select(func.count()).select_from(Job).where(Job.status == QUEUED, ahead)) or 0
-    return {job.id: base + rank for rank, job in enumerate(queued)}
+    oldest, newest = queued[0], queued[-1]
+    key = tuple_(Job.created_at, Job.id)
+    ahead = session.scalar(
+        select(func.count()).select_from(Job).where(Job.status == QUEUED, key < tuple_(oldest.created_at, oldest.id))
+    )
+    span = session.scalars(
+        select(Job.id)
+        .where(Job.status == QUEUED, key >= tuple_(oldest.created_at, oldest.id))
+        .where(key <= tuple_(newest.created_at, newest.id))
+        .order_by(Job.created_at, Job.id)
+    )
+    on_page = {job.id for job in queued}
+    return {job_id: (ahead or 0) + rank for rank, job_id in enumerate(span) if job_id in on_page}
 
 
 def status_message(job: Job, position: int | None) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from app.store.tables import Dataset, Job, Metric
+from app.training import jobs
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -106,6 +107,18 @@ def test_job_pages_filtered_by_status_at_ties(service: Service, statuses: list[s
     assert all(
         j["queue_position"] == (queue.index(j["id"]) if j["status"] == "queued" else None) for p in got for j in p
     )
+
+
+def test_queue_positions_of_a_page_that_skips_queued_jobs(service: Service) -> None:
+    # A page narrowed by more than status (as lists of one owner's jobs are) does not hold every
+    # queued job of its span; positions still count the whole queue.
+    rows = tied_jobs()
+    add_jobs(service, rows)
+    queue = [r[0] for r in sorted(rows, key=lambda r: (r[2], r[0])) if r[1] == "queued"]
+    with Session(service.engine) as session:
+        page = [session.get_one(Job, job_id) for job_id in queue[1::3]]
+        page.append(session.get_one(Job, next(r[0] for r in rows if r[1] == "running")))
+        assert jobs.queue_positions(session, page) == {job_id: queue.index(job_id) for job_id in queue[1::3]}
 
 
 def test_dataset_pages_at_ties_of_created_at(service: Service) -> None:
