@@ -2,6 +2,11 @@
 folder, the database migrated with Alembic, tiny corpora, the real app behind a TestClient and
 real `python -m worker` processes.
 
+The database is a SQLite file under the test's folder, or, with `TEST_DATABASE=postgres`, a fresh
+schema on the PostgreSQL server at `$TEST_POSTGRES_URL` (default
+postgresql+psycopg://postgres@127.0.0.1:5432/test), created for one test and dropped after it;
+worker processes get the same URL.
+
 Jobs use the test preset widened a little (H = 16, T = 5, B = 4) on corpora of a few thousand
 tokens, so an epoch takes about a second; workers train on one thread and use short leases.
 """
@@ -10,18 +15,21 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.pool import NullPool
 
 from app.main import create_app
 from app.settings import Settings
@@ -35,6 +43,42 @@ REPO = Path(__file__).resolve().parent.parent
 WORDS = ("the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "big", "red", "N")
 TINY: dict[str, Any] = {"hidden_size": 16, "num_steps": 5, "batch_size": 4, "max_max_epoch": 2, "device": "cpu"}
 TERMINAL = ("succeeded", "failed", "canceled")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def database_backend() -> str:
+    """`sqlite` (the default) or `postgres`: where the harness puts each test's database."""
+    backend = os.environ.get("TEST_DATABASE", "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise ValueError(f"TEST_DATABASE must be sqlite or postgres, got {backend!r}")
+    return backend
+
+
+@contextmanager
+def postgres_schema(server_url: str = POSTGRES_URL) -> Iterator[str]:
+    """A URL whose connections use a fresh, empty schema on `server_url`; the schema is dropped afterwards."""
+    admin = make_engine(server_url, connect_args={"connect_timeout": 3}, poolclass=NullPool)
+    schema = f"t_{secrets.token_hex(6)}"
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in server_url else "?"
+    try:
+        yield f"{server_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@contextmanager
+def fresh_database(root: Path) -> Iterator[str]:
+    """The URL of an empty database for one test: SQLite under `root`, or a PostgreSQL schema."""
+    if database_backend() == "postgres":
+        with postgres_schema() as url:
+            yield url
+    else:
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        yield f"sqlite:///{(root / 'data' / 'service.db').resolve()}"
 
 
 def corpus_lines(count: int, seed: int) -> list[str]:
@@ -197,7 +241,10 @@ class Service:
 
 
 def open_service(tmp: Path, **settings_overrides: Any) -> tuple[Service, Callable[[], None]]:
-    """Migrate a fresh database under `tmp` and serve the app on it; returns (service, close)."""
+    """Migrate a fresh database for `tmp` and serve the app on it; returns (service, close)."""
+    stack = ExitStack()
+    if "database_url" not in settings_overrides:
+        settings_overrides["database_url"] = stack.enter_context(fresh_database(tmp))
     settings = make_settings(tmp, **settings_overrides)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.resolved_database_url)
@@ -210,6 +257,7 @@ def open_service(tmp: Path, **settings_overrides: Any) -> tuple[Service, Callabl
         service.close()
         client.__exit__(None, None, None)
         engine.dispose()
+        stack.close()
 
     return service, close
 

@@ -27,7 +27,11 @@ LIVE_WORKERS = timedelta(minutes=2)  # a worker that beat this recently counts a
 
 def job_out(session: Session, job: Job) -> JobOut:
     """The API view of a job, with its queue position and status message."""
-    position = jobs.queue_position(session, job)
+    return job_view(session, job, jobs.queue_position(session, job))
+
+
+def job_view(session: Session, job: Job, position: int | None) -> JobOut:
+    """The API view of a job whose queue position is known; a queued job says what it waits for."""
     unmet = unmet_requirements(session, job.requirements or [], LIVE_WORKERS) if job.status == "queued" else []
     return JobOut.of(job, position, jobs.status_message(job, position, unmet))
 
@@ -85,7 +89,8 @@ def list_jobs(
 ) -> JobPage:
     """List this key's jobs (every job for an admin), newest first, optionally filtered by status."""
     rows, next_cursor = jobs.list_jobs(session, status_filter, limit, cursor, principal)
-    return JobPage(items=[job_out(session, job) for job in rows], next_cursor=next_cursor)
+    positions = jobs.queue_positions(session, rows)
+    return JobPage(items=[job_view(session, job, positions.get(job.id)) for job in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=PROBLEMS)

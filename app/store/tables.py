@@ -51,7 +51,10 @@ class Dataset(Base):
     """A corpus: an uploaded train/valid/test triple, or a server-side folder exposed by name."""
 
     __tablename__ = "datasets"
-    __table_args__ = (Index("ix_datasets_owner_created", "owner_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_datasets_created_id", "created_at", "id"),  # keyset pages
+        Index("ix_datasets_owner_created", "owner_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -73,7 +76,9 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_created_id", "created_at", "id"),  # keyset pages of every job
+        Index("ix_jobs_status_created_id", "status", "created_at", "id"),  # claims, queue positions, status pages
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),  # expired leases
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
     )
 
@@ -109,7 +114,11 @@ class Metric(Base):
     """One point of a job's metric history, in MLflow's shape (key, value, step, timestamp)."""
 
     __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_job_key_id", "job_id", "key", "id"),)
+    __table_args__ = (
+        Index("ix_metrics_job_id", "job_id", "id"),  # a job's history in recorded order, event streams
+        Index("ix_metrics_job_key_id", "job_id", "key", "id"),  # one key's history in recorded order
+        Index("ix_metrics_job_key_step", "job_id", "key", "step", "id"),  # downsampling: seeks by step
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))

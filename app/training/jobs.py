@@ -23,7 +23,7 @@ import hashlib
 import shutil
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select
+from sqlalchemy import Engine, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -152,10 +152,33 @@ def list_jobs(
 
 def queue_position(session: Session, job: Job) -> int | None:
     """How many queued jobs will be claimed before this one (0 = next); None unless queued."""
-    if job.status != QUEUED:
-        return None
-    ahead = or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id))
-    return session.scalar(select(func.count()).select_from(Job).where(Job.status == QUEUED, ahead)) or 0
+    return queue_positions(session, [job]).get(job.id)
+
+
+def queue_positions(session: Session, page: list[Job]) -> dict[str, int]:
+    """Queue positions of the queued jobs of one list page, computed once for the whole page.
+
+    Jobs are claimed in (created_at, id) order. One count gives the queued jobs ahead of the page's
+    oldest queued job; one range read gives the queued jobs from it to the page's newest (on a page
+    that keeps every queued job in its span, those are its own), whose ranks give the rest. Both
+    are ranges of the (status, created_at, id) index. A job claimed meanwhile gets no position.
+    """
+    queued = sorted((job for job in page if job.status == QUEUED), key=lambda job: (job.created_at, job.id))
+    if not queued:
+        return {}
+    oldest, newest = queued[0], queued[-1]
+    key = tuple_(Job.created_at, Job.id)
+    ahead = session.scalar(
+        select(func.count()).select_from(Job).where(Job.status == QUEUED, key < tuple_(oldest.created_at, oldest.id))
+    )
+    span = session.scalars(
+        select(Job.id)
+        .where(Job.status == QUEUED, key >= tuple_(oldest.created_at, oldest.id))
+        .where(key <= tuple_(newest.created_at, newest.id))
+        .order_by(Job.created_at, Job.id)
+    )
+    on_page = {job.id for job in queued}
+    return {job_id: (ahead or 0) + rank for rank, job_id in enumerate(span) if job_id in on_page}
 
 
 def status_message(job: Job, position: int | None, unmet: list[str] | None = None) -> str:

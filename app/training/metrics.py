@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.errors import Invalid
@@ -18,11 +18,6 @@ from app.store.tables import Metric
 
 PAGE_TOKEN = re.compile(r"[0-9]{1,18}")  # a metric id, as `history` issues them
 KEYS = ("train_ppl", "valid_ppl", "test_ppl", "lr", "wps", "train_ppl_running")
-
-
-def _filtered(job_id: str, keys: list[str] | None) -> Select[Metric]:
-    stmt = select(Metric).where(Metric.job_id == job_id)
-    return stmt.where(Metric.key.in_(keys)) if keys else stmt
 
 
 def decode_page_token(token: str | None) -> int:
@@ -37,32 +32,91 @@ def decode_page_token(token: str | None) -> int:
 def history(
     session: Session, job_id: str, keys: list[str] | None, page_token: str | None, limit: int
 ) -> tuple[list[Metric], str | None]:
-    """A page of points in the order they were recorded, and the next page's token."""
-    after = decode_page_token(page_token)
-    stmt = _filtered(job_id, keys).where(Metric.id > after).order_by(Metric.id).limit(limit + 1)
-    rows = list(session.scalars(stmt))
+    """A page of points in the order they were recorded, and the next page's token.
+
+    Every read is a range of an index in id order: (job_id, id) for all keys, (job_id, key, id)
+    for each asked key, the keys' ranges merged here; a page costs O(limit), not O(history).
+    """
+    after_id = decode_page_token(page_token)
+    wanted = [None] if not keys else sorted(set(keys))
+    rows: list[Metric] = []
+    for key in wanted:
+        stmt = select(Metric).where(Metric.job_id == job_id, Metric.id > after_id)
+        if key is not None:
+            stmt = stmt.where(Metric.key == key)
+        rows.extend(session.scalars(stmt.order_by(Metric.id).limit(limit + 1)))
+    rows.sort(key=lambda row: row.id)
     if len(rows) <= limit:
         return rows, None
     return rows[:limit], str(rows[limit - 1].id)
 
 
 def downsampled(session: Session, job_id: str, keys: list[str] | None, max_points: int) -> list[Metric]:
-    """At most `max_points` (>= 2) evenly spaced points per key, the first and last always kept, for charts.
+    """At most `max_points` (m >= 2) points per key, evenly spaced in step, for charts; ordered by
+    (key, step, id).
 
-    A key with n > m points keeps ranks 0, s, 2s, ... with s = ceil((n - 1) / (m - 1)), plus the
-    last rank: at most m points.
+    Points are ordered by (step, id). A key with at most m points keeps them all. Otherwise, with
+    a and b its first and last steps, it keeps the last point and, for i = 0 .. m - 2, the first
+    point whose step is at least a + ceil(i * (b - a) / (m - 1)) (the first point for i = 0); a
+    point picked twice counts once. Each pick is one seek in the (job_id, key, step, id) index, so
+    the cost grows with m and the number of keys, not with the history.
     """
-    base = _filtered(job_id, keys).subquery()
-    ranked = select(
-        base.c.id,
-        (func.row_number().over(partition_by=base.c.key, order_by=(base.c.step, base.c.id)) - 1).label("rn"),
-        func.count().over(partition_by=base.c.key).label("n"),
-    ).subquery()
-    n, m = ranked.c.n, max_points
-    stride = case((n > m, (n + m - 3) // (m - 1)), else_=1)
-    keep = select(ranked.c.id).where((n <= m) | (ranked.c.rn % stride == 0) | (ranked.c.rn == n - 1))
-    stmt = select(Metric).where(Metric.id.in_(keep)).order_by(Metric.key, Metric.step, Metric.id)
-    return list(session.scalars(stmt))
+    m = max_points
+    of_key = select(Metric).where(Metric.job_id == job_id)
+    picked: list[Metric] = []
+    for key in sorted(_keys(session, job_id) if not keys else set(keys)):
+        in_key = of_key.where(Metric.key == key)
+        # How many points, counted no further than m + 1.
+        capped = session.scalar(
+            select(func.count()).select_from(in_key.with_only_columns(Metric.id).limit(m + 1).subquery())
+        )
+        if not capped:
+            continue
+        if capped <= m:
+            picked.extend(session.scalars(in_key.order_by(Metric.step, Metric.id)))
+            continue
+        first = session.scalars(in_key.order_by(Metric.step, Metric.id).limit(1)).one()
+        last = session.scalars(in_key.order_by(Metric.step.desc(), Metric.id.desc()).limit(1)).one()
+        ids = {first.id, last.id}
+        if m > 2:
+            params = {"job_id": job_id, "key": key, "a": first.step, "span": last.step - first.step, "m": m}
+            ids.update(i for i in session.scalars(SEEKS, params) if i is not None)
+        points = session.scalars(select(Metric).where(Metric.id.in_(ids)))
+        picked.extend(sorted(points, key=lambda row: (row.step, row.id)))
+    return picked
+
+
+# For i = 1 .. m - 2: the id of the key's first point at or after step a + ceil(i * span / (m - 1)),
+# computed in 64-bit integers; each subquery is one seek in the (job_id, key, step, id) index.
+SEEKS = text(
+    """
+    WITH RECURSIVE targets(i) AS (
+        SELECT 1 WHERE :m > 2
+        UNION ALL SELECT i + 1 FROM targets WHERE i < :m - 2
+    )
+    SELECT (
+        SELECT metrics.id FROM metrics
+        WHERE metrics.job_id = :job_id AND metrics.key = :key
+          AND metrics.step >= :a + (i * CAST(:span AS BIGINT) + :m - 2) / (:m - 1)
+        ORDER BY metrics.step, metrics.id
+        LIMIT 1
+    )
+    FROM targets
+    """
+)
+
+
+def _keys(session: Session, job_id: str) -> list[str]:
+    """The keys a job has points for, one index seek per key (a loose scan of (job_id, key, ...))."""
+    found: list[str] = []
+    while True:
+        stmt = select(func.min(Metric.key)).where(Metric.job_id == job_id)
+        if found:
+            stmt = stmt.where(Metric.key > found[-1])
+        key = session.scalar(stmt)
+        if key is None:
+            return found
+        found.append(key)
 
 
 def after(session: Session, job_id: str, after_id: int, limit: int) -> list[Metric]:

@@ -1,6 +1,7 @@
 """Fixtures for the inference API tests: a real (tiny) training run, its checkpoints recorded in a
-migrated SQLite database exactly as a worker records them, and the real app behind a TestClient
-and, for the `openai` client, behind uvicorn on a free port.
+migrated database (the harness' SQLite file, or PostgreSQL with TEST_DATABASE=postgres) exactly as
+a worker records them, and the real app behind a TestClient and, for the `openai` client, behind
+uvicorn on a free port.
 
 The training run and the service are shared by the whole package (training takes a few seconds);
 tests that need special rows (a running job, a missing or corrupt file) add their own job with
@@ -206,15 +207,16 @@ class InferenceService:
 
 @pytest.fixture(scope="session")
 def inference_service(tmp_path_factory: pytest.TempPathFactory, trained_run: TrainedRun) -> Iterator[InferenceService]:
-    """The real app on a migrated SQLite database, with the trained run recorded as a succeeded job."""
+    """The real app on a migrated database (the harness' backend), with the trained run recorded as a succeeded job."""
     root = tmp_path_factory.mktemp("service")
-    settings = Settings(_env_file=None, data_dir=root / "data", auth=False, **LIMITS)  # type: ignore[call-arg]
-    settings.data_dir.mkdir(parents=True)
-    migrate.upgrade(settings.resolved_database_url)
-    engine = make_engine(settings.resolved_database_url)
-    with TestClient(create_app(settings)) as client:
-        yield InferenceService(settings, engine, client, trained_run)
-    engine.dispose()
+    with harness.fresh_database(root) as url:
+        settings = Settings(_env_file=None, data_dir=root / "data", database_url=url, auth=False, **LIMITS)  # type: ignore[call-arg]
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        with TestClient(create_app(settings)) as client:
+            yield InferenceService(settings, engine, client, trained_run)
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")

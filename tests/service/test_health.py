@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from harness import Service, make_settings, wait_for
+from harness import Service, fresh_database, make_settings, wait_for
 
 from app.main import create_app
 from app.store import migrate
@@ -47,13 +47,11 @@ def test_readyz_needs_a_worker_heartbeat(service: Service) -> None:
 
 
 def test_readyz_reports_an_unmigrated_schema(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    settings.data_dir.mkdir(parents=True)
-    with TestClient(create_app(settings)) as client:
+    with fresh_database(tmp_path) as url, TestClient(create_app(make_settings(tmp_path, database_url=url))) as client:
         body = client.get("/readyz").json()
         assert body["status"] == 503 and body["failed"] == ["schema"]
         assert "run `python -m app migrate`" in body["checks"]["schema"]
-        migrate.upgrade(settings.resolved_database_url)
+        migrate.upgrade(url)
         assert client.get("/readyz").json()["failed"] == ["worker"]
 
 

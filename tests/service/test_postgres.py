@@ -4,15 +4,14 @@ expiry and the downsampled metric query. Each test runs in its own schema; skipp
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from harness import race_claims
-from sqlalchemy import Engine, insert, text
+from harness import POSTGRES_URL, postgres_schema, race_claims
+from sqlalchemy import Engine, insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -24,29 +23,17 @@ from app.training.queue import claim_next, requeue_expired
 
 pytestmark = pytest.mark.postgres
 
-SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A URL whose connections use a fresh schema, migrated to head; the schema is dropped afterwards."""
-    admin = make_engine(SERVER_URL, connect_args={"connect_timeout": 3})
-    schema = f"t_{secrets.token_hex(6)}"
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL server at {SERVER_URL}: {type(exc).__name__}")
-    separator = "&" if "?" in SERVER_URL else "?"
-    url = f"{SERVER_URL}{separator}options=-csearch_path%3D{schema}"
-    try:
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_schema())
+        except OperationalError as exc:
+            pytest.skip(f"no PostgreSQL server at {POSTGRES_URL}: {type(exc).__name__}")
         migrate.upgrade(url)
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 @pytest.fixture
