@@ -196,7 +196,12 @@
     builtin.classList.remove("hidden");
   }
 
+  // A read key may not submit or upload (the forms are hidden); only admins register server-side corpora.
   Dash.ready
-    .then(() => Promise.all([loadDatasets(new URLSearchParams(location.search).get("dataset")), loadPresets(), loadRoots()]))
+    .then(() => {
+      if (!Dash.can("write")) return null;
+      if (Dash.can("admin")) loadRoots().catch((err) => flash(`could not list the server-side corpora: ${err.message}`));
+      return Promise.all([loadDatasets(new URLSearchParams(location.search).get("dataset")), loadPresets()]);
+    })
     .catch((err) => flash(`could not load the form: ${err.message}`));
 })();
