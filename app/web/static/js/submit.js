@@ -158,8 +158,9 @@
       try { answer = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
       if (xhr.status === 201) {
         bar.style.width = "100%";
+        // Chosen in the job form by the time the status says "uploaded".
+        await loadDatasets(answer.id).catch((err) => flash(`could not list the datasets: ${err.message}`));
         status.textContent = `uploaded ${answer.name}: ${num(answer.train_tokens, 0)} training tokens, vocabulary ${num(answer.vocab_size, 0)}`;
-        await loadDatasets(answer.id);
       } else {
         bar.style.width = "0";
         status.textContent = `upload refused: ${answer.detail || xhr.status}`;
