@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import update
 
 from app.auth import keys
@@ -93,8 +94,6 @@ def key_cookies(page: Any) -> list[dict[str, Any]]:
 def test_login_once_in_an_httponly_strict_cookie_shows_only_the_keys_jobs_and_logout_clears_it(
     world: World, page: Any
 ) -> None:
-    from playwright.sync_api import expect
-
     alice, bob = world.alice, world.bob
     page.goto("/")
     page.wait_for_url(re.compile(r"/login\?next=%2F$"))
@@ -143,7 +142,8 @@ def test_login_once_in_an_httponly_strict_cookie_shows_only_the_keys_jobs_and_lo
     expect(page.locator("#builtin-form")).to_be_hidden()  # server-side corpora are for admins
     expect(page.locator(f'#dataset_id option[value="{alice.dataset["id"]}"]')).to_have_count(1)
     expect(page.locator(f'#dataset_id option[value="{bob.dataset["id"]}"]')).to_have_count(0)
-    expect(page.locator("#flash")).to_be_hidden()  # the form loaded without a refused request
+    expect(page.locator("#ov-hidden_size")).to_have_attribute("placeholder", "200")  # the presets loaded
+    expect(page.locator("#flash")).to_be_hidden()  # and nothing was refused on the way
     assert page.url.endswith("/submit")
 
     page.click("#logout")
@@ -154,8 +154,6 @@ def test_login_once_in_an_httponly_strict_cookie_shows_only_the_keys_jobs_and_lo
 
 
 def test_a_read_key_sees_no_submit_upload_cancel_or_delete(world: World, page: Any) -> None:
-    from playwright.sync_api import expect
-
     carol = world.carol
     log_in(page, carol.secret)
     expect(page.locator("#whoami")).to_have_text("carol · read")
@@ -186,8 +184,6 @@ def test_a_read_key_sees_no_submit_upload_cancel_or_delete(world: World, page: A
 
 
 def test_a_write_key_deletes_its_finished_job_from_the_page(world: World, page: Any) -> None:
-    from playwright.sync_api import expect
-
     alice = world.alice
     log_in(page, alice.secret, f"/jobs/{alice.canceled['id']}")
     expect(page.locator("#status")).to_have_text("canceled")

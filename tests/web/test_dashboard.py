@@ -172,23 +172,3 @@ def test_playground_scores_with_unk_marked_and_streams_generation(live: LiveServ
     page.wait_for_function("document.querySelectorAll('#summary tbody tr').length === 2")
     page.wait_for_function("Number(document.getElementById('compare-chart').dataset.points) === 3")
     screenshot(page, "compare")
-
-
-def test_evaluation_passes_show_their_phase_instead_of_a_full_bar(live: LiveService, page: Any) -> None:
-    """While a validation or test pass runs, `progress.fraction` is the pass's: the bar counts the
-    epoch as trained and the label says "validating 40%" (or "testing"), so the job never looks stuck."""
-    page.goto("/")
-    page.wait_for_function("typeof Dash !== 'undefined'")
-
-    def standing(status: str, **progress: Any) -> dict[str, Any]:
-        job = {"status": status, "config": {"max_max_epoch": 4}, "progress": {"epochs": 4, **progress}}
-        answer: dict[str, Any] = page.evaluate("job => Dash.standing(job)", job)
-        return answer
-
-    training = standing("running", phase="train", epoch=2, step=5, steps=10, fraction=0.5)
-    assert training == {"done": 0.375, "epoch": 2, "epochs": 4, "phase": None}
-    validating = standing("running", phase="validate", epoch=2, step=4, steps=10, fraction=0.4)
-    assert validating == {"done": 0.5, "epoch": 2, "epochs": 4, "phase": "validating 40%"}
-    testing = standing("running", phase="test", epoch=4, step=1, steps=3, fraction=1 / 3)
-    assert testing == {"done": 1, "epoch": 4, "epochs": 4, "phase": "testing 33%"}
-    assert standing("succeeded", phase="done", epoch=4, fraction=1.0)["phase"] is None
