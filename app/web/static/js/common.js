@@ -34,14 +34,16 @@ const Dash = (() => {
     return body;
   }
 
-  // The key's scope from GET /v1/whoami; null when the server has no keys (everything is allowed).
+  // The key's scope from GET /v1/whoami (with authentication off: a local admin without a key id).
+  // Pages start loading once it is known; without a valid key it never resolves, as the browser is
+  // on its way to the login page.
   let identity = null;
   const ready = (async () => {
     try {
       identity = await api("/v1/whoami");
     } catch (err) {
       identity = null;
-      if (err.status === 401) return; // api() is taking the browser to the login page
+      if (err.status === 401 && location.pathname !== "/login") await new Promise(() => {});
     }
     applyScope();
   })();
