@@ -1,49 +1,58 @@
-"""A live service for the browser tests (served on a real port, with a real worker) and their screenshots."""
+"""A live service for the browser tests (served on a real port, with a real worker), browser pages on
+it and their screenshots."""
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import REPO, TINY, WorkerProcess, wait_for
+import uvicorn
+from harness import REPO, TINY, WorkerProcess, make_settings, wait_for, write_corpus
 
+from app.main import create_app
 from app.settings import Settings
+from app.store import migrate
 
 SCREENSHOTS = REPO / "test-output" / "web"
+WAIT_MS = 90_000  # the longest a page waits for a condition: generous, for a loaded machine
 
 
 @dataclass
 class LiveService:
-    """A served app: its URL, an HTTP client on it, its settings, corpus folder and worker."""
+    """A served app: its URL, an HTTP client on it, its settings, corpus folder and worker (if any)."""
 
     url: str
     http: httpx.Client
     settings: Settings
     corpus: Path
-    worker: WorkerProcess
+    worker: WorkerProcess | None
 
-    def upload(self, name: str) -> dict[str, Any]:
+    def upload(self, name: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
         files = {
             split: (f"{split}.txt", (self.corpus / f"{split}.txt").read_bytes()) for split in ("train", "valid", "test")
         }
-        response = self.http.post("/v1/datasets", files=files, data={"name": name})
+        response = self.http.post("/v1/datasets", files=files, data={"name": name}, headers=headers)
         assert response.status_code == 201, response.text
         return response.json()
 
-    def submit(self, dataset_id: str, **overrides: Any) -> dict[str, Any]:
+    def submit(self, dataset_id: str, headers: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
         body = {"dataset_id": dataset_id, "preset": "test", "overrides": {**TINY, **overrides}}
-        response = self.http.post("/v1/jobs", json=body)
+        response = self.http.post("/v1/jobs", json=body, headers=headers)
         assert response.status_code == 201, response.text
         return response.json()
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/v1/jobs/{job_id}")
+    def job(self, job_id: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        response = self.http.get(f"/v1/jobs/{job_id}", headers=headers)
         assert response.status_code == 200, response.text
         return response.json()
 
-    def wait_status(self, job_id: str, *statuses: str, timeout: float = 120.0) -> dict[str, Any]:
+    def wait_status(self, job_id: str, *statuses: str, timeout: float = 300.0) -> dict[str, Any]:
         try:
             return wait_for(
                 lambda: (job := self.job(job_id))["status"] in statuses and job,
@@ -52,7 +61,57 @@ class LiveService:
                 what=f"job {job_id} to be {' or '.join(statuses)}",
             )
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.job(job_id)}\n--- worker log\n{self.worker.log()}") from None
+            log = self.worker.log() if self.worker else "(no worker)"
+            raise AssertionError(f"{exc}\n{self.job(job_id)}\n--- worker log\n{log}") from None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(tmp: Path, worker: bool, **settings_overrides: Any) -> Iterator[LiveService]:
+    """The app on uvicorn in a thread (a real socket, as a browser needs) and, if asked, one worker process."""
+    settings = make_settings(tmp, **settings_overrides)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 60, what="uvicorn to start")
+    process = WorkerProcess(settings, [], tmp / "worker.log") if worker else None
+    url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=url, timeout=60)
+    try:
+        yield LiveService(url, http, settings, write_corpus(tmp / "corpus"), process)
+    finally:
+        http.close()
+        if process is not None:
+            process.stop()
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@contextmanager
+def open_page(browser: Any, url: str) -> Iterator[Any]:
+    """A page in a fresh browser context (its own cookies) on `url`; uncaught page errors fail the test."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context(base_url=url, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], f"errors in the page: {errors}"
 
 
 def screenshot(page: Any, name: str) -> Path:

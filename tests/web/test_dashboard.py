@@ -1,5 +1,9 @@
 """The dashboard in a real browser (Debian's Chromium through Playwright) against the live app and a
-real worker: the job list, submitting from the form, live curves, cancel, the playground."""
+real worker: the job list, submitting from the form, live curves and logs, cancel, the playground.
+
+Every check of the page waits for its condition (Playwright's `expect`, `wait_for_function`) rather
+than reading the page once: what a page shows comes from requests and streams that a loaded machine
+may answer late."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import re
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from web.live import LiveService, screenshot
 
@@ -22,9 +27,8 @@ def test_job_list_loads_and_shows_new_jobs_without_a_reload(live: LiveService, p
     first = live.submit(dataset["id"], max_max_epoch=1)
     page.goto("/")
     row = page.locator(f'tr[data-job-id="{first["id"]}"]')
-    row.wait_for()
-    assert row.locator("td").nth(2).inner_text() == "test"
-    assert row.locator("td").nth(3).inner_text() == "tiny"  # the dataset's name, not its id
+    expect(row.locator("td").nth(2)).to_have_text("test")
+    expect(row.locator("td").nth(3)).to_have_text("tiny")  # the dataset's name (looked up), not its id
     page.evaluate("window.stillHere = true")
 
     second = live.submit(dataset["id"], max_max_epoch=1)
@@ -49,12 +53,12 @@ def test_submit_from_the_form_then_watch_the_curve_grow_and_cancel(live: LiveSer
         page.set_input_files(f"#up-{split}", str(live.corpus / f"{split}.txt"))
     page.fill("#up-name", "uploaded-in-browser")
     page.click("#upload")
-    page.wait_for_function("document.getElementById('upload-status').textContent.startsWith('uploaded')")
+    expect(page.locator("#upload-status")).to_have_text(re.compile(r"^uploaded uploaded-in-browser"))
     assert page.locator("#upload-bar").evaluate("bar => bar.style.width") == "100%"
-    assert "uploaded-in-browser" in page.locator("#dataset_id option:checked").inner_text()
+    expect(page.locator("#dataset_id option:checked")).to_contain_text("uploaded-in-browser")
 
     page.select_option("#preset", "test")
-    assert page.get_attribute("#ov-hidden_size", "placeholder") == "2"  # the test preset's value
+    expect(page.locator("#ov-hidden_size")).to_have_attribute("placeholder", "2")  # the test preset's value
     for name, value in {"hidden_size": 16, "num_steps": 5, "batch_size": 4, "max_max_epoch": 500}.items():
         page.fill(f"#ov-{name}", str(value))
     page.select_option("#ov-device", "cpu")
@@ -69,12 +73,26 @@ def test_submit_from_the_form_then_watch_the_curve_grow_and_cancel(live: LiveSer
     chart = page.locator("#ppl-chart")
     page.wait_for_function("Number(document.getElementById('ppl-chart').dataset.points) > 0")
     before = int(chart.get_attribute("data-points"))
-    page.wait_for_function(
-        f"Number(document.getElementById('ppl-chart').dataset.points) > {before + 10}", timeout=60_000
-    )
+    page.wait_for_function(f"Number(document.getElementById('ppl-chart').dataset.points) > {before + 10}")
     assert page.locator("#ppl-chart canvas").count() == 1
-    assert page.evaluate("window.stillHere") is True  # the points came over the event stream
-    page.wait_for_function("document.querySelectorAll('#checkpoints tbody a').length > 0", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#checkpoints tbody a').length > 0")
+
+    # The logs section shows the job's log lines as GET /v1/jobs/{id}/logs gives them, and new
+    # ones arrive over its `log` event stream while the job runs.
+    logs = page.locator("#logs")
+    page.wait_for_function("Number(document.getElementById('logs').dataset.lines) > 0")
+    lines = int(logs.get_attribute("data-lines"))
+    page.wait_for_function(f"Number(document.getElementById('logs').dataset.lines) > {lines + 3}")
+    first = live.http.get(f"/v1/jobs/{job_id}/logs", params={"limit": 1}).json()["items"][0]
+    shown = logs.locator(".log").first
+    assert shown.get_attribute("data-line-id") == str(first["id"])
+    assert shown.inner_text().endswith(f"{first['level']:<7} #{first['attempt']} {first['message']}")
+    assert first["time"][11:19] in shown.inner_text()
+    # The attempt history is read from the log: attempt 1, on the job's worker.
+    attempt = page.locator('#attempts tr[data-attempt="1"] td')
+    expect(attempt.nth(1)).to_have_text(live.job(job_id)["worker_id"])
+    expect(attempt.nth(2)).to_have_text(first["time"][11:19])
+    assert page.evaluate("window.stillHere") is True  # points and lines came over the streams
     screenshot(page, "job-running")
 
     messages: list[str] = []
@@ -85,11 +103,14 @@ def test_submit_from_the_form_then_watch_the_curve_grow_and_cancel(live: LiveSer
 
     page.once("dialog", accept)
     page.click("#cancel")
-    page.locator("#status.canceled").wait_for(timeout=60_000)
+    page.locator("#status.canceled").wait_for()
     assert messages and job_id in messages[0]
     assert live.job(job_id)["status"] == "canceled"
-    assert page.locator("#cancel").is_hidden()
-    assert page.locator("#delete").is_visible()
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#delete")).to_be_visible()
+    # The log stream ends with the job; its last lines (the cancel) are on the page.
+    last = live.http.get(f"/v1/jobs/{job_id}/logs", params={"limit": 1000}).json()["items"][-1]
+    expect(logs.locator(".log").last).to_have_attribute("data-line-id", str(last["id"]))
     screenshot(page, "job-canceled")
 
 
@@ -101,11 +122,7 @@ def test_submit_shows_the_apis_error_next_to_the_field(live: LiveService, page: 
     page.fill("#ov-hidden_size", "-5")
     page.click("#submit-job")
     error = page.locator('.field[data-field="overrides.hidden_size"] .error')
-    error.wait_for()
-    page.wait_for_function(
-        "document.querySelector('.field[data-field=\"overrides.hidden_size\"] .error').textContent !== ''"
-    )
-    assert "hidden_size must be an integer >= 1" in error.inner_text()
+    expect(error).to_contain_text("hidden_size must be an integer >= 1")
     assert "/submit" in page.url  # nothing was queued
 
 
@@ -119,7 +136,7 @@ def test_playground_scores_with_unk_marked_and_streams_generation(live: LiveServ
     page.click("#score")
     page.locator(".scored").nth(1).wait_for()
     first = page.locator(".scored").nth(0)
-    assert first.locator(".tok").all_inner_texts() == ["the", "cat", "sat", "on", "the", "zebra", "<eos>"]
+    expect(first.locator(".tok")).to_have_text(["the", "cat", "sat", "on", "the", "zebra", "<eos>"])
     unk = first.locator(".tok.unk")
     assert unk.count() == 1 and unk.inner_text() == "zebra"
     assert page.locator(".scored").nth(1).locator(".tok.unk").count() == 0
@@ -129,11 +146,9 @@ def test_playground_scores_with_unk_marked_and_streams_generation(live: LiveServ
     page.fill("#seed", "7")
     page.fill("#n", "2")
     page.click("#generate")
-    page.wait_for_function(
-        "[...document.querySelectorAll('pre.generated')].every(p => p.querySelector('.finish'))", timeout=60_000
-    )
     outputs = page.locator("pre.generated")
-    assert outputs.count() == 2
+    expect(outputs).to_have_count(2)
+    page.wait_for_function("[...document.querySelectorAll('pre.generated')].every(p => p.querySelector('.finish'))")
     for i in range(2):
         text = outputs.nth(i).inner_text()
         assert text.startswith("the company said ") and len(text.split()) > 3
@@ -146,7 +161,8 @@ def test_playground_scores_with_unk_marked_and_streams_generation(live: LiveServ
     best = page.locator("#checkpoints tr.best a")
     best.wait_for()
     assert best.get_attribute("href").startswith(f"/v1/jobs/{job['id']}/checkpoints/")
-    assert page.locator("#test-ppl .big").inner_text() != ""
+    expect(page.locator("#test-ppl .big")).to_have_text(re.compile(r"^[\d,.]+$"))
+    expect(page.locator("#bar")).to_have_attribute("style", re.compile(r"width: 100(\.0)?%"))
     page.wait_for_function("Number(document.getElementById('ppl-chart').dataset.points) > 0")
     screenshot(page, "job-finished")
 

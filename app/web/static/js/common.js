@@ -34,14 +34,16 @@ const Dash = (() => {
     return body;
   }
 
-  // The key's scope from GET /v1/whoami; null when the server has no keys (everything is allowed).
+  // The key's scope from GET /v1/whoami (with authentication off: a local admin without a key id).
+  // Pages start loading once it is known; without a valid key it never resolves, as the browser is
+  // on its way to the login page.
   let identity = null;
   const ready = (async () => {
     try {
       identity = await api("/v1/whoami");
     } catch (err) {
       identity = null;
-      if (err.status === 401) return; // api() is taking the browser to the login page
+      if (err.status === 401 && location.pathname !== "/login") await new Promise(() => {});
     }
     applyScope();
   })();
@@ -51,16 +53,20 @@ const Dash = (() => {
     return (SCOPES[identity.scope] || 0) >= (SCOPES[scope] || 99);
   }
 
+  // Hide what the key's scope does not allow (`data-needs="write"`) and show notes meant only for
+  // keys that lack a scope (`data-lacks="write"`, hidden until the scope is known).
   function applyScope(root = document) {
     root.querySelectorAll("[data-needs]").forEach((node) => {
       node.classList.toggle("no-scope", !can(node.dataset.needs));
     });
+    root.querySelectorAll("[data-lacks]").forEach((node) => {
+      node.classList.toggle("no-scope", can(node.dataset.lacks));
+    });
     if (root !== document) return;
-    const who = document.getElementById("whoami");
-    const logout = document.getElementById("logout");
-    if (identity && identity.scope) {
-      who.textContent = `${identity.name || identity.id || "key"} · ${identity.scope}`;
-      logout.classList.remove("hidden");
+    // With authentication off the server answers as a local admin without a key id: nothing to log out of.
+    if (identity && identity.id) {
+      document.getElementById("whoami").textContent = `${identity.name} · ${identity.scope}`;
+      document.getElementById("logout").classList.remove("hidden");
     }
   }
 
@@ -165,6 +171,29 @@ const Dash = (() => {
   }
 
   const TERMINAL = ["succeeded", "failed", "canceled"];
+  const PHASE_WORDS = { validate: "validating", test: "testing" };
 
-  return { api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, datasetName, TERMINAL };
+  // Where a job stands, for its progress bar and label. `progress.fraction` is of the current pass:
+  // the epoch's training, then its validation pass (`phase` validate), and after the last epoch the
+  // test pass (`phase` test); an evaluation pass counts its epoch as trained and says how far it is.
+  function standing(job) {
+    const p = job.progress || {};
+    const epochs = p.epochs || (job.config && job.config.max_max_epoch) || 1;
+    const fraction = Number.isFinite(p.fraction) ? Math.min(1, Math.max(0, p.fraction)) : 0;
+    let done = 0;
+    if (job.status === "succeeded") done = 1;
+    else if (p.epoch && (p.phase === "validate" || p.phase === "test" || p.phase === "done")) done = p.epoch / epochs;
+    else if (p.epoch) done = (p.epoch - 1 + fraction) / epochs;
+    const word = PHASE_WORDS[p.phase];
+    const active = job.status === "running" || job.status === "canceling";
+    return {
+      done: Math.min(1, Math.max(0, done)),
+      epoch: p.epoch || null,
+      epochs,
+      // "validating 40%" while a validation or test pass runs, so a job never looks stuck at 100%.
+      phase: active && word ? `${word} ${Math.floor(fraction * 100)}%` : null,
+    };
+  }
+
+  return { api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, datasetName, standing, TERMINAL };
 })();

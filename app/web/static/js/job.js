@@ -65,15 +65,18 @@
     document.getElementById("facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
 
     const p = job.progress || {};
-    const epochs = p.epochs || job.config.max_max_epoch;
-    const done = job.status === "succeeded" ? 1 : p.epoch ? ((p.epoch - 1) + (p.fraction || 0)) / epochs : 0;
+    const { done, epochs, phase } = Dash.standing(job);
     const bar = document.getElementById("bar");
-    bar.style.width = `${Math.min(100, Math.max(0, done * 100)).toFixed(1)}%`;
+    bar.style.width = `${(done * 100).toFixed(1)}%`;
     bar.className = `bar ${job.status}`;
     const parts = [];
     if (p.epoch) parts.push(`epoch ${p.epoch} of ${epochs}`);
-    if (p.phase) parts.push(`${p.phase}${p.fraction !== null && p.fraction !== undefined ? ` ${Math.round(p.fraction * 100)}%` : ""}`);
-    if (p.steps) parts.push(`step ${num(p.step, 0)} of ${num(p.steps, 0)}`);
+    if (phase) {
+      parts.push(phase); // "validating 40%": step and steps are the evaluation pass's
+      if (p.steps) parts.push(`batch ${num(p.step, 0)} of ${num(p.steps, 0)}`);
+    } else if (p.steps && job.status === "running") {
+      parts.push(`step ${num(p.step, 0)} of ${num(p.steps, 0)}`);
+    }
     if (p.wps) parts.push(`${num(p.wps, 0)} words/s`);
     if (p.lr !== null && p.lr !== undefined) parts.push(`lr ${num(p.lr, 4)}`);
     if (p.train_ppl_running) parts.push(`running train ppl ${num(p.train_ppl_running)}`);
@@ -148,81 +151,70 @@
     document.getElementById("play-link").classList.toggle("hidden", list.items.length === 0);
   }
 
-  // --- attempts and logs (the logs endpoint is optional: a 404 hides the section) ---
+  // --- logs (GET /v1/jobs/{id}/logs, then `log` events of ?follow=true) and the attempts they tell of ---
 
-  const logLines = [];
-  const seenLines = new Set();
-  let logsAvailable = false;
+  const attempts = new Map(); // attempt -> {worker, first, last}: its first and last log lines
+  let lastLineId = 0;
+  let logsShown = false;
 
   function lineTime(line) {
-    const t = line.time || line.timestamp || line.created_at || "";
-    if (typeof t === "number") return new Date(t > 1e12 ? t : t * 1000).toISOString().slice(11, 19);
-    return String(t).replace("T", " ").slice(11, 19);
+    return String(line.time || "").replace("T", " ").slice(11, 19); // the API's times are UTC
   }
 
   function addLogLines(lines) {
     const box = document.getElementById("logs");
     const stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    const added = [];
     for (const line of lines) {
-      const id = line.id !== undefined ? String(line.id) : JSON.stringify(line);
-      if (seenLines.has(id)) continue;
-      seenLines.add(id);
-      logLines.push(line);
-      const level = String(line.level || "info").toLowerCase();
-      box.append(
+      if (line.id <= lastLineId) continue; // already shown (a reconnected stream resends nothing older)
+      lastLineId = line.id;
+      const level = String(line.level).toLowerCase();
+      added.push(
         el(
           "div",
-          { class: `log ${level}` },
-          `${lineTime(line)} ${level.toUpperCase().padEnd(7)} #${line.attempt ?? "-"} ${line.message ?? JSON.stringify(line)}`,
+          { class: `log ${level}`, "data-line-id": line.id },
+          `${lineTime(line)} ${line.level.padEnd(7)} #${line.attempt} ${line.message}`,
         ),
       );
+      const known = attempts.get(line.attempt);
+      if (known) known.last = line;
+      else attempts.set(line.attempt, { worker: line.worker_id, first: line, last: line });
     }
+    if (!added.length) return;
+    box.append(...added);
+    box.dataset.lines = String(box.childElementCount);
     if (stick) box.scrollTop = box.scrollHeight;
-    if (lines.length) renderAttempts();
+    renderAttempts();
   }
 
+  // The log read so far, then (while the job may still write, or more lines wait) its stream.
   async function loadLogs() {
     let page;
     try {
-      page = await api(`${base}/logs?limit=500`);
+      page = await api(`${base}/logs?limit=1000`);
     } catch (err) {
-      return; // no logs endpoint on this server (404), or not allowed: no section
+      flash(`logs: ${err.message}`);
+      return;
     }
-    logsAvailable = true;
-    document.getElementById("logs-section").classList.remove("hidden");
-    addLogLines(page.items || []);
-    if (job && !TERMINAL.includes(job.status)) {
-      const follow = new EventSource(`${base}/logs?follow=true`);
-      const onLine = (event) => {
-        try {
-          const data = JSON.parse(event.data);
-          addLogLines(Array.isArray(data) ? data : [data]);
-        } catch (_) { /* not a line */ }
-      };
-      follow.addEventListener("message", onLine);
-      follow.addEventListener("log", onLine);
-      follow.addEventListener("end", () => follow.close());
-      follow.onerror = () => { if (job && TERMINAL.includes(job.status)) follow.close(); };
-    }
+    logsShown = true;
+    addLogLines(page.items);
+    if (TERMINAL.includes(job.status) && !page.next_cursor) return;
+    // EventSource resumes after the last `id` it saw (Last-Event-ID) when it reconnects.
+    const stream = new EventSource(`${base}/logs?follow=true&cursor=${lastLineId}`);
+    stream.addEventListener("log", (event) => addLogLines([JSON.parse(event.data)]));
+    stream.addEventListener("end", () => stream.close());
   }
 
   function renderAttempts() {
     if (!job) return;
     const rows = [];
-    if (logsAvailable && logLines.length) {
-      const byAttempt = new Map();
-      for (const line of logLines) {
-        const key = line.attempt ?? 0;
-        if (!byAttempt.has(key)) byAttempt.set(key, { first: line, last: line });
-        byAttempt.get(key).last = line;
-      }
-      for (const [attempt, { first, last }] of [...byAttempt.entries()].sort((a, b) => a[0] - b[0])) {
-        rows.push(
-          el("tr", {}, el("td", { text: attempt }), el("td", { text: first.worker_id || "–" }),
-            el("td", { text: lineTime(first) }), el("td", { text: last.message || "" })),
-        );
-      }
-    } else if (job.attempt > 0) {
+    for (const [attempt, { worker, first, last }] of [...attempts.entries()].sort((a, b) => a[0] - b[0])) {
+      rows.push(
+        el("tr", { "data-attempt": attempt }, el("td", { text: attempt }), el("td", { text: worker || "–" }),
+          el("td", { text: lineTime(first) }), el("td", { class: `log ${String(last.level).toLowerCase()}`, text: last.message })),
+      );
+    }
+    if (!rows.length && job.attempt > 0 && !logsShown) {
       rows.push(
         el("tr", {}, el("td", { text: `${job.attempt} of ${job.max_attempts}` }), el("td", { text: job.worker_id || "–" }),
           el("td", { text: job.started_at ? `${age(job.started_at)} ago` : "–" }), el("td", { text: job.error || job.message })),

@@ -27,17 +27,13 @@
   });
 
   function progressCell(job) {
-    const p = job.progress || {};
-    const epochs = p.epochs || job.config.max_max_epoch;
-    let done = 0;
-    if (job.status === "succeeded") done = 1;
-    else if (p.epoch) done = ((p.epoch - 1) + (p.fraction || 0)) / epochs;
-    const label = p.epoch ? `${p.epoch}/${epochs}${p.phase && p.phase !== "train" ? ` ${p.phase}` : ""}` : `–/${epochs}`;
+    const { done, epoch, epochs, phase } = Dash.standing(job);
+    const label = `${epoch || "–"}/${epochs}${phase ? ` ${phase}` : ""}`;
     return el(
       "td",
       { class: "progress-cell", title: `${Math.round(done * 100)}% of the epochs` },
       el("div", { class: "progress" }, el("div", { class: `bar ${job.status}`, style: `width: ${(done * 100).toFixed(1)}%` })),
-      el("span", { class: "muted", text: label }),
+      el("span", { class: "muted phase", text: label }),
     );
   }
 

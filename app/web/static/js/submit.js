@@ -158,8 +158,9 @@
       try { answer = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
       if (xhr.status === 201) {
         bar.style.width = "100%";
+        // Chosen in the job form by the time the status says "uploaded".
+        await loadDatasets(answer.id).catch((err) => flash(`could not list the datasets: ${err.message}`));
         status.textContent = `uploaded ${answer.name}: ${num(answer.train_tokens, 0)} training tokens, vocabulary ${num(answer.vocab_size, 0)}`;
-        await loadDatasets(answer.id);
       } else {
         bar.style.width = "0";
         status.textContent = `upload refused: ${answer.detail || xhr.status}`;
@@ -196,7 +197,12 @@
     builtin.classList.remove("hidden");
   }
 
+  // A read key may not submit or upload (the forms are hidden); only admins register server-side corpora.
   Dash.ready
-    .then(() => Promise.all([loadDatasets(new URLSearchParams(location.search).get("dataset")), loadPresets(), loadRoots()]))
+    .then(() => {
+      if (!Dash.can("write")) return null;
+      if (Dash.can("admin")) loadRoots().catch((err) => flash(`could not list the server-side corpora: ${err.message}`));
+      return Promise.all([loadDatasets(new URLSearchParams(location.search).get("dataset")), loadPresets()]);
+    })
     .catch((err) => flash(`could not load the form: ${err.message}`));
 })();
