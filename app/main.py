@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
+from app.api import tokenizer as tokenizer_routes
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.inference.registry import ModelCache
 from app.settings import Settings, get_settings
@@ -45,4 +46,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(scoring.router)
     app.include_router(generation.router)
     app.include_router(completions.router)
+    app.include_router(tokenizer_routes.router)
     return app

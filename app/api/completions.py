@@ -8,12 +8,22 @@ What OpenAI clients and evaluation tools rely on works as they expect:
   `prompt + text` reads right; tokens are words; `text_offset` counts characters from the start of
   the prompt, echoed or not;
 - `finish_reason` is `stop` for a stop sequence or the end of the sentence, `length` otherwise;
+- a prompt may be token ids (`POST /tokenize` gives them), a list of ids or a list of such lists;
+- a prompt that starts with `<eos>` (evaluation clients put the end-of-text token before a text)
+  reads it as the start-of-sentence context every prompt has, not as a word: it is echoed as a
+  token with a `null` log-probability, and the first word then has its log-probability;
+- with `echo=true` the end of a sentence does not end a continuation: a model that cannot stop
+  generates `<eos>` as a token like any other, so the answer always has `max_tokens` generated
+  tokens unless a stop sequence ends it (lm-evaluation-harness asks for one token and drops the
+  last entry); without echo, `<eos>` ends the continuation with `finish_reason: stop`;
+- the echoed log-probabilities are `/v1/score`'s for the same words;
 - `stream=true` sends `text_completion` chunks and `data: [DONE]`; `stream_options.include_usage`
   adds a last chunk with the usage.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -41,7 +51,7 @@ from app.inference.generation import (
     generate_events,
 )
 from app.inference.registry import LoadedModel
-from app.inference.text import normalize_ptb, tokenize, word_offsets
+from app.inference.text import decode, detokenize, normalize_ptb, split_start, tokenize, word_offsets
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -52,8 +62,8 @@ class PromptCompletions:
     Streaming sends every piece as a chunk; the whole response joins the pieces of each choice.
     """
 
-    def __init__(self, prompt: str, words: list[str], first_index: int, body: CompletionRequest) -> None:
-        self.prompt, self.words, self.first_index = prompt, words, first_index
+    def __init__(self, prompt: str, starts: bool, words: list[str], first_index: int, body: CompletionRequest) -> None:
+        self.prompt, self.starts, self.words, self.first_index = prompt, starts, words, first_index
         self.k = body.logprobs  # None: no logprobs at all
         self.echo = body.echo
         self.separator = "" if not prompt or prompt[-1].isspace() else " "
@@ -71,7 +81,7 @@ class PromptCompletions:
         """The log-probabilities of the prompt's words (echo=true), when asked for."""
         if self.k is None or replay is None:
             return None
-        scored = replay.prompt(self.words, self.k)
+        scored = replay.prompt(self.words, self.k, self.starts)
         return self._logprobs(
             [t.token for t in scored], [t.logprob for t in scored], [t.top for t in scored], word_offsets(self.prompt)
         )
@@ -128,17 +138,26 @@ def create_completion(
 ) -> Response:
     """OpenAI-compatible completions: continue each prompt n times; echo + logprobs score the prompt."""
     sampling = body.sampling(16 if body.max_tokens is None else body.max_tokens)
-    prompts = []
-    for text in body.prompts:
-        words = tokenize(text)
-        prompts.append((text, normalize_ptb(words) if body.normalize else words))
-        check_request(prompts[-1][1], sampling, settings)
+    if body.echo:
+        sampling = dataclasses.replace(sampling, stop_at_eos=False)
+    for given in body.prompts:  # the limits first: no model load for nothing
+        check_request(given if isinstance(given, list) else tokenize(given), sampling, settings)
     ref, loaded = serve_model(body.model, session, settings, cache)
     head = CompletionResponse(
         id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=[], system_fingerprint=ref.checkpoint_id
     )
-    groups = [PromptCompletions(text, words, p * sampling.n, body) for p, (text, words) in enumerate(prompts)]
-    prompt_tokens = sum(len(words) for _, words in prompts)
+    groups: list[PromptCompletions] = []
+    prompt_tokens = 0
+    for p, given in enumerate(body.prompts):
+        if isinstance(given, list):
+            words = decode(loaded.vocab, given, f"prompt[{p}]" if len(body.prompts) > 1 else "prompt")
+            text = detokenize(words)
+        else:
+            text, words = given, tokenize(given)
+            words = normalize_ptb(words) if body.normalize else words
+        prompt_tokens += len(words)
+        starts, words = split_start(words)
+        groups.append(PromptCompletions(text, starts, words, p * sampling.n, body))
 
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

@@ -237,7 +237,10 @@ class CompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore")
 
     model: str = ModelName
-    prompt: str | list[str] = Field(description="a text, or a list of texts (each continued n times)")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="a text, a list of texts, or token ids (a list of ids, or a list of such lists, as "
+        "POST /tokenize gives them); each prompt is continued n times"
+    )
     max_tokens: int | None = Field(16, ge=0, description="0 with echo=true scores the prompt only")
     top_p: float | None = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     logprobs: int | None = Field(
@@ -269,8 +272,14 @@ class CompletionRequest(SamplingFields):
         return self
 
     @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a text, or a list of token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(item, int) for item in prompt):
+            return [[int(item) for item in prompt]]  # type: ignore[arg-type]
+        return list(prompt)  # type: ignore[arg-type]
 
 
 class CompletionLogprobs(BaseModel):
@@ -297,3 +306,49 @@ class CompletionResponse(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = Field(None, description="the checkpoint id that answered")
+
+
+# --- tokenizer (vLLM's /tokenizer_info, /tokenize and /detokenize) ---
+
+
+ModelOrDefault = Field(
+    None, min_length=1, max_length=200, description="a job id, checkpoint id or alias; none: the alias `default`"
+)
+
+
+class TokenizerInfo(BaseModel):
+    model: str = Field(description="the model whose vocabulary this is")
+    checkpoint_id: str
+    tokenizer_class: Literal["word-level"] = "word-level"
+    eos_token: str = Field(description="the end of a sentence; before a text it is the start-of-sentence context")
+    bos_token: None = Field(None, description="none: every sentence starts after an <eos>")
+    pad_token: None = None
+    unk_token: str | None = Field(description="the token every out-of-vocabulary word becomes")
+    vocab_size: int
+    model_max_length: int = Field(description="most tokens in one scored sentence or prompt on this server")
+
+
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = ModelOrDefault
+    prompt: str = Field(max_length=10_000_000, description="text, split on whitespace as scoring splits it")
+    add_special_tokens: bool = Field(False, description="accepted for compatibility: no token is ever added")
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int] = Field(description="vocabulary ids; a word outside the vocabulary is the id of <unk>")
+    token_strs: list[str] = Field(description="the vocabulary word of each id")
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = ModelOrDefault
+    tokens: list[int] = Field(description="vocabulary ids")
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str = Field(description="the words of the ids joined by single spaces")

@@ -35,6 +35,7 @@ JOB_PREFIX, CHECKPOINT_PREFIX = "job_", "ckpt_"
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _ALIAS_RE = re.compile(ALIAS_PATTERN)
 RESERVED_ALIASES = frozenset({"aliases"})  # would shadow GET /v1/models/aliases
+DEFAULT_ALIAS = "default"  # the model of requests that name none (the tokenizer endpoints of evaluation clients)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from app.errors import Invalid
+from model.data import EOS, Vocabulary
+
 NUMBER = "N"
 # A token that is a number as a whole: 42, -3, 1,000, 3.14, .5, 2:30, 1/2 or 1\/2 (PTB escapes the
 # slash). Words that merely contain digits (1980s, 30-year) stay words, as they do in PTB.
@@ -38,3 +41,28 @@ def word_offsets(text: str) -> list[int]:
 def detokenize(words: Sequence[str]) -> str:
     """Words back to text: joined by single spaces."""
     return " ".join(words)
+
+
+def encode(vocab: Vocabulary, words: Sequence[str]) -> list[int]:
+    """Vocabulary ids of words, out-of-vocabulary words as `<unk>`: the ids scoring looks up."""
+    try:
+        return [vocab.id_of(word) for word in words]
+    except KeyError as exc:  # only a vocabulary without <unk> refuses unknown words
+        raise Invalid(f"cannot tokenize: {exc.args[0]}") from None
+
+
+def decode(vocab: Vocabulary, ids: Sequence[int], field: str = "tokens") -> list[str]:
+    """The words of vocabulary ids; `Invalid` for an id outside the vocabulary."""
+    size = len(vocab)
+    bad = next((i for i, token_id in enumerate(ids) if not 0 <= token_id < size), None)
+    if bad is not None:
+        raise Invalid(f"{field}[{bad}]: token id {ids[bad]} is not in the vocabulary (ids 0 to {size - 1})")
+    return [vocab.words[token_id] for token_id in ids]
+
+
+def split_start(words: Sequence[str]) -> tuple[bool, list[str]]:
+    """(starts, words): a leading `<eos>` is the start-of-sentence context every sentence already has,
+    not a word to read twice. Evaluation clients put the end-of-text token before a text for that."""
+    if words and words[0] == EOS:
+        return True, list(words[1:])
+    return False, list(words)
