@@ -106,7 +106,7 @@ def test_echo_generates_exactly_max_tokens_eos_included(
 ) -> None:
     vocab = direct.vocab
     # "the cat sat on the mat" is a whole training pattern: the greedy next word is <eos>.
-    prompt = [vocab.eos_id, *(vocab.id_of(w) for w in "the cat sat on the mat".split())]
+    prompt = [vocab.eos_id, *(vocab.id_of(w) for w in ["the", "cat", "sat", "on", "the", "mat"])]
     for max_tokens in (1, 3):
         choice = completion(
             inference_service, prompt=prompt, max_tokens=max_tokens, echo=True, logprobs=1, temperature=0
