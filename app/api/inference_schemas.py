@@ -91,7 +91,10 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = ModelName
-    sentences: list[str] = Field(min_length=1, description="each text is one sentence, split on whitespace")
+    sentences: list[str] = Field(
+        min_length=1,
+        description="each text is one sentence, split on whitespace; an empty one is allowed (a blank line)",
+    )
     log10: bool = Field(False, description="log-probabilities in base 10 (KenLM's convention) instead of base e")
     score_eos: bool = Field(True, description="also score the end of sentence (<eos>) after the last word")
     normalize: bool = Field(False, description="PTB normalisation before lookup: lower case, numbers to N")
@@ -106,20 +109,27 @@ class SentenceOut(BaseModel):
     total_logprob: float
     num_tokens: int
     num_unk: int
-    perplexity: float = Field(description="exp(-mean natural-log p) over the tokens")
+    perplexity: float | None = Field(
+        description="exp(-mean natural-log p) over the tokens; null for a sentence with no token "
+        "(an empty one with score_eos off)"
+    )
     perplexity_without_unk: float | None = Field(description="the same over the tokens that are not <unk>")
 
 
 class ScoreAggregate(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    num_sentences: int
     num_tokens: int
     num_unk: int
     total_logprob: float = Field(description="sum over all tokens, in base log_base")
-    corpus_perplexity: float = Field(description="token-weighted: exp(-total natural-log p / num_tokens)")
+    num_sentences: int = Field(description="every sentence, empty ones included")
+    corpus_perplexity: float | None = Field(
+        description="token-weighted: exp(-total natural-log p / num_tokens); null when there is no token"
+    )
     corpus_perplexity_without_unk: float | None
-    mean_sentence_perplexity: float = Field(description="the mean of the per-sentence perplexities")
+    mean_sentence_perplexity: float | None = Field(
+        description="the mean of the per-sentence perplexities of the sentences that have a token"
+    )
     mean_sentence_perplexity_without_unk: float | None
 
 

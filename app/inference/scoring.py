@@ -12,6 +12,11 @@ is the same number. The aggregates say what they average:
 - `mean_sentence_perplexity`: the plain mean of the per-sentence perplexities;
 - `..._without_unk`: the same with the `<unk>` tokens left out of the sums and counts (they still
   serve as context), KenLM's "excluding OOVs".
+
+An empty sentence (a blank line) is allowed: with `score_eos` its one token is the `<eos>` that ends
+it, and it counts like any sentence; without `score_eos` it has no token, its perplexity is null, it
+adds nothing to the token-weighted sums and is left out of the per-sentence means, while
+`num_sentences` still counts it. A number with no token to average over is null.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class ScoredSentence:
     total_logprob: float
     num_tokens: int
     num_unk: int
-    perplexity: float
+    perplexity: float | None  # None for a sentence with no token (empty, score_eos off)
     perplexity_without_unk: float | None  # None when every token is <unk>
 
 
@@ -54,9 +59,9 @@ class ScoreTotals:
     num_tokens: int
     num_unk: int
     total_logprob: float
-    corpus_perplexity: float
+    corpus_perplexity: float | None  # None when no sentence has a token
     corpus_perplexity_without_unk: float | None
-    mean_sentence_perplexity: float
+    mean_sentence_perplexity: float | None
     mean_sentence_perplexity_without_unk: float | None
 
 
@@ -78,8 +83,6 @@ def words_of(texts: Sequence[str], options: ScoreOptions, settings: Settings) ->
     total = 0
     for i, text in enumerate(texts):
         words = tokenize(text)
-        if not words:
-            raise Invalid(f"sentences[{i}] is empty: give at least one word", index=i)
         if len(words) > settings.max_sentence_tokens:
             raise Invalid(
                 f"sentences[{i}] has {len(words)} words, at most {settings.max_sentence_tokens} per sentence", index=i
@@ -97,7 +100,6 @@ def summarize(score: SentenceScore, log10: bool) -> ScoredSentence:
     total = math.fsum(score.logprobs)
     scale = 1 / LN10 if log10 else 1.0
     ppl = perplexity(total, score.num_tokens)
-    assert ppl is not None  # a scored sentence has at least one token
     return ScoredSentence(
         tokens=score.tokens,
         logprobs=[lp * scale for lp in score.logprobs] if log10 else score.logprobs,
@@ -120,7 +122,8 @@ def totals(scores: Sequence[SentenceScore], log10: bool) -> ScoreTotals:
         kept = [lp for lp, unk in zip(score.logprobs, score.is_unk, strict=True) if not unk]
         every += score.logprobs
         known += kept
-        sentence_ppl.append(perplexity(math.fsum(score.logprobs), score.num_tokens) or math.nan)
+        if score.num_tokens:
+            sentence_ppl.append(perplexity(math.fsum(score.logprobs), score.num_tokens) or math.nan)
         if kept:
             sentence_ppl_known.append(perplexity(math.fsum(kept), len(kept)) or math.nan)
     total = math.fsum(every)
@@ -129,9 +132,9 @@ def totals(scores: Sequence[SentenceScore], log10: bool) -> ScoreTotals:
         num_tokens=len(every),
         num_unk=len(every) - len(known),
         total_logprob=total / LN10 if log10 else total,
-        corpus_perplexity=perplexity(total, len(every)) or math.nan,
+        corpus_perplexity=perplexity(total, len(every)),
         corpus_perplexity_without_unk=perplexity(math.fsum(known), len(known)),
-        mean_sentence_perplexity=math.fsum(sentence_ppl) / len(sentence_ppl),
+        mean_sentence_perplexity=math.fsum(sentence_ppl) / len(sentence_ppl) if sentence_ppl else None,
         mean_sentence_perplexity_without_unk=(
             math.fsum(sentence_ppl_known) / len(sentence_ppl_known) if sentence_ppl_known else None
         ),
