@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.settings import Settings
 from app.training.attempt import Attempt, LeaseLost, MetricPoint, NewCheckpoint, new_checkpoint_id
 from app.training.checkpoints import EPOCH, FINAL, INTERRUPT
+from app.training.datasets import vocabulary_report
 from app.training.jobs import CANCELED, CANCELING, QUEUED
 from app.training.queue import ClaimedJob, worker_heartbeat
 from model import checkpoint
@@ -244,6 +245,7 @@ def _train(
         config = ModelConfig.from_dict(job.config)
         device = worker_device(config, settings)
         corpus = Corpus.load(job.dataset_path, config.vocab_size)
+        attempt.record_vocabulary(vocabulary_report(corpus, config.vocab_size))
         if job.checkpoint_path is not None:
             trainer = checkpoint.resume_trainer(checkpoint.load(job.checkpoint_path), corpus, device)
             log.info(

@@ -99,6 +99,21 @@ class Progress(BaseModel):
     train_ppl_running: float | None = Field(None, description="training perplexity of this epoch so far")
 
 
+class JobVocabulary(BaseModel):
+    """The vocabulary a job trains with, and how much of each split it does not know."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    size: int = Field(description="words of the model's vocabulary, <eos> and <unk> included")
+    cap: int | None = Field(description="the config's vocab_size; null: every training word")
+    train_unk: int = Field(description="training tokens that are <unk> (folded by the cap, or <unk> in the text)")
+    train_unk_rate: float
+    valid_unk: int = Field(description="validation tokens that are <unk>: unknown words, or <unk> in the text")
+    valid_unk_rate: float = Field(description="valid_unk / validation tokens (one <eos> per line included)")
+    test_unk: int
+    test_unk_rate: float
+
+
 class JobOut(BaseModel):
     id: str
     status: str = Field(description="queued, running, canceling, succeeded, failed or canceled")
@@ -115,6 +130,9 @@ class JobOut(BaseModel):
     latest_valid_ppl: float | None
     best_valid_ppl: float | None
     test_ppl: float | None
+    vocabulary: JobVocabulary | None = Field(
+        None, description="the vocabulary in use and the <unk> rates of the splits, once a worker has read the corpus"
+    )
     error: str | None = Field(description="why the job failed (or why its last attempt ended)")
     worker_id: str | None
     created_at: datetime
@@ -140,6 +158,7 @@ class JobOut(BaseModel):
             latest_valid_ppl=job.latest_valid_ppl,
             best_valid_ppl=job.best_valid_ppl,
             test_ppl=job.test_ppl,
+            vocabulary=JobVocabulary.model_validate(job.vocabulary) if job.vocabulary else None,
             error=job.error,
             worker_id=job.worker_id,
             created_at=job.created_at,

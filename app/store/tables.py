@@ -58,6 +58,8 @@ class Dataset(Base):
     vocab_size: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # how the text is tokenized: "ptb", "wikitext" or "plain" (app/inference/conventions.py)
+    convention: Mapped[str] = mapped_column(String(20), default="plain", server_default="plain")
 
 
 class Job(Base):
@@ -87,6 +89,8 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # the vocabulary the job trains with and the <unk> rates of its splits, once a worker read the corpus
+    vocabulary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Metric(Base):

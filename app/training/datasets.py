@@ -13,6 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -22,7 +23,7 @@ from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
 from app.store.tables import Dataset, new_id
-from model.data import SPLITS, CorpusError, Vocabulary, tokenize_text
+from model.data import SPLITS, Corpus, CorpusError, Vocabulary, tokenize_text
 
 UPLOAD = "upload"
 BUILTIN = "builtin"
@@ -170,3 +171,15 @@ def get_dataset(session: Session, dataset_id: str) -> Dataset:
 def list_datasets(session: Session, limit: int, cursor: str | None) -> tuple[list[Dataset], str | None]:
     """A page of datasets, newest first, and the next page's cursor."""
     return keyset_page(session, select(Dataset), Dataset.created_at, Dataset.id, limit, cursor)
+
+
+def vocabulary_report(corpus: Corpus, cap: int | None) -> dict[str, Any]:
+    """The vocabulary a job trains with (`size` words under `cap`, None: every training word) and, per
+    split, how many of its tokens are `<unk>` and their share: what the perplexities are measured on."""
+    report: dict[str, Any] = {"size": len(corpus.vocab), "cap": cap}
+    for split in SPLITS:
+        tokens = int(getattr(corpus, split).numel())
+        unk = corpus.unk_count(split)
+        report[f"{split}_unk"] = unk
+        report[f"{split}_unk_rate"] = unk / tokens if tokens else 0.0
+    return report

@@ -22,7 +22,7 @@ LARGEST_INT = 2**63 - 1  # what a database integer and torch's seed accept
 class SizeEstimate:
     """What a config costs on a corpus: parameters and an upper estimate of training memory."""
 
-    vocab_size: int  # the effective vocabulary: min(config.vocab_size, the corpus' types)
+    vocab_size: int  # the effective vocabulary: the corpus' types under the config's cap
     parameters: int
     train_memory_bytes: int
 
@@ -35,7 +35,7 @@ def estimate_size(config: ModelConfig, corpus_vocab_size: int) -> SizeEstimate:
     (gates, cell, output, dropout masks) and the V logits, x 3 for their gradients and the
     softmax temporaries.
     """
-    v = min(config.vocab_size, corpus_vocab_size)
+    v = config.vocabulary(corpus_vocab_size)
     parameters = config.num_parameters(v)
     weights = parameters * BYTES_PER_FLOAT * 4
     per_token = config.num_layers * config.hidden_size * 10 + v
