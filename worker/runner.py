@@ -79,6 +79,7 @@ class JobCallbacks(Callbacks):
         epochs: int,
     ) -> None:
         self.attempt, self.heartbeat, self.shutdown = attempt, heartbeat, shutdown
+        self.text_convention: str | None = None  # the corpus', stored in every checkpoint
         self.settings, self.job_dir, self.epochs = settings, job_dir, epochs
         self.last_report = 0.0
         self.last_check = time.monotonic()
@@ -151,7 +152,8 @@ class JobCallbacks(Callbacks):
     def save(self, trainer: Trainer, kind: str, valid_ppl: float | None) -> NewCheckpoint:
         """Write a checkpoint file for the trainer as it stands (recorded by the caller)."""
         ckpt_id = new_checkpoint_id()
-        path = checkpoint.save(checkpoint.trainer_payload(trainer), self.job_dir / f"{ckpt_id}.pt")
+        payload = checkpoint.trainer_payload(trainer, self.text_convention)
+        path = checkpoint.save(payload, self.job_dir / f"{ckpt_id}.pt")
         s = trainer.state
         return NewCheckpoint(
             id=ckpt_id,
@@ -259,6 +261,7 @@ def _train(
             trainer = Trainer(config.replace(device=device), corpus)
             log.info("job %s attempt %d: starting on %s", job.id, job.attempt, trainer.device)
         callbacks = JobCallbacks(attempt, heartbeat, shutdown, settings, job_dir, config.max_max_epoch)
+        callbacks.text_convention = job.dataset_convention
         if job.checkpoint_id is not None and job.checkpoint_path is not None:
             # The resumed-from checkpoint is this run's last one until it writes another.
             callbacks.last_checkpoint = NewCheckpoint(

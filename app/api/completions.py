@@ -40,6 +40,7 @@ from app.api.inference_schemas import (
 )
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
+from app.inference import conventions
 from app.inference.generation import (
     FINISH_EOS,
     FINISH_STOP,
@@ -51,7 +52,7 @@ from app.inference.generation import (
     generate_events,
 )
 from app.inference.registry import LoadedModel
-from app.inference.text import decode, detokenize, normalize_ptb, split_start, tokenize, word_offsets
+from app.inference.text import decode, detokenize, split_start, tokenize, word_offsets
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -83,7 +84,10 @@ class PromptCompletions:
             return None
         scored = replay.prompt(self.words, self.k, self.starts)
         return self._logprobs(
-            [t.token for t in scored], [t.logprob for t in scored], [t.top for t in scored], word_offsets(self.prompt)
+            [t.token for t in scored],
+            [t.logprob for t in scored],
+            [t.top for t in scored],
+            word_offsets(self.prompt, [t.token for t in scored]),
         )
 
     def word(self, token: Token) -> CompletionChoice:
@@ -153,8 +157,8 @@ def create_completion(
             words = decode(loaded.vocab, given, f"prompt[{p}]" if len(body.prompts) > 1 else "prompt")
             text = detokenize(words)
         else:
-            text, words = given, tokenize(given)
-            words = normalize_ptb(words) if body.normalize else words
+            text, words = given, conventions.words_of(given, loaded.convention, body.normalize)
+            check_request(words, sampling, settings)
         prompt_tokens += len(words)
         starts, words = split_start(words)
         groups.append(PromptCompletions(text, starts, words, p * sampling.n, body))

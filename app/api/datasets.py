@@ -23,10 +23,13 @@ def upload_dataset(
     valid: Annotated[UploadFile, File(description="validation text")],
     test: Annotated[UploadFile, File(description="test text")],
     name: Annotated[str | None, Form(max_length=200)] = None,
+    convention: Annotated[
+        str | None, Form(max_length=20, description="ptb, wikitext or plain; left out: detected from the text")
+    ] = None,
 ) -> DatasetOut:
     """Upload a corpus (UTF-8 train/valid/test text) and get its id, token counts and vocabulary size."""
     files = {"train": train.file.read(), "valid": valid.file.read(), "test": test.file.read()}
-    return DatasetOut.of(datasets.create_upload(engine, settings, name, files))
+    return DatasetOut.of(datasets.create_upload(engine, settings, name, files, convention))
 
 
 @router.get("/roots", response_model=CorpusRoots)
@@ -40,7 +43,7 @@ def register_builtin_dataset(
     body: CorpusRegistration, engine: EngineDep, settings: SettingsDep, response: Response
 ) -> DatasetOut:
     """Register a server-side corpus folder (a configured root, optionally a folder inside it)."""
-    dataset, created = datasets.register_builtin(engine, settings, body.root, body.path, body.name)
+    dataset, created = datasets.register_builtin(engine, settings, body.root, body.path, body.name, body.convention)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return DatasetOut.of(dataset)
 

@@ -30,8 +30,9 @@ from app.api.inference_schemas import (
 )
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
+from app.inference import conventions
 from app.inference.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
-from app.inference.text import detokenize, normalize_ptb, tokenize
+from app.inference.text import detokenize, tokenize
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 log = logging.getLogger(__name__)
@@ -111,10 +112,12 @@ def new_id(prefix: str) -> str:
 def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep) -> Response:
     """Continue a prompt `n` times (temperature 0 is greedy); `stream: true` sends each word as an event."""
     words = tokenize(body.prompt)
-    words = normalize_ptb(words) if body.normalize else words
     sampling = body.sampling(body.max_tokens)
-    check_request(words, sampling, settings)
+    check_request(words, sampling, settings)  # limits first: no model load for nothing
     ref, loaded = serve_model(body.model, session, settings, cache)
+    if body.normalize:  # the model's own text convention, both ways
+        words = conventions.to_words(body.prompt, loaded.convention)
+        check_request(words, sampling, settings)
     top = body.top_logprobs if body.top_logprobs > 0 else None
     events = generate_events(loaded, words, sampling, top_logprobs=top)
     if body.stream:
@@ -135,7 +138,7 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
         GenerateChoice.model_validate(
             {
                 "index": i,
-                "text": detokenize(tokens[i]),
+                "text": conventions.to_text(tokens[i], loaded.convention) if body.normalize else detokenize(tokens[i]),
                 "tokens": tokens[i],
                 "logprobs": logprobs[i] if body.logprobs else None,
                 "top_logprobs": tops[i] if top else None,
@@ -151,6 +154,7 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
         model=body.model,
         job_id=ref.job_id,
         checkpoint_id=ref.checkpoint_id,
+        prompt_words=words,
         choices=choices,
         usage=Usage(prompt_tokens=len(words), completion_tokens=generated, total_tokens=len(words) + generated),
     )

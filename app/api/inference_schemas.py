@@ -97,7 +97,11 @@ class ScoreRequest(BaseModel):
     )
     log10: bool = Field(False, description="log-probabilities in base 10 (KenLM's convention) instead of base e")
     score_eos: bool = Field(True, description="also score the end of sentence (<eos>) after the last word")
-    normalize: bool = Field(False, description="PTB normalisation before lookup: lower case, numbers to N")
+    normalize: bool = Field(
+        False,
+        description="bring raw text to the model's text convention before lookup (ptb: Treebank tokens, lower "
+        "case, numbers to N; wikitext: punctuation split, @-@; plain: nothing); tokens show the result",
+    )
 
 
 class SentenceOut(BaseModel):
@@ -138,6 +142,7 @@ class ScoreResponse(BaseModel):
     job_id: str
     checkpoint_id: str
     log_base: Literal["e", "10"]
+    convention: str = Field(description="the model's text convention (ptb, wikitext or plain), what normalize applies")
     sentences: list[SentenceOut]
     aggregate: ScoreAggregate
 
@@ -185,7 +190,11 @@ class GenerateRequest(SamplingFields):
     max_tokens: int = Field(30, ge=0, description="words to generate at most")
     logprobs: bool = Field(False, description="return each word's log p (natural log, untempered model)")
     top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="also the k most likely words per position")
-    normalize: bool = Field(False, description="PTB normalisation of the prompt: lower case, numbers to N")
+    normalize: bool = Field(
+        False,
+        description="bring the raw prompt to the model's text convention, and write the generated words back "
+        "as readable text by the same convention (`text`; `tokens` keep the words)",
+    )
 
 
 class GenerateChoice(BaseModel):
@@ -212,6 +221,7 @@ class GenerateResponse(BaseModel):
     model: str
     job_id: str
     checkpoint_id: str
+    prompt_words: list[str] = Field(description="the prompt as the model read it (normalised if asked)")
     choices: list[GenerateChoice]
     usage: Usage
 
@@ -258,7 +268,9 @@ class CompletionRequest(SamplingFields):
     )
     echo: bool = Field(False, description="return the prompt before the completion (with its logprobs)")
     stream_options: StreamOptions | None = None
-    normalize: bool = Field(False, description="extension: PTB normalisation of the prompt (lower case, numbers to N)")
+    normalize: bool = Field(
+        False, description="extension: bring text prompts to the model's text convention (ptb, wikitext or plain)"
+    )
     # Accepted for compatibility; only their neutral values are supported.
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0

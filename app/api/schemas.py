@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +37,11 @@ class DatasetOut(BaseModel):
     train_tokens: int = Field(description="tokens of the training split, one <eos> per line included")
     valid_tokens: int
     test_tokens: int
-    vocab_size: int = Field(description="word types of the training split, counting <eos> and <unk>")
+    vocab_size: int = Field(
+        description="every word type of the training split, counting <eos> and <unk>: a job's vocabulary "
+        "unless its vocab_size caps it"
+    )
+    convention: str = Field(description="how the text is tokenized: ptb, wikitext or plain (whitespace)")
     size_bytes: int
     created_at: datetime
 
@@ -59,6 +63,9 @@ class CorpusRegistration(BaseModel):
     root: str = Field(description="a name from GET /v1/datasets/roots", examples=["ptb"])
     path: str = Field("", description="a folder inside the root; empty for the root itself")
     name: str | None = Field(None, max_length=200)
+    convention: Literal["ptb", "wikitext", "plain"] | None = Field(
+        None, description="how the text is tokenized; left out: detected from the training text"
+    )
 
 
 class CorpusRoots(BaseModel):

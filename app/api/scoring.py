@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Response
 
 from app.api.deps import SessionDep, SettingsDep
@@ -17,14 +19,18 @@ router = APIRouter(prefix="/v1", tags=["inference"])
 def score(body: ScoreRequest, session: SessionDep, settings: SettingsDep, cache: ModelCacheDep) -> Response:
     """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities and aggregates."""
     options = scoring.ScoreOptions(log10=body.log10, score_eos=body.score_eos, normalize=body.normalize)
-    sentences = scoring.words_of(body.sentences, options, settings)  # limits first: no model load for nothing
+    plain = dataclasses.replace(options, normalize=False)
+    sentences = scoring.words_of(body.sentences, plain, settings)  # limits first: no model load for nothing
     ref, loaded = serve_model(body.model, session, settings, cache)
+    if body.normalize:  # the model's own text convention
+        sentences = scoring.words_of(body.sentences, options, settings, loaded.convention)
     scored, totals = scoring.score_words(loaded, sentences, options)
     result = ScoreResponse(
         model=body.model,
         job_id=ref.job_id,
         checkpoint_id=ref.checkpoint_id,
         log_base="10" if body.log10 else "e",
+        convention=loaded.convention,
         sentences=[SentenceOut.model_validate(s) for s in scored],
         aggregate=ScoreAggregate.model_validate(totals),
     )

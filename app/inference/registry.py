@@ -24,9 +24,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, Invalid, NotFound
+from app.inference import conventions
 from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
 from app.training import checkpoints
-from model.checkpoint import CheckpointError, load, load_model
+from model.checkpoint import CheckpointError, load, load_model, text_convention
 from model.config import ModelConfig
 from model.data import Vocabulary
 from model.network import LSTMLanguageModel
@@ -62,6 +63,7 @@ class LoadedModel:
     model: LSTMLanguageModel
     vocab: Vocabulary
     config: ModelConfig
+    convention: str = "plain"  # how its training text was tokenized (app/inference/conventions.py)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -244,7 +246,9 @@ class ModelCache:
                 model=ref.name,
             ) from None
         model.requires_grad_(False)
-        return LoadedModel(ref.checkpoint_id, model, vocab, config)
+        # Older checkpoints do not say: their vocabulary tells where it is obvious (PTB's N, WikiText's @-@).
+        convention = text_convention(payload) or conventions.detect(vocab.words)
+        return LoadedModel(ref.checkpoint_id, model, vocab, config, convention)
 
     def clear(self) -> None:
         with self._lock:

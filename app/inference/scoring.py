@@ -1,4 +1,4 @@
-"""Sentence scoring for the API: limits, PTB normalisation, log base and the aggregates.
+"""Sentence scoring for the API: limits, text conventions, log base and the aggregates.
 
 Every sentence is scored from a fresh zero state with `<eos>` as its context
 (`model.inference.score_sentences`), so its numbers never depend on the other sentences of the
@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.errors import Invalid
+from app.inference import conventions
+from app.inference.conventions import PLAIN
 from app.inference.registry import LoadedModel
-from app.inference.text import normalize_ptb, tokenize
 from app.settings import Settings
 from model.inference import SentenceScore, score_sentences
 
@@ -38,7 +39,7 @@ LN10 = math.log(10.0)
 class ScoreOptions:
     log10: bool = False  # report log-probabilities in base 10 (KenLM) instead of base e
     score_eos: bool = True  # score the end-of-sentence marker after the last word
-    normalize: bool = False  # lower-case and map numbers to N (PTB) before the vocabulary lookup
+    normalize: bool = False  # bring raw text to the model's text convention before the vocabulary lookup
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ def perplexity(total_ln: float, count: int) -> float | None:
     return math.exp(mean_nll) if mean_nll < 700 else math.inf
 
 
-def words_of(texts: Sequence[str], options: ScoreOptions, settings: Settings) -> list[list[str]]:
-    """Tokenised (and normalised) sentences; `Invalid` for an empty one or one over the limits."""
+def words_of(
+    texts: Sequence[str], options: ScoreOptions, settings: Settings, convention: str = PLAIN
+) -> list[list[str]]:
+    """Tokenised sentences, normalised to the model's text `convention` when the options ask;
+    `Invalid` when they go over the limits."""
     if not texts:
         raise Invalid("sentences: give at least one sentence")
     if len(texts) > settings.max_sentences:
@@ -82,13 +86,13 @@ def words_of(texts: Sequence[str], options: ScoreOptions, settings: Settings) ->
     sentences: list[list[str]] = []
     total = 0
     for i, text in enumerate(texts):
-        words = tokenize(text)
+        words = conventions.words_of(text, convention, options.normalize)
         if len(words) > settings.max_sentence_tokens:
             raise Invalid(
                 f"sentences[{i}] has {len(words)} words, at most {settings.max_sentence_tokens} per sentence", index=i
             )
         total += len(words)
-        sentences.append(normalize_ptb(words) if options.normalize else words)
+        sentences.append(words)
     if total > settings.max_request_tokens:
         raise Invalid(f"sentences: {total} words in all, at most {settings.max_request_tokens} per request")
     return sentences

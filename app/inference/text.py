@@ -1,8 +1,7 @@
-"""Text <-> words for the inference API: whitespace tokenisation and the PTB normalisation.
+"""Text <-> words for the inference API: whitespace tokenisation and vocabulary ids.
 
 The models are word-level: a text's words are `text.split()`, exactly as the training reader splits
-a line. The Penn Treebank text the presets train on is lower-cased and has every number replaced by
-`N`; `normalize_ptb` applies the same two rules to user text so that it meets the vocabulary.
+a line. Raw text is brought to a corpus' own tokenization by `app.inference.conventions`.
 """
 
 from __future__ import annotations
@@ -24,18 +23,31 @@ def tokenize(text: str) -> list[str]:
     return text.split()
 
 
-KEPT = frozenset({NUMBER, "<unk>", "<eos>"})  # already in PTB's form: lower-casing would break them
+KEPT = frozenset({NUMBER, "<unk>", "<eos>"})  # tokens every convention leaves as they are
 
 
-def normalize_ptb(words: Sequence[str]) -> list[str]:
-    """PTB's conventions: lower case, and `N` for every token that is a number. Text already in
-    that form is unchanged: `N`, `<unk>` and `<eos>` stay as they are."""
-    return [word if word in KEPT else NUMBER if _NUMBER_RE.fullmatch(word) else word.lower() for word in words]
+def is_number(token: str) -> bool:
+    """A token that is a number as a whole (42, 1,000, 3.14, 1/2); 1980s and 30-year are words."""
+    return _NUMBER_RE.fullmatch(token) is not None
 
 
-def word_offsets(text: str) -> list[int]:
-    """Character offset of each word of `tokenize(text)` inside `text`."""
-    return [match.start() for match in re.finditer(r"\S+", text)]
+def word_offsets(text: str, words: Sequence[str] | None = None) -> list[int]:
+    """Character offset of each word of `tokenize(text)` inside `text`; with `words` (a normalised
+    form of the text), where each one is found in order, case aside (where it is not, e.g. `N` for
+    `5.2`, the offset where the search stands)."""
+    if words is None:
+        return [match.start() for match in re.finditer(r"\S+", text)]
+    lowered, offsets, at = text.lower(), [], 0
+    for word in words:
+        found = lowered.find(word.lower(), at)
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if found >= 0:
+            at = found
+        offsets.append(at)
+        if found >= 0:
+            at = found + len(word)
+    return offsets
 
 
 def detokenize(words: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.errors import Invalid, NotFound, TooLarge
+from app.inference.conventions import CONVENTIONS, detect
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
@@ -35,6 +36,7 @@ class CorpusStats:
     valid_tokens: int
     test_tokens: int
     vocab_size: int  # types of the training split, counting <eos> and <unk>
+    convention: str  # how the text is tokenized: given, or detected from the training text
 
     def row(self, dataset_id: str, name: str, source: str, folder: Path, size_bytes: int) -> Dataset:
         """The dataset row for a corpus with these numbers."""
@@ -48,6 +50,7 @@ class CorpusStats:
             test_tokens=self.test_tokens,
             vocab_size=self.vocab_size,
             size_bytes=size_bytes,
+            convention=self.convention,
         )
 
 
@@ -59,8 +62,18 @@ def decode_split(split: str, raw: bytes) -> str:
         raise Invalid(f"{split}: not UTF-8 text (invalid byte at offset {exc.start})", field=split) from None
 
 
-def corpus_stats(texts: dict[str, str]) -> CorpusStats:
-    """Token counts (with `<eos>` per line, as training reads them) and the vocabulary size."""
+def check_convention(convention: str | None) -> None:
+    """`Invalid` unless `convention` names one (None: detect it)."""
+    if convention is not None and convention not in CONVENTIONS:
+        raise Invalid(
+            f"convention: {convention!r} is not one of {', '.join(CONVENTIONS)} (or leave it out to detect it)",
+            field="convention",
+        )
+
+
+def corpus_stats(texts: dict[str, str], convention: str | None = None) -> CorpusStats:
+    """Token counts (with `<eos>` per line, as training reads them), the vocabulary size and the text
+    convention (`convention`, or detected from the training text when None)."""
     counts: dict[str, int] = {}
     train_tokens: list[str] = []
     for split in SPLITS:
@@ -72,11 +85,15 @@ def corpus_stats(texts: dict[str, str]) -> CorpusStats:
         if split == "train":
             train_tokens = tokens
     vocab = Vocabulary.build(train_tokens)
-    return CorpusStats(counts["train"], counts["valid"], counts["test"], len(vocab))
+    found = convention or detect(train_tokens)
+    return CorpusStats(counts["train"], counts["valid"], counts["test"], len(vocab), found)
 
 
-def create_upload(engine: Engine, settings: Settings, name: str | None, files: dict[str, bytes]) -> Dataset:
+def create_upload(
+    engine: Engine, settings: Settings, name: str | None, files: dict[str, bytes], convention: str | None = None
+) -> Dataset:
     """Validate and store an uploaded train/valid/test triple; nothing is written when it is refused."""
+    check_convention(convention)
     total = sum(len(raw) for raw in files.values())
     if total > settings.max_upload_bytes:
         raise TooLarge(
@@ -85,7 +102,7 @@ def create_upload(engine: Engine, settings: Settings, name: str | None, files: d
             limit=settings.max_upload_bytes,
         )
     texts = {split: decode_split(split, files[split]) for split in SPLITS}
-    stats = corpus_stats(texts)
+    stats = corpus_stats(texts, convention)
 
     dataset_id = new_id("ds")
     folder = (settings.datasets_dir / dataset_id).resolve()
@@ -117,13 +134,19 @@ def _inside(base: Path, candidate: Path) -> Path | None:
 
 
 def register_builtin(
-    engine: Engine, settings: Settings, root: str, subpath: str = "", name: str | None = None
+    engine: Engine,
+    settings: Settings,
+    root: str,
+    subpath: str = "",
+    name: str | None = None,
+    convention: str | None = None,
 ) -> tuple[Dataset, bool]:
     """Record a server-side corpus folder as a dataset; returns (dataset, created).
 
     The same folder registered twice gives the same dataset. Messages name the folder as
     `root/subpath`, never by its server path.
     """
+    check_convention(convention)
     if root not in settings.corpus_roots:
         choices = ", ".join(corpus_root_names(settings)) or "none are configured"
         raise NotFound(f"no corpus root named {root!r} ({choices})", field="root")
@@ -150,7 +173,7 @@ def register_builtin(
         raw = path.read_bytes()
         size += len(raw)
         texts[split] = decode_split(split, raw)
-    stats = corpus_stats(texts)
+    stats = corpus_stats(texts, convention)
     with write_session(engine) as session:
         existing = session.scalar(select(Dataset).where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
         if existing is not None:  # registered concurrently

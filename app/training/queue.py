@@ -37,6 +37,7 @@ class ClaimedJob:
     checkpoint_id: str | None  # resume from this checkpoint, None = start fresh
     checkpoint_path: str | None
     checkpoint_step: int  # global training step of that checkpoint (0 = none)
+    dataset_convention: str = "plain"  # how the corpus' text is tokenized; checkpoints carry it
 
 
 def claim_next(engine: Engine, worker_id: str, lease_seconds: float) -> ClaimedJob | None:
@@ -86,6 +87,7 @@ def claim_next(engine: Engine, worker_id: str, lease_seconds: float) -> ClaimedJ
             checkpoint_id=resume.id if resume is not None else None,
             checkpoint_path=resume.path if resume is not None else None,
             checkpoint_step=step,
+            dataset_convention=dataset.convention,
         )
 
 

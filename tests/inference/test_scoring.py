@@ -94,18 +94,21 @@ def test_score_eos_false_drops_only_the_end_marker(inference_service: InferenceS
     assert close(without["logprobs"], with_eos["logprobs"][:-1], 1e-6)
 
 
-def test_ptb_normalisation_lowercases_and_maps_numbers_to_n(inference_service: InferenceService) -> None:
+def test_normalize_applies_the_model_convention(inference_service: InferenceService) -> None:
+    """The tiny corpus is lower case with N for numbers: its model's convention is detected as PTB."""
     client, model = inference_service.client, inference_service.job_id
-    raw = score(client, model, ["The Cat sat 42 times , 1,000.5 RED"], normalize=True)["sentences"][0]
-    assert raw["tokens"] == ["the", "cat", "sat", "N", "times", ",", "N", "red", "<eos>"]
-    same = score(client, model, ["the cat sat N times , N red"])["sentences"][0]
+    body = score(client, model, ["The Cat's 42 mats, 1,000.5% RED!"], normalize=True)
+    assert body["convention"] == "ptb"
+    raw = body["sentences"][0]
+    assert raw["tokens"] == ["the", "cat", "'s", "N", "mats", "N", "N", "red", "<eos>"]
+    same = score(client, model, ["the cat 's N mats N N red"])["sentences"][0]
     assert close(raw["logprobs"], same["logprobs"], 1e-6)
     untouched = score(client, model, ["The Cat sat 42"])["sentences"][0]
     assert untouched["tokens"] == ["The", "Cat", "sat", "42", "<eos>"]
     assert untouched["is_unk"] == [True, True, False, True, False]
     # Text already in PTB's form is left as it is: N stays the number token, <unk> stays <unk>.
-    ptb = score(client, model, ["the cat sat N times , <unk> red"], normalize=True)["sentences"][0]
-    assert ptb["tokens"][:-1] == ["the", "cat", "sat", "N", "times", ",", "<unk>", "red"]
+    ptb = score(client, model, ["the cat sat N times & <unk> red"], normalize=True)["sentences"][0]
+    assert ptb["tokens"][:-1] == ["the", "cat", "sat", "N", "times", "&", "<unk>", "red"]
 
 
 def test_aggregates_say_what_they_average(inference_service: InferenceService) -> None:

@@ -1,5 +1,6 @@
 """The vocabulary in view: a dataset reports all its training words, a job the vocabulary it trains
-with (every training word unless `vocab_size` caps it) and the `<unk>` rates of its splits."""
+with (every training word unless `vocab_size` caps it) and the `<unk>` rates of its splits; its
+checkpoints carry the dataset's text convention."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from harness import open_service
 
+from model import checkpoint
 from model.data import UNK, Vocabulary, tokenize_text
 
 WORDS = 12_000  # more than the 10,000 the presets used to cap every corpus at
@@ -43,7 +45,10 @@ def test_a_job_reports_its_vocabulary_and_unk_rates(tmp_path: Path) -> None:
     service, close = open_service(tmp_path)
     try:
         corpus = write_large_vocabulary_corpus(tmp_path / "corpus")
-        dataset = service.upload(corpus, name="many-words")
+        files = {s: (f"{s}.txt", (corpus / f"{s}.txt").read_bytes(), "text/plain") for s in ("train", "valid", "test")}
+        response = service.client.post("/v1/datasets", files=files, data={"convention": "wikitext"})
+        assert response.status_code == 201, response.text
+        dataset = response.json()
         assert dataset["vocab_size"] == WORDS + 2  # every training word, <eos> and <unk>
         full = service.submit(dataset["id"], max_max_epoch=1, max_steps_per_epoch=2)
         assert full["config"]["vocab_size"] is None and full["vocabulary"] is None  # not read yet
@@ -56,6 +61,11 @@ def test_a_job_reports_its_vocabulary_and_unk_rates(tmp_path: Path) -> None:
             assert vocabulary["size"] == size and vocabulary["cap"] == cap
             for split, (unk, rate) in expected_unk(corpus, cap).items():
                 assert vocabulary[f"{split}_unk"] == unk and vocabulary[f"{split}_unk_rate"] == rate
+        # Its checkpoints carry the dataset's text convention.
+        listed = service.client.get(f"/v1/jobs/{full['id']}/checkpoints").json()["items"]
+        raw = service.client.get(listed[-1]["download_url"]).content
+        (tmp_path / "final.pt").write_bytes(raw)
+        assert checkpoint.text_convention(checkpoint.load(tmp_path / "final.pt")) == "wikitext"
         full_done, capped_done = service.job(full["id"]), service.job(capped["id"])
         assert full_done["vocabulary"]["train_unk"] == 0
         assert capped_done["vocabulary"]["valid_unk_rate"] > full_done["vocabulary"]["valid_unk_rate"] > 0
