@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import checkpoints, completions, datasets, generation, health, jobs, metrics, models, problems, scoring
+from app.api import scorings as scoring_jobs
 from app.api import tokenizer as tokenizer_routes
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.inference.registry import ModelCache
@@ -47,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(generation.router)
     app.include_router(completions.router)
     app.include_router(tokenizer_routes.router)
+    app.include_router(scoring_jobs.router)
     return app

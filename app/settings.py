@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_request_tokens: int = Field(100_000, ge=1, description="tokens per scoring request")
     max_generate_tokens: int = Field(1000, ge=1, description="largest max_tokens of a generation request")
     max_generate_n: int = Field(16, ge=1, description="largest n of a generation request")
+    scoring_chunk_lines: int = Field(1000, ge=1, description="lines a scoring job scores and records at a time")
 
     @property
     def resolved_database_url(self) -> str:

@@ -80,6 +80,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "LSTMLM_MAX_ATTEMPTS": str(settings.max_attempts),
             "LSTMLM_KEEP_LAST_CHECKPOINTS": str(settings.keep_last_checkpoints),
             "LSTMLM_TORCH_THREADS": str(settings.torch_threads or 1),
+            "LSTMLM_SCORING_CHUNK_LINES": str(settings.scoring_chunk_lines),
             "PYTHONUNBUFFERED": "1",
         }
     )
