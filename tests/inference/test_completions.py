@@ -181,3 +181,14 @@ def test_unsupported_or_out_of_range_completion_fields(
 def test_unknown_openai_fields_are_ignored(inference_service: InferenceService) -> None:
     result = complete(inference_service, prompt="the", max_tokens=1, user="me", some_future_field=True)
     assert len(result["choices"]) == 1 and not math.isnan(result["created"])
+
+
+def test_normalize_reads_a_text_prompt_in_the_model_convention(inference_service: InferenceService) -> None:
+    prompt = "The Cat's 42 mats,"
+    result = complete(inference_service, prompt=prompt, max_tokens=0, echo=True, logprobs=0, normalize=True)
+    lp = result["choices"][0]["logprobs"]
+    assert lp["tokens"] == ["the", "cat", "'s", "N", "mats"]
+    assert lp["text_offset"] == [0, 4, 7, 10, 13]  # where each token's text starts ("N" at "42")
+    body = {"model": inference_service.job_id, "sentences": [prompt], "score_eos": False, "normalize": True}
+    scored = inference_service.client.post("/v1/score", json=body).json()["sentences"][0]
+    assert lp["token_logprobs"] == [None, *scored["logprobs"][1:]]
