@@ -25,7 +25,9 @@ from app.api import (
     prometheus,
     scoring,
 )
+from app.api import scorings as scoring_jobs
 from app.api import session as login_session
+from app.api import tokenizer as tokenizer_routes
 from app.api.auth import AuthGate
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.api.origin import SameOriginGuard
@@ -74,7 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_json_bytes,
-        routes={("POST", "/v1/datasets"): settings.max_upload_bytes + MULTIPART_OVERHEAD},
+        routes={
+            ("POST", "/v1/datasets"): settings.max_upload_bytes + MULTIPART_OVERHEAD,
+            ("POST", "/v1/scorings"): settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        },
     )
     # CORS (outside the guards, to answer preflights) only for the listed origins.
     app.add_middleware(SameOriginGuard, allowed_origins=settings.cors_origins)
@@ -100,4 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(presets.router)
     app.include_router(login_session.router)
     pages.install(app)  # the dashboard at /, apart from the API
+    app.include_router(tokenizer_routes.router)
+    app.include_router(scoring_jobs.router)
     return app

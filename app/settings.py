@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     upload_parse_process_bytes: int = Field(
         1024 * 1024, ge=0, description="uploads at least this large are parsed in a child process"
     )
+    scoring_chunk_lines: int = Field(1000, ge=1, description="lines a scoring job scores and records at a time")
 
     @property
     def resolved_database_url(self) -> str:

@@ -26,12 +26,18 @@ class CheckpointError(ValueError):
     """A file is not a readable checkpoint of this format."""
 
 
-def trainer_payload(trainer: Trainer) -> dict[str, Any]:
-    """Everything needed to rebuild the model and continue training exactly where it stands."""
+def trainer_payload(trainer: Trainer, text_convention: str | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild the model and continue training exactly where it stands.
+
+    `text_convention` names how the corpus' text is tokenized (`ptb`, `wikitext`, `plain`), so that
+    raw text can be brought to the model's vocabulary; files without it stay loadable.
+    """
     state = asdict(trainer.state)
     if trainer.carried is not None:  # stopped mid-epoch: keep the LSTM state flowing
         state["carried_h"], state["carried_c"] = (t.detach().cpu() for t in trainer.carried)
+    extra = {} if text_convention is None else {"text_convention": text_convention}
     return {
+        **extra,
         "format": FORMAT,
         "config": trainer.config.to_dict(),
         "vocab": list(trainer.vocab.words),
@@ -84,6 +90,12 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file")
     return payload
+
+
+def text_convention(payload: dict[str, Any]) -> str | None:
+    """How the training text was tokenized, when the checkpoint says (older files do not)."""
+    value = payload.get("text_convention")
+    return value if isinstance(value, str) else None
 
 
 def load_model(payload: dict[str, Any], device: str = "auto") -> tuple[LSTMLanguageModel, Vocabulary, ModelConfig]:

@@ -55,7 +55,9 @@ class ModelConfig:
     keep_prob: float = 1.0  # 1 - dropout probability
     lr_decay: float = 0.5  # lr multiplier per epoch after `max_epoch`
     batch_size: int = 20  # B parallel streams
-    vocab_size: int = 10000  # upper bound; the corpus' vocabulary may be smaller
+    # A cap on the vocabulary: the most frequent training words are kept, the rest become <unk>.
+    # None (the presets): every training word. On PTB both give the seed's 10,000 words.
+    vocab_size: int | None = None
     # Beyond the seed: reproducibility, placement and quick runs.
     seed: int = 0
     device: Device = "auto"
@@ -64,8 +66,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
+            if name == "vocab_size" and value is None:
+                continue  # no cap: every training word
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"{name} must be an integer in [{low}, {high:,}], got {value!r}")
+                null = " or null (every training word)" if name == "vocab_size" else ""
+                raise ConfigError(f"{name} must be an integer in [{low}, {high:,}]{null}, got {value!r}")
         for name, (bottom, top) in FLOAT_RANGES.items():
             number = getattr(self, name)
             if (
@@ -110,16 +115,24 @@ class ModelConfig:
         """Learning rate of 0-based `epoch`: full for `max_epoch` epochs, then decayed once per epoch."""
         return self.learning_rate * self.lr_decay ** max(epoch + 1 - self.max_epoch, 0)
 
+    def vocabulary(self, corpus_words: int | None = None) -> int:
+        """Words the model has: the corpus' training words (`corpus_words`) under the cap."""
+        if corpus_words is None:
+            if self.vocab_size is None:
+                raise ConfigError("vocab_size is null (every training word): give the corpus' vocabulary size")
+            return self.vocab_size
+        return corpus_words if self.vocab_size is None else min(self.vocab_size, corpus_words)
+
     def num_parameters(self, vocab_size: int | None = None) -> int:
         """Trainable parameter count (embedding, LSTM weights and one bias per layer, softmax)."""
-        v, h = vocab_size or self.vocab_size, self.hidden_size
+        v, h = self.vocabulary(vocab_size), self.hidden_size
         lstm = self.num_layers * (4 * h * (h + h) + 4 * h)
         return v * h + lstm + h * v + v
 
     def forward_flops_per_token(self, vocab_size: int | None = None) -> float:
         """Forward FLOPs per token: 2 * (sum over layers of 4H(E_l + H) + H*V), the LSTM gates and the
         softmax layer (E_l = H here)."""
-        v, h = vocab_size or self.vocab_size, self.hidden_size
+        v, h = self.vocabulary(vocab_size), self.hidden_size
         return 2.0 * (self.num_layers * 4 * h * (h + h) + h * v)
 
     def train_flops_per_token(self, vocab_size: int | None = None) -> float:

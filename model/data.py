@@ -153,6 +153,11 @@ class Corpus:
     test: torch.Tensor  # [N_test]
     unk_counts: dict[str, int]  # out-of-vocabulary tokens per split, mapped to <unk>
 
+    def unk_count(self, split: str) -> int:
+        """Tokens of a split that are `<unk>`: out of the vocabulary, or `<unk>` in the text itself."""
+        unk = self.vocab.unk_id
+        return 0 if unk is None else int((getattr(self, split) == unk).sum())
+
     @classmethod
     def load(cls, directory: str | Path, max_vocab_size: int | None = None) -> Corpus:
         """Read a corpus folder; the vocabulary comes from the training file only."""

@@ -55,21 +55,20 @@ def score_sentences(
 
     Sentences are sorted by length and scored in groups of similar lengths, at most `batch_size`
     sentences and `batch_tokens` padded positions each; the softmax runs only at real positions.
-    The result keeps the input order. A sentence with nothing to score (empty and
-    `score_eos=False`) is an error.
+    The result keeps the input order. A sentence with nothing to score (empty, with
+    `score_eos=False`) gets an empty score; with `score_eos` an empty sentence is its `<eos>`.
     """
     model.eval()
     device = model.decoder.weight.device
     eos = vocab.eos_id
     targets: list[list[int]] = []
-    for i, words in enumerate(sentences):
-        ids = [vocab.id_of(w) for w in words] + ([eos] if score_eos else [])
-        if not ids:
-            raise ValueError(f"sentence {i} has no tokens to score")
-        targets.append(ids)
+    for words in sentences:
+        targets.append([vocab.id_of(w) for w in words] + ([eos] if score_eos else []))
     unk_id = vocab.unk_id
-    results: list[SentenceScore | None] = [None] * len(sentences)
-    order = sorted(range(len(targets)), key=lambda i: len(targets[i]))
+    results: list[SentenceScore | None] = [
+        None if ids else SentenceScore(tokens=[], logprobs=[], is_unk=[]) for ids in targets
+    ]
+    order = sorted((i for i in range(len(targets)) if targets[i]), key=lambda i: len(targets[i]))
     start = 0
     while start < len(order):
         # Longest last: the group grows while its padded size [count, longest] stays in budget and

@@ -127,6 +127,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "LSTMLM_TORCH_THREADS": str(settings.torch_threads or 1),
             "LSTMLM_MAX_JOB_SECONDS": str(settings.max_job_seconds),
             "LSTMLM_RETRY_BACKOFF_SECONDS": str(settings.retry_backoff_seconds),
+            "LSTMLM_SCORING_CHUNK_LINES": str(settings.scoring_chunk_lines),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -19,12 +19,14 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.scorings.lease import claim_next_scoring, requeue_expired_scorings
 from app.settings import Settings
 from app.store.db import make_engine
 from app.store.migrate import schema_is_current
 from app.training.queue import claim_next, register_worker, requeue_expired, worker_heartbeat, worker_stopped
 from app.training.sweep import sweep_checkpoints
 from worker.runner import run_job
+from worker.scoring import run_scoring
 
 log = logging.getLogger("worker")
 
@@ -108,6 +110,11 @@ class Worker:
                     if requeued:
                         log.info("requeued or failed %d job(s) whose lease expired", requeued)
                     job = claim_next(self.engine, worker_id, self.settings.lease_seconds, capabilities)
+                    if job is None and self._score_next(worker_id):
+                        last_beat = time.monotonic()
+                        if mode == "once":
+                            break
+                        continue
                 except SQLAlchemyError:
                     log.warning("queue not reachable; retrying", exc_info=True)
                     self.shutdown.wait(self.settings.poll_seconds)
@@ -140,6 +147,24 @@ class Worker:
             self.engine.dispose()
         log.info("worker %s stopped", worker_id)
         return 0
+
+    def _score_next(self, worker_id: str) -> bool:
+        """Run one queued scoring job, if there is one (training jobs go first); False when none."""
+        if requeue_expired_scorings(self.engine):
+            log.info("requeued scoring(s) whose lease expired")
+        scoring = claim_next_scoring(self.engine, worker_id, self.settings.lease_seconds)
+        if scoring is None:
+            return False
+        log.info("claimed scoring %s (attempt %d)", scoring.id, scoring.attempt)
+        worker_heartbeat(self.engine, worker_id, scoring.id)
+        try:
+            log.info(
+                "scoring %s: %s", scoring.id, run_scoring(self.engine, self.settings, worker_id, scoring, self.shutdown)
+            )
+        except Exception:
+            log.exception("scoring %s: could not record its outcome", scoring.id)
+        self._beat(worker_id)
+        return True
 
     def _beat(self, worker_id: str) -> None:
         try:

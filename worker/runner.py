@@ -28,6 +28,7 @@ from app.store.tables import utcnow
 from app.training import logs
 from app.training.attempt import Attempt, LeaseLost, MetricPoint, NewCheckpoint, new_checkpoint_id
 from app.training.checkpoints import EPOCH, FINAL, INTERRUPT
+from app.training.datasets import vocabulary_report
 from app.training.jobs import CANCELED, CANCELING, QUEUED
 from app.training.logs import LogLine
 from app.training.queue import ClaimedJob, worker_heartbeat
@@ -85,6 +86,7 @@ class JobCallbacks(Callbacks):
         epochs: int,
     ) -> None:
         self.attempt, self.heartbeat, self.shutdown = attempt, heartbeat, shutdown
+        self.text_convention: str | None = None  # the corpus', stored in every checkpoint
         self.settings, self.job_dir, self.epochs = settings, job_dir, epochs
         self.last_report = 0.0
         self.last_check = time.monotonic()
@@ -186,7 +188,8 @@ class JobCallbacks(Callbacks):
     def save(self, trainer: Trainer, kind: str, valid_ppl: float | None) -> NewCheckpoint:
         """Write a checkpoint file for the trainer as it stands (recorded by the caller)."""
         ckpt_id = new_checkpoint_id()
-        path = checkpoint.save(checkpoint.trainer_payload(trainer), self.job_dir / f"{ckpt_id}.pt")
+        payload = checkpoint.trainer_payload(trainer, self.text_convention)
+        path = checkpoint.save(payload, self.job_dir / f"{ckpt_id}.pt")
         s = trainer.state
         return NewCheckpoint(
             id=ckpt_id,
@@ -318,6 +321,7 @@ def _train(
         config = ModelConfig.from_dict(job.config)
         device = worker_device(config, settings)
         corpus = Corpus.load(job.dataset_path, config.vocab_size)
+        attempt.record_vocabulary(vocabulary_report(corpus, config.vocab_size))
         resumed = resume_point(attempt, job, corpus, device) if job.checkpoint_path is not None else None
         if resumed is not None:
             trainer, resumed_from = resumed
@@ -336,6 +340,7 @@ def _train(
             callbacks.last_checkpoint = resumed_from  # this run's last one until it writes another
         spent = (utcnow() - job.started_at).total_seconds()
         callbacks.deadline = time.monotonic() + settings.max_job_seconds - spent
+        callbacks.text_convention = job.dataset_convention
         finished = trainer.fit(callbacks)
     except LeaseLost:
         raise

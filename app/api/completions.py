@@ -8,12 +8,22 @@ What OpenAI clients and evaluation tools rely on works as they expect:
   `prompt + text` reads right; tokens are words; `text_offset` counts characters from the start of
   the prompt, echoed or not;
 - `finish_reason` is `stop` for a stop sequence or the end of the sentence, `length` otherwise;
+- a prompt may be token ids (`POST /tokenize` gives them), a list of ids or a list of such lists;
+- a prompt that starts with `<eos>` (evaluation clients put the end-of-text token before a text)
+  reads it as the start-of-sentence context every prompt has, not as a word: it is echoed as a
+  token with a `null` log-probability, and the first word then has its log-probability;
+- with `echo=true` the end of a sentence does not end a continuation: a model that cannot stop
+  generates `<eos>` as a token like any other, so the answer always has `max_tokens` generated
+  tokens unless a stop sequence ends it (lm-evaluation-harness asks for one token and drops the
+  last entry); without echo, `<eos>` ends the continuation with `finish_reason: stop`;
+- the echoed log-probabilities are `/v1/score`'s for the same words;
 - `stream=true` sends `text_completion` chunks and `data: [DONE]`; `stream_options.include_usage`
   adds a last chunk with the usage.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -34,6 +44,7 @@ from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.auth.principal import Principal
 from app.errors import Invalid
+from app.inference import conventions
 from app.inference.generation import (
     FINISH_EOS,
     FINISH_STOP,
@@ -46,7 +57,7 @@ from app.inference.generation import (
 )
 from app.inference.registry import LoadedModel, ModelCache
 from app.inference.slots import Slot
-from app.inference.text import normalize_ptb, tokenize, word_offsets
+from app.inference.text import decode, detokenize, split_start, tokenize, word_offsets
 from app.observability.prometheus import Observability
 from app.settings import Settings
 
@@ -59,8 +70,8 @@ class PromptCompletions:
     Streaming sends every piece as a chunk; the whole response joins the pieces of each choice.
     """
 
-    def __init__(self, prompt: str, words: list[str], first_index: int, body: CompletionRequest) -> None:
-        self.prompt, self.words, self.first_index = prompt, words, first_index
+    def __init__(self, prompt: str, starts: bool, words: list[str], first_index: int, body: CompletionRequest) -> None:
+        self.prompt, self.starts, self.words, self.first_index = prompt, starts, words, first_index
         self.k = body.logprobs  # None: no logprobs at all
         self.echo = body.echo
         self.separator = "" if not prompt or prompt[-1].isspace() else " "
@@ -78,9 +89,12 @@ class PromptCompletions:
         """The log-probabilities of the prompt's words (echo=true), when asked for."""
         if self.k is None or replay is None:
             return None
-        scored = replay.prompt(self.words, self.k)
+        scored = replay.prompt(self.words, self.k, self.starts)
         return self._logprobs(
-            [t.token for t in scored], [t.logprob for t in scored], [t.top for t in scored], word_offsets(self.prompt)
+            [t.token for t in scored],
+            [t.logprob for t in scored],
+            [t.top for t in scored],
+            word_offsets(self.prompt, [t.token for t in scored]),
         )
 
     def word(self, token: Token) -> CompletionChoice:
@@ -141,20 +155,21 @@ def create_completion(
 ) -> Response:
     """OpenAI-compatible completions: continue each prompt n times; echo + logprobs score the prompt."""
     sampling = body.sampling(16 if body.max_tokens is None else body.max_tokens)
+    if body.echo:
+        sampling = dataclasses.replace(sampling, stop_at_eos=False)
     if len(body.prompts) > settings.max_completion_prompts:
         raise Invalid(f"prompt: {len(body.prompts)} prompts, at most {settings.max_completion_prompts} per request")
-    prompts = []
-    for text in body.prompts:
-        words = tokenize(text)
-        prompts.append((text, normalize_ptb(words) if body.normalize else words))
-        check_request(prompts[-1][1], sampling, settings)
-    total_words = sum(len(words) for _, words in prompts)
+    total_words = 0
+    for given in body.prompts:  # the limits first: no model load for nothing
+        words = given if isinstance(given, list) else tokenize(given)
+        check_request(words, sampling, settings)
+        total_words += len(words)
     if total_words > settings.max_request_tokens:
         raise Invalid(f"prompt: {total_words} words in all, at most {settings.max_request_tokens} per request")
     slot = slots.acquire()
     streaming = False  # once the stream owns the slot, it releases it when it ends
     try:
-        response = _complete(body, principal, sessions, settings, cache, observability, sampling, prompts, slot)
+        response = _complete(body, principal, sessions, settings, cache, observability, sampling, slot)
         streaming = body.stream
         return response
     finally:
@@ -170,15 +185,24 @@ def _complete(
     cache: ModelCache,
     observability: Observability,
     sampling: Sampling,
-    prompts: list[tuple[str, list[str]]],
     slot: Slot,
 ) -> Response:
     ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
     head = CompletionResponse(
         id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=[], system_fingerprint=ref.checkpoint_id
     )
-    groups = [PromptCompletions(text, words, p * sampling.n, body) for p, (text, words) in enumerate(prompts)]
-    prompt_tokens = sum(len(words) for _, words in prompts)
+    groups: list[PromptCompletions] = []
+    prompt_tokens = 0
+    for p, given in enumerate(body.prompts):
+        if isinstance(given, list):
+            words = decode(loaded.vocab, given, f"prompt[{p}]" if len(body.prompts) > 1 else "prompt")
+            text = detokenize(words)
+        else:
+            text, words = given, conventions.words_of(given, loaded.convention, body.normalize)
+            check_request(words, sampling, settings)
+        prompt_tokens += len(words)
+        starts, words = split_start(words)
+        groups.append(PromptCompletions(text, starts, words, p * sampling.n, body))
 
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

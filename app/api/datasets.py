@@ -25,11 +25,14 @@ def upload_dataset(
     valid: Annotated[UploadFile, File(description="validation text")],
     test: Annotated[UploadFile, File(description="test text")],
     name: Annotated[str | None, Form(max_length=200)] = None,
+    convention: Annotated[
+        str | None, Form(max_length=20, description="ptb, wikitext or plain; left out: detected from the text")
+    ] = None,
 ) -> DatasetOut:
     """Upload a corpus (UTF-8 train/valid/test text) and get its id, token counts and vocabulary size."""
     # The parts are already spooled to temporary files; they are copied, never read whole.
     files = {"train": train.file, "valid": valid.file, "test": test.file}
-    return DatasetOut.of(datasets.create_upload(engine, settings, name, files, principal))
+    return DatasetOut.of(datasets.create_upload(engine, settings, name, files, principal, convention))
 
 
 @router.get("/roots", response_model=CorpusRoots)
@@ -43,7 +46,9 @@ def register_builtin_dataset(
     body: CorpusRegistration, principal: AdminKey, engine: EngineDep, settings: SettingsDep, response: Response
 ) -> DatasetOut:
     """Register a server-side corpus folder (a configured root, optionally a folder inside it)."""
-    dataset, created = datasets.register_builtin(engine, settings, body.root, body.path, body.name, principal)
+    dataset, created = datasets.register_builtin(
+        engine, settings, body.root, body.path, body.name, principal, body.convention
+    )
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return DatasetOut.of(dataset)
 

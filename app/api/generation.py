@@ -32,10 +32,11 @@ from app.api.inference_schemas import (
 )
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
+from app.inference import conventions
 from app.inference.generation import FINISH_LENGTH, Finish, Sampling, Token, check_request, generate_events
-from app.inference.registry import ModelRef
+from app.inference.registry import LoadedModel, ModelRef
 from app.inference.slots import Slot
-from app.inference.text import detokenize, normalize_ptb, tokenize
+from app.inference.text import detokenize, tokenize
 from app.observability.prometheus import Observability
 
 router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
@@ -132,13 +133,15 @@ def generate(
 ) -> Response:
     """Continue a prompt `n` times (temperature 0 is greedy); `stream: true` sends each word as an event."""
     words = tokenize(body.prompt)
-    words = normalize_ptb(words) if body.normalize else words
     sampling = body.sampling(body.max_tokens)
-    check_request(words, sampling, settings)
+    check_request(words, sampling, settings)  # limits first: no model load for nothing
     slot = slots.acquire()
     streaming = False  # once the stream owns the slot, it releases it when it ends
     try:
         ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
+        if body.normalize:  # the model's own text convention, both ways
+            words = conventions.to_words(body.prompt, loaded.convention)
+            check_request(words, sampling, settings)
         top = body.top_logprobs if body.top_logprobs > 0 else None
         events = generate_events(loaded, words, sampling, top_logprobs=top)
         if body.stream:
@@ -146,7 +149,7 @@ def generate(
             response = event_stream(_chunks(events, head, len(words), body.logprobs, observability), slot)
             streaming = True
             return response
-        return _whole(body, ref, words, sampling, events, observability)
+        return _whole(body, ref, loaded, words, sampling, events, observability)
     finally:
         if not streaming:
             slot.release()
@@ -155,6 +158,7 @@ def generate(
 def _whole(
     body: GenerateRequest,
     ref: ModelRef,
+    loaded: LoadedModel,
     words: list[str],
     sampling: Sampling,
     events: Iterable[Token | Finish],
@@ -177,7 +181,7 @@ def _whole(
         GenerateChoice.model_validate(
             {
                 "index": i,
-                "text": detokenize(tokens[i]),
+                "text": conventions.to_text(tokens[i], loaded.convention) if body.normalize else detokenize(tokens[i]),
                 "tokens": tokens[i],
                 "logprobs": logprobs[i] if body.logprobs else None,
                 "top_logprobs": tops[i] if top else None,
@@ -194,6 +198,7 @@ def _whole(
         model=body.model,
         job_id=ref.job_id,
         checkpoint_id=ref.checkpoint_id,
+        prompt_words=words,
         choices=choices,
         usage=Usage(prompt_tokens=len(words), completion_tokens=generated, total_tokens=len(words) + generated),
     )

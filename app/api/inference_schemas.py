@@ -93,12 +93,17 @@ class ScoreRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = ModelName
-    sentences: list[Annotated[str, Field(min_length=1, pattern=r"\S")]] = Field(
-        min_length=1, description="each text is one sentence (at least one word), split on whitespace"
+    sentences: list[str] = Field(
+        min_length=1,
+        description="each text is one sentence, split on whitespace; an empty one is allowed (a blank line)",
     )
     log10: bool = Field(False, description="log-probabilities in base 10 (KenLM's convention) instead of base e")
     score_eos: bool = Field(True, description="also score the end of sentence (<eos>) after the last word")
-    normalize: bool = Field(False, description="PTB normalisation before lookup: lower case, numbers to N")
+    normalize: bool = Field(
+        False,
+        description="bring raw text to the model's text convention before lookup (ptb: Treebank tokens, lower "
+        "case, numbers to N; wikitext: punctuation split, @-@; plain: nothing); tokens show the result",
+    )
 
 
 class SentenceOut(BaseModel):
@@ -110,23 +115,26 @@ class SentenceOut(BaseModel):
     total_logprob: float | None = Field(description="null when it overflows (-inf)")
     num_tokens: int
     num_unk: int
-    perplexity: float | None = Field(description="exp(-mean natural-log p) over the tokens; null when it overflows")
+    perplexity: float | None = Field(
+        description="exp(-mean natural-log p) over the tokens; null for a sentence with no token "
+        "(an empty one with score_eos off) and when it overflows"
+    )
     perplexity_without_unk: float | None = Field(description="the same over the tokens that are not <unk>")
 
 
 class ScoreAggregate(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    num_sentences: int
     num_tokens: int
     num_unk: int
     total_logprob: float | None = Field(description="sum over all tokens, in base log_base; null on overflow")
+    num_sentences: int = Field(description="every sentence, empty ones included")
     corpus_perplexity: float | None = Field(
-        description="token-weighted: exp(-total natural-log p / num_tokens); null when it overflows"
+        description="token-weighted: exp(-total natural-log p / num_tokens); null with no token or on overflow"
     )
     corpus_perplexity_without_unk: float | None
     mean_sentence_perplexity: float | None = Field(
-        description="the mean of the per-sentence perplexities; null when it overflows"
+        description="the mean of the per-sentence perplexities of the sentences that have a token; null on overflow"
     )
     mean_sentence_perplexity_without_unk: float | None
 
@@ -136,6 +144,7 @@ class ScoreResponse(BaseModel):
     job_id: str
     checkpoint_id: str
     log_base: Literal["e", "10"]
+    convention: str = Field(description="the model's text convention (ptb, wikitext or plain), what normalize applies")
     sentences: list[SentenceOut]
     aggregate: ScoreAggregate
 
@@ -183,7 +192,11 @@ class GenerateRequest(SamplingFields):
     max_tokens: int = Field(30, ge=0, description="words to generate at most")
     logprobs: bool = Field(False, description="return each word's log p (natural log, untempered model)")
     top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="also the k most likely words per position")
-    normalize: bool = Field(False, description="PTB normalisation of the prompt: lower case, numbers to N")
+    normalize: bool = Field(
+        False,
+        description="bring the raw prompt to the model's text convention, and write the generated words back "
+        "as readable text by the same convention (`text`; `tokens` keep the words)",
+    )
 
 
 class GenerateChoice(BaseModel):
@@ -210,6 +223,7 @@ class GenerateResponse(BaseModel):
     model: str
     job_id: str
     checkpoint_id: str
+    prompt_words: list[str] = Field(description="the prompt as the model read it (normalised if asked)")
     choices: list[GenerateChoice]
     usage: Usage
 
@@ -245,7 +259,10 @@ class CompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="ignore")
 
     model: str = ModelName
-    prompt: str | list[str] = Field(description="a text, or a list of texts (each continued n times)")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="a text, a list of texts, or token ids (a list of ids, or a list of such lists, as "
+        "POST /tokenize gives them); each prompt is continued n times"
+    )
     max_tokens: int | None = Field(16, ge=0, description="0 with echo=true scores the prompt only")
     top_p: float | None = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     logprobs: int | None = Field(
@@ -253,7 +270,9 @@ class CompletionRequest(SamplingFields):
     )
     echo: bool = Field(False, description="return the prompt before the completion (with its logprobs)")
     stream_options: StreamOptions | None = None
-    normalize: bool = Field(False, description="extension: PTB normalisation of the prompt (lower case, numbers to N)")
+    normalize: bool = Field(
+        False, description="extension: bring text prompts to the model's text convention (ptb, wikitext or plain)"
+    )
     # Accepted for compatibility; only their neutral values are supported.
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -277,8 +296,14 @@ class CompletionRequest(SamplingFields):
         return self
 
     @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a text, or a list of token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(item, int) for item in prompt):
+            return [[int(item) for item in prompt]]  # type: ignore[arg-type]
+        return list(prompt)  # type: ignore[arg-type]
 
 
 class CompletionLogprobs(BaseModel):
@@ -305,3 +330,49 @@ class CompletionResponse(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = Field(None, description="the checkpoint id that answered")
+
+
+# --- tokenizer (vLLM's /tokenizer_info, /tokenize and /detokenize) ---
+
+
+ModelOrDefault = Field(
+    None, min_length=1, max_length=200, description="a job id, checkpoint id or alias; none: the alias `default`"
+)
+
+
+class TokenizerInfo(BaseModel):
+    model: str = Field(description="the model whose vocabulary this is")
+    checkpoint_id: str
+    tokenizer_class: Literal["word-level"] = "word-level"
+    eos_token: str = Field(description="the end of a sentence; before a text it is the start-of-sentence context")
+    bos_token: None = Field(None, description="none: every sentence starts after an <eos>")
+    pad_token: None = None
+    unk_token: str | None = Field(description="the token every out-of-vocabulary word becomes")
+    vocab_size: int
+    model_max_length: int = Field(description="most tokens in one scored sentence or prompt on this server")
+
+
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = ModelOrDefault
+    prompt: str = Field(max_length=10_000_000, description="text, split on whitespace as scoring splits it")
+    add_special_tokens: bool = Field(False, description="accepted for compatibility: no token is ever added")
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int] = Field(description="vocabulary ids; a word outside the vocabulary is the id of <unk>")
+    token_strs: list[str] = Field(description="the vocabulary word of each id")
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = ModelOrDefault
+    tokens: list[int] = Field(description="vocabulary ids")
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str = Field(description="the words of the ids joined by single spaces")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -64,7 +64,11 @@ class DatasetOut(BaseModel):
     train_tokens: int = Field(description="tokens of the training split, one <eos> per line included")
     valid_tokens: int
     test_tokens: int
-    vocab_size: int = Field(description="word types of the training split, counting <eos> and <unk>")
+    vocab_size: int = Field(
+        description="every word type of the training split, counting <eos> and <unk>: a job's vocabulary "
+        "unless its vocab_size caps it"
+    )
+    convention: str = Field(description="how the text is tokenized: ptb, wikitext or plain (whitespace)")
     size_bytes: int
     created_at: datetime
 
@@ -88,6 +92,9 @@ class CorpusRegistration(RequestModel):
         "", max_length=1000, pattern=r"^[^\x00]*$", description="a folder inside the root; empty for the root itself"
     )
     name: str | None = Field(None, max_length=200)
+    convention: Literal["ptb", "wikitext", "plain"] | None = Field(
+        None, description="how the text is tokenized; left out: detected from the training text"
+    )
 
 
 class CorpusRoots(BaseModel):
@@ -128,6 +135,21 @@ class Progress(BaseModel):
     train_ppl_running: float | None = Field(None, description="training perplexity of this epoch so far")
 
 
+class JobVocabulary(BaseModel):
+    """The vocabulary a job trains with, and how much of each split it does not know."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    size: int = Field(description="words of the model's vocabulary, <eos> and <unk> included")
+    cap: int | None = Field(description="the config's vocab_size; null: every training word")
+    train_unk: int = Field(description="training tokens that are <unk> (folded by the cap, or <unk> in the text)")
+    train_unk_rate: float
+    valid_unk: int = Field(description="validation tokens that are <unk>: unknown words, or <unk> in the text")
+    valid_unk_rate: float = Field(description="valid_unk / validation tokens (one <eos> per line included)")
+    test_unk: int
+    test_unk_rate: float
+
+
 class JobOut(BaseModel):
     id: str
     status: str = Field(description="queued, running, canceling, succeeded, failed or canceled")
@@ -144,6 +166,9 @@ class JobOut(BaseModel):
     latest_valid_ppl: float | None
     best_valid_ppl: float | None
     test_ppl: float | None
+    vocabulary: JobVocabulary | None = Field(
+        None, description="the vocabulary in use and the <unk> rates of the splits, once a worker has read the corpus"
+    )
     error: str | None = Field(description="why the job failed (or why its last attempt ended)")
     requirements: list[str] = Field(default_factory=list, description="what a worker must have to run it (cuda, cpu)")
     estimate: dict[str, int | float] | None = Field(
@@ -173,6 +198,7 @@ class JobOut(BaseModel):
             latest_valid_ppl=job.latest_valid_ppl,
             best_valid_ppl=job.best_valid_ppl,
             test_ppl=job.test_ppl,
+            vocabulary=JobVocabulary.model_validate(job.vocabulary) if job.vocabulary else None,
             error=job.error,
             requirements=list(job.requirements or []),
             estimate=job.estimate,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Response
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
@@ -26,9 +28,12 @@ def score(
 ) -> Response:
     """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities and aggregates."""
     options = scoring.ScoreOptions(log10=body.log10, score_eos=body.score_eos, normalize=body.normalize)
-    sentences = scoring.words_of(body.sentences, options, settings)  # limits first: no model load for nothing
+    plain = dataclasses.replace(options, normalize=False)
+    sentences = scoring.words_of(body.sentences, plain, settings)  # limits first: no model load for nothing
     with slots.acquire():
         ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
+        if body.normalize:  # the model's own text convention
+            sentences = scoring.words_of(body.sentences, options, settings, loaded.convention)
         scored, totals = scoring.score_words(loaded, sentences, options)
     aggregate = ScoreAggregate.model_validate(totals)
     observability.tokens_scored.inc(aggregate.num_tokens)
@@ -37,6 +42,7 @@ def score(
         job_id=ref.job_id,
         checkpoint_id=ref.checkpoint_id,
         log_base="10" if body.log10 else "e",
+        convention=loaded.convention,
         sentences=[SentenceOut.model_validate(s) for s in scored],
         aggregate=aggregate,
     )

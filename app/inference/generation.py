@@ -22,7 +22,8 @@ from app.errors import Invalid
 from app.inference.registry import LoadedModel
 from app.inference.text import tokenize
 from app.settings import Settings
-from model.inference import GeneratedToken, generate_stream, read_prompt
+from model.data import EOS
+from model.inference import GeneratedToken, generate_stream, read_prompt, score_sentences
 from model.network import State
 
 FINISH_EOS, FINISH_STOP, FINISH_LENGTH = "eos", "stop", "length"
@@ -40,6 +41,7 @@ class Sampling:
     seed: int | None = None
     n: int = 1
     stop: tuple[tuple[str, ...], ...] = ()  # word sequences that end a continuation (not emitted)
+    stop_at_eos: bool = True  # False: <eos> is emitted as a token and the continuation goes on
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def stop_sequences(stop: str | Sequence[str] | None) -> tuple[tuple[str, ...], .
     return sequences
 
 
-def check_request(prompt_words: Sequence[str], sampling: Sampling, settings: Settings) -> None:
+def check_request(prompt_words: Sequence[object], sampling: Sampling, settings: Settings) -> None:
     """`Invalid` when a request goes over the deployment's limits."""
     if sampling.max_tokens > settings.max_generate_tokens:
         raise Invalid(f"max_tokens: {sampling.max_tokens} is over the limit of {settings.max_generate_tokens}")
@@ -112,15 +114,25 @@ class Replay:
         self.next_logp = [last] * n  # [V] each: the distribution of the next word
         self.pending: list[int | None] = [None] * n  # a word emitted but not yet read
 
-    def prompt(self, words: Sequence[str], k: int) -> list[PromptToken]:
-        """Log p of each prompt word given the words before it (the first: None), with k alternatives."""
+    def prompt(self, words: Sequence[str], k: int, starts: bool = False) -> list[PromptToken]:
+        """Log p of each prompt word given the words before it, with k alternatives.
+
+        The first word's is None (OpenAI's convention) unless `starts`: then an `<eos>` token comes
+        first with None, and every word has its log p. The log-probabilities are `/v1/score`'s
+        (`score_sentences`, score_eos off), so both answer the same numbers; the alternatives come
+        from the replay, with the token's own entry set to that same number.
+        """
         vocab_words = self.loaded.vocab.words
         model = self.loaded.model
-        out = []
+        scored: list[float] = []
+        if words:
+            with self.loaded.lock:
+                scored = score_sentences(model, self.loaded.vocab, [words], score_eos=False)[0].logprobs
+        out = [PromptToken(EOS, None, None)] if starts else []
         block: Tensor | None = None  # log p over V at positions [start, start + PROMPT_BLOCK)
         start = 0
         for j, (word, token_id) in enumerate(zip(words, self.ids, strict=True)):
-            if j == 0:
+            if j == 0 and not starts:
                 out.append(PromptToken(word, None, None))
                 continue
             if block is None or j >= start + PROMPT_BLOCK:
@@ -128,8 +140,9 @@ class Replay:
                 with torch.inference_mode(), self.loaded.lock:
                     logits = model.decoder(self.prompt_hidden[start : start + PROMPT_BLOCK])
                     block = torch.log_softmax(logits.float(), dim=-1)  # [<= PROMPT_BLOCK, V]
-            logp = block[j - start]
-            out.append(PromptToken(word, float(logp[token_id]), _top(logp, k, vocab_words, token_id)))
+            top = _top(block[j - start], k, vocab_words, token_id)
+            top[vocab_words[token_id]] = scored[j]
+            out.append(PromptToken(word, scored[j], top))
         return out
 
     def step(self, index: int, token_id: int, k: int) -> tuple[float, dict[str, float]]:
@@ -182,6 +195,7 @@ def generate_events(
         seed=sampling.seed,
         n=sampling.n,
         stop=[list(s) for s in sampling.stop],
+        stop_at_eos=sampling.stop_at_eos,
     )
     if top_logprobs is not None and replay is None:
         replay = Replay(loaded, prompt_words, sampling.n)

@@ -29,9 +29,10 @@ from sqlalchemy.orm import Session
 from app.auth import ownership
 from app.auth.principal import Principal
 from app.errors import Conflict, Invalid, NotFound
+from app.inference import conventions
 from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
 from app.training import checkpoints
-from model.checkpoint import CheckpointError, load, load_model
+from model.checkpoint import CheckpointError, load, load_model, text_convention
 from model.config import ModelConfig
 from model.data import Vocabulary
 from model.network import LSTMLanguageModel
@@ -40,6 +41,7 @@ JOB_PREFIX, CHECKPOINT_PREFIX = "job_", "ckpt_"
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _ALIAS_RE = re.compile(ALIAS_PATTERN)
 RESERVED_ALIASES = frozenset({"aliases"})  # would shadow GET /v1/models/aliases
+DEFAULT_ALIAS = "default"  # the model of requests that name none (the tokenizer endpoints of evaluation clients)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class LoadedModel:
     model: LSTMLanguageModel
     vocab: Vocabulary
     config: ModelConfig
+    convention: str = "plain"  # how its training text was tokenized (app/inference/conventions.py)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -266,7 +269,9 @@ class ModelCache:
                 model=ref.name,
             ) from None
         model.requires_grad_(False)
-        return LoadedModel(ref.checkpoint_id, model, vocab, config)
+        # Older checkpoints do not say: their vocabulary tells where it is obvious (PTB's N, WikiText's @-@).
+        convention = text_convention(payload) or conventions.detect(vocab.words)
+        return LoadedModel(ref.checkpoint_id, model, vocab, config, convention)
 
     def clear(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Sentence scoring for the API: limits, PTB normalisation, log base and the aggregates.
+"""Sentence scoring for the API: limits, text conventions, log base and the aggregates.
 
 Every sentence is scored from a fresh zero state with `<eos>` as its context
 (`model.inference.score_sentences`), so its numbers never depend on the other sentences of the
@@ -12,6 +12,11 @@ is the same number. The aggregates say what they average:
 - `mean_sentence_perplexity`: the plain mean of the per-sentence perplexities;
 - `..._without_unk`: the same with the `<unk>` tokens left out of the sums and counts (they still
   serve as context), KenLM's "excluding OOVs".
+
+An empty sentence (a blank line) is allowed: with `score_eos` its one token is the `<eos>` that ends
+it, and it counts like any sentence; without `score_eos` it has no token, its perplexity is null, it
+adds nothing to the token-weighted sums and is left out of the per-sentence means, while
+`num_sentences` still counts it. A number with no token to average over is null.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.errors import Invalid
+from app.inference import conventions
+from app.inference.conventions import PLAIN
 from app.inference.registry import LoadedModel
-from app.inference.text import normalize_ptb, tokenize
 from app.settings import Settings
 from model.inference import SentenceScore, score_sentences
 
@@ -33,7 +39,7 @@ LN10 = math.log(10.0)
 class ScoreOptions:
     log10: bool = False  # report log-probabilities in base 10 (KenLM) instead of base e
     score_eos: bool = True  # score the end-of-sentence marker after the last word
-    normalize: bool = False  # lower-case and map numbers to N (PTB) before the vocabulary lookup
+    normalize: bool = False  # bring raw text to the model's text convention before the vocabulary lookup
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class ScoredSentence:
     total_logprob: float
     num_tokens: int
     num_unk: int
-    perplexity: float
+    perplexity: float | None  # None for a sentence with no token (empty, score_eos off)
     perplexity_without_unk: float | None  # None when every token is <unk>
 
 
@@ -54,9 +60,9 @@ class ScoreTotals:
     num_tokens: int
     num_unk: int
     total_logprob: float
-    corpus_perplexity: float
+    corpus_perplexity: float | None  # None when no sentence has a token
     corpus_perplexity_without_unk: float | None
-    mean_sentence_perplexity: float
+    mean_sentence_perplexity: float | None
     mean_sentence_perplexity_without_unk: float | None
 
 
@@ -68,8 +74,11 @@ def perplexity(total_ln: float, count: int) -> float | None:
     return math.exp(mean_nll) if mean_nll < 700 else math.inf
 
 
-def words_of(texts: Sequence[str], options: ScoreOptions, settings: Settings) -> list[list[str]]:
-    """Tokenised (and normalised) sentences; `Invalid` for an empty one or one over the limits."""
+def words_of(
+    texts: Sequence[str], options: ScoreOptions, settings: Settings, convention: str = PLAIN
+) -> list[list[str]]:
+    """Tokenised sentences, normalised to the model's text `convention` when the options ask;
+    `Invalid` when they go over the limits."""
     if not texts:
         raise Invalid("sentences: give at least one sentence")
     if len(texts) > settings.max_sentences:
@@ -77,15 +86,13 @@ def words_of(texts: Sequence[str], options: ScoreOptions, settings: Settings) ->
     sentences: list[list[str]] = []
     total = 0
     for i, text in enumerate(texts):
-        words = tokenize(text)
-        if not words:
-            raise Invalid(f"sentences[{i}] is empty: give at least one word", index=i)
+        words = conventions.words_of(text, convention, options.normalize)
         if len(words) > settings.max_sentence_tokens:
             raise Invalid(
                 f"sentences[{i}] has {len(words)} words, at most {settings.max_sentence_tokens} per sentence", index=i
             )
         total += len(words)
-        sentences.append(normalize_ptb(words) if options.normalize else words)
+        sentences.append(words)
     if total > settings.max_request_tokens:
         raise Invalid(f"sentences: {total} words in all, at most {settings.max_request_tokens} per request")
     return sentences
@@ -97,7 +104,6 @@ def summarize(score: SentenceScore, log10: bool) -> ScoredSentence:
     total = math.fsum(score.logprobs)
     scale = 1 / LN10 if log10 else 1.0
     ppl = perplexity(total, score.num_tokens)
-    assert ppl is not None  # a scored sentence has at least one token
     return ScoredSentence(
         tokens=score.tokens,
         logprobs=[lp * scale for lp in score.logprobs] if log10 else score.logprobs,
@@ -120,7 +126,8 @@ def totals(scores: Sequence[SentenceScore], log10: bool) -> ScoreTotals:
         kept = [lp for lp, unk in zip(score.logprobs, score.is_unk, strict=True) if not unk]
         every += score.logprobs
         known += kept
-        sentence_ppl.append(perplexity(math.fsum(score.logprobs), score.num_tokens) or math.nan)
+        if score.num_tokens:
+            sentence_ppl.append(perplexity(math.fsum(score.logprobs), score.num_tokens) or math.nan)
         if kept:
             sentence_ppl_known.append(perplexity(math.fsum(kept), len(kept)) or math.nan)
     total = math.fsum(every)
@@ -129,9 +136,9 @@ def totals(scores: Sequence[SentenceScore], log10: bool) -> ScoreTotals:
         num_tokens=len(every),
         num_unk=len(every) - len(known),
         total_logprob=total / LN10 if log10 else total,
-        corpus_perplexity=perplexity(total, len(every)) or math.nan,
+        corpus_perplexity=perplexity(total, len(every)),
         corpus_perplexity_without_unk=perplexity(math.fsum(known), len(known)),
-        mean_sentence_perplexity=math.fsum(sentence_ppl) / len(sentence_ppl),
+        mean_sentence_perplexity=math.fsum(sentence_ppl) / len(sentence_ppl) if sentence_ppl else None,
         mean_sentence_perplexity_without_unk=(
             math.fsum(sentence_ppl_known) / len(sentence_ppl_known) if sentence_ppl_known else None
         ),

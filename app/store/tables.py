@@ -69,6 +69,8 @@ class Dataset(Base):
     owner_id: Mapped[str | None] = mapped_column(String(40))
     # Set when a dataset that finished jobs still name is deleted: the row stays for them, hidden.
     deleted_at: Mapped[datetime | None]
+    # how the text is tokenized: "ptb", "wikitext" or "plain" (app/inference/conventions.py)
+    convention: Mapped[str] = mapped_column(String(20), default="plain", server_default="plain")
 
 
 class Job(Base):
@@ -108,6 +110,44 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     owner_id: Mapped[str | None] = mapped_column(String(40))
+    # the vocabulary the job trains with and the <unk> rates of its splits, once a worker read the corpus
+    vocabulary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Scoring(Base):
+    """A whole text scored line by line in the background: an uploaded file or a dataset split.
+
+    Leased and attempt-fenced like a job. `lines_done` lines are in the results file, which holds
+    exactly `bytes_done` bytes of them; a resumed attempt cuts the file there and goes on.
+    """
+
+    __tablename__ = "scorings"
+    __table_args__ = (Index("ix_scorings_status_created", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str | None] = mapped_column(String(40))  # the API key that submitted it
+    status: Mapped[str] = mapped_column(String(20))  # queued running canceling succeeded failed canceled
+    model: Mapped[str] = mapped_column(String(200))  # the name as given
+    checkpoint_id: Mapped[str] = mapped_column(String(40))  # what it resolved to at submission
+    checkpoint_path: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20))  # "upload" or "dataset"
+    dataset_id: Mapped[str | None] = mapped_column(String(40))
+    split: Mapped[str | None] = mapped_column(String(10))
+    input_path: Mapped[str] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)  # log10, score_eos, normalize
+    total_lines: Mapped[int] = mapped_column(Integer)
+    lines_done: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    sums: Mapped[dict[str, Any]] = mapped_column(default=dict)  # running sums of the aggregates
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Metric(Base):

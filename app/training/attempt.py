@@ -138,6 +138,11 @@ class Attempt:
             self._write_job(session)
             return self._status(session)
 
+    def record_vocabulary(self, vocabulary: dict[str, Any]) -> None:
+        """Store the vocabulary the job trains with and the `<unk>` rates of its splits."""
+        with write_session(self.engine) as session:
+            self._write_job(session, vocabulary=vocabulary)
+
     def log(self, lines: Sequence[LogLine]) -> str:
         """Add lines to the job's log (and renew the lease); returns the status."""
         with write_session(self.engine) as session:

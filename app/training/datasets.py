@@ -19,7 +19,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
@@ -27,12 +27,13 @@ from sqlalchemy.orm import Session
 from app.auth import ownership, quotas
 from app.auth.principal import LOCAL, Principal
 from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from app.inference.conventions import CONVENTIONS, detect
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.files import fsync_dir
 from app.store.pagination import keyset_page
 from app.store.tables import Dataset, Job, new_id, utcnow
-from model.data import SPLITS, CorpusError, Vocabulary, tokenize_text
+from model.data import SPLITS, Corpus, CorpusError, Vocabulary, tokenize_text
 
 UPLOAD = "upload"
 BUILTIN = ownership.BUILTIN_SOURCE
@@ -47,6 +48,7 @@ class CorpusStats:
     valid_tokens: int
     test_tokens: int
     vocab_size: int  # types of the training split, counting <eos> and <unk>
+    convention: str  # how the text is tokenized: given, or detected from the training text
 
     def row(
         self, dataset_id: str, name: str, source: str, folder: Path, size_bytes: int, owner_id: str | None
@@ -63,6 +65,7 @@ class CorpusStats:
             test_tokens=self.test_tokens,
             vocab_size=self.vocab_size,
             size_bytes=size_bytes,
+            convention=self.convention,
         )
 
 
@@ -74,8 +77,18 @@ def decode_split(split: str, raw: bytes) -> str:
         raise Invalid(f"{split}: not UTF-8 text (invalid byte at offset {exc.start})", field=split) from None
 
 
-def corpus_stats(texts: dict[str, str]) -> CorpusStats:
-    """Token counts (with `<eos>` per line, as training reads them) and the vocabulary size."""
+def check_convention(convention: str | None) -> None:
+    """`Invalid` unless `convention` names one (None: detect it)."""
+    if convention is not None and convention not in CONVENTIONS:
+        raise Invalid(
+            f"convention: {convention!r} is not one of {', '.join(CONVENTIONS)} (or leave it out to detect it)",
+            field="convention",
+        )
+
+
+def corpus_stats(texts: dict[str, str], convention: str | None = None) -> CorpusStats:
+    """Token counts (with `<eos>` per line, as training reads them), the vocabulary size and the text
+    convention (`convention`, or detected from the training text when None)."""
     counts: dict[str, int] = {}
     train_tokens: list[str] = []
     for split in SPLITS:
@@ -87,31 +100,38 @@ def corpus_stats(texts: dict[str, str]) -> CorpusStats:
         if split == "train":
             train_tokens = tokens
     vocab = Vocabulary.build(train_tokens)
-    return CorpusStats(counts["train"], counts["valid"], counts["test"], len(vocab))
+    found = convention or detect(train_tokens)
+    return CorpusStats(counts["train"], counts["valid"], counts["test"], len(vocab), found)
 
 
-def folder_stats(folder: str) -> CorpusStats:
+def folder_stats(folder: str, convention: str | None = None) -> CorpusStats:
     """The numbers of a corpus folder holding train.txt, valid.txt and test.txt (`Invalid` for bad text)."""
     texts = {split: decode_split(split, (Path(folder) / f"{split}.txt").read_bytes()) for split in SPLITS}
-    return corpus_stats(texts)
+    return corpus_stats(texts, convention)
 
 
-def parse_in_child(folder: Path) -> CorpusStats:
+def parse_in_child(folder: Path, convention: str | None = None) -> CorpusStats:
     """`folder_stats` in a child process: a large corpus (millions of words) is decoded, split and
     counted there, so its seconds of CPU and its memory never hold up the API's own process."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(folder_stats, str(folder)).result()
+        return pool.submit(folder_stats, str(folder), convention).result()
 
 
 def create_upload(
-    engine: Engine, settings: Settings, name: str | None, files: dict[str, BinaryIO], owner: Principal = LOCAL
+    engine: Engine,
+    settings: Settings,
+    name: str | None,
+    files: dict[str, BinaryIO],
+    owner: Principal = LOCAL,
+    convention: str | None = None,
 ) -> Dataset:
     """Validate and store an uploaded train/valid/test triple; nothing is left when it is refused.
 
     Each file is streamed to a staging folder, never read whole into memory; the staged text is
     parsed in this thread when small, in a child process from `upload_parse_process_bytes` on.
     """
+    check_convention(convention)
     dataset_id = new_id("ds")
     folder = (settings.datasets_dir / dataset_id).resolve()
     staging = folder.with_name(f"{STAGING_PREFIX}{dataset_id}{STAGING_SUFFIX}")
@@ -131,7 +151,7 @@ def create_upload(
                     limit=settings.max_upload_bytes,
                 )
         large = total >= settings.upload_parse_process_bytes
-        stats = parse_in_child(staging) if large else folder_stats(str(staging))
+        stats = parse_in_child(staging, convention) if large else folder_stats(str(staging), convention)
         os.replace(staging, folder)  # the folder appears whole or not at all
         fsync_dir(folder.parent)
         with write_session(engine) as session:
@@ -163,12 +183,14 @@ def register_builtin(
     subpath: str = "",
     name: str | None = None,
     owner: Principal = LOCAL,
+    convention: str | None = None,
 ) -> tuple[Dataset, bool]:
     """Record a server-side corpus folder as a dataset; returns (dataset, created).
 
     The same folder registered twice gives the same dataset. Messages name the folder as
     `root/subpath`, never by its server path.
     """
+    check_convention(convention)
     if root not in settings.corpus_roots:
         choices = ", ".join(corpus_root_names(settings)) or "none are configured"
         raise NotFound(f"no corpus root named {root!r} ({choices})", field="root")
@@ -199,7 +221,7 @@ def register_builtin(
         raw = path.read_bytes()
         size += len(raw)
         texts[split] = decode_split(split, raw)
-    stats = corpus_stats(texts)
+    stats = corpus_stats(texts, convention)
     with write_session(engine) as session:
         existing = session.scalar(_live().where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
         if existing is not None:  # registered concurrently
@@ -260,3 +282,15 @@ def delete_dataset(engine: Engine, settings: Settings, dataset_id: str, viewer: 
         folder = Path(dataset.path)
     if dataset.source == UPLOAD and folder.resolve().is_relative_to(settings.datasets_dir.resolve()):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def vocabulary_report(corpus: Corpus, cap: int | None) -> dict[str, Any]:
+    """The vocabulary a job trains with (`size` words under `cap`, None: every training word) and, per
+    split, how many of its tokens are `<unk>` and their share: what the perplexities are measured on."""
+    report: dict[str, Any] = {"size": len(corpus.vocab), "cap": cap}
+    for split in SPLITS:
+        tokens = int(getattr(corpus, split).numel())
+        unk = corpus.unk_count(split)
+        report[f"{split}_unk"] = unk
+        report[f"{split}_unk_rate"] = unk / tokens if tokens else 0.0
+    return report

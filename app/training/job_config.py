@@ -22,7 +22,7 @@ LARGEST_INT = 2**63 - 1  # what a database integer and torch's seed accept
 class SizeEstimate:
     """What a config costs on a corpus: parameters and an upper estimate of training memory."""
 
-    vocab_size: int  # the effective vocabulary: min(config.vocab_size, the corpus' types)
+    vocab_size: int  # the effective vocabulary: the corpus' types under the config's cap
     parameters: int
     train_memory_bytes: int
 
@@ -35,7 +35,7 @@ def estimate_size(config: ModelConfig, corpus_vocab_size: int) -> SizeEstimate:
     (gates, cell, output, dropout masks) and the V logits, x 3 for their gradients and the
     softmax temporaries.
     """
-    v = min(config.vocab_size, corpus_vocab_size)
+    v = config.vocabulary(corpus_vocab_size)
     parameters = config.num_parameters(v)
     weights = parameters * BYTES_PER_FLOAT * 4
     per_token = config.num_layers * config.hidden_size * 10 + v
@@ -65,7 +65,7 @@ class TimeEstimate:
 def estimate_time(config: ModelConfig, dataset: Dataset, settings: Settings) -> TimeEstimate:
     """Step and epoch time: the training FLOPs of a [B, T] batch at `worker_gflops`, plus a fixed
     cost per layer and time step; the epoch adds its validation pass (a forward, a third of a step)."""
-    v = min(config.vocab_size, dataset.vocab_size)
+    v = dataset.vocab_size if config.vocab_size is None else min(config.vocab_size, dataset.vocab_size)
     b, t = config.batch_size, config.num_steps
     step = config.train_flops_per_token(v) * b * t / (settings.worker_gflops * 1e9)
     step += LAYER_STEP_SECONDS * config.num_layers * t

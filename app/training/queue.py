@@ -40,6 +40,7 @@ class ClaimedJob:
     checkpoint_path: str | None
     checkpoint_step: int  # global training step of that checkpoint (0 = none)
     started_at: datetime  # the first attempt's start: the job's wall time counts from here
+    dataset_convention: str = "plain"  # how the corpus' text is tokenized; checkpoints carry it
 
 
 CLAIM_WINDOW = 50  # queued jobs looked at per claim for one whose requirements this worker meets
@@ -102,6 +103,7 @@ def claim_next(
             checkpoint_path=resume.path if resume is not None else None,
             checkpoint_step=step,
             started_at=job.started_at or now,
+            dataset_convention=dataset.convention,
         )
 
 

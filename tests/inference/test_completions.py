@@ -65,8 +65,10 @@ def test_greedy_completion_text_offsets_and_finish_reason(
     assert close(lp["token_logprobs"], hand_logprobs(direct, ["the", *expected])[1:], 1e-4)
     for token, top in zip(lp["tokens"], lp["top_logprobs"], strict=True):
         assert max(top, key=lambda w: top[w]) == token  # greedy: the chosen word is the most likely
+    # With echo, <eos> is a generated token and the continuation goes on: exactly max_tokens of them.
     echoed = complete(inference_service, prompt="the", max_tokens=20, temperature=0, echo=True)["choices"][0]
-    assert echoed["text"] == "the" + choice["text"] and echoed["logprobs"] is None
+    assert echoed["text"] == "the " + " ".join(chain) and echoed["logprobs"] is None
+    assert echoed["finish_reason"] == "length"
     assert complete(inference_service, prompt="the", max_tokens=2, temperature=0)["choices"][0]["finish_reason"] == (
         "length"
     )
@@ -157,7 +159,9 @@ def test_the_streamed_words_reach_the_client_one_by_one(server_url: str, inferen
         ({"best_of": 3}, "best_of"),
         ({"suffix": "x"}, "suffix"),
         ({"prompt": []}, "prompt"),
-        ({"prompt": [1, 2, 3]}, "prompt"),
+        ({"prompt": [1, 2, 100000]}, "prompt"),  # a token id outside the vocabulary
+        ({"prompt": [[1], [-1]]}, "prompt[1]"),
+        ({"prompt": ["the", 2]}, "prompt"),
         ({"logprobs": 21}, "logprobs"),
         ({"max_tokens": -1}, "max_tokens"),
         ({"max_tokens": 51}, "max_tokens"),
@@ -177,3 +181,14 @@ def test_unsupported_or_out_of_range_completion_fields(
 def test_unknown_openai_fields_are_ignored(inference_service: InferenceService) -> None:
     result = complete(inference_service, prompt="the", max_tokens=1, user="me", some_future_field=True)
     assert len(result["choices"]) == 1 and not math.isnan(result["created"])
+
+
+def test_normalize_reads_a_text_prompt_in_the_model_convention(inference_service: InferenceService) -> None:
+    prompt = "The Cat's 42 mats,"
+    result = complete(inference_service, prompt=prompt, max_tokens=0, echo=True, logprobs=0, normalize=True)
+    lp = result["choices"][0]["logprobs"]
+    assert lp["tokens"] == ["the", "cat", "'s", "N", "mats"]
+    assert lp["text_offset"] == [0, 4, 7, 10, 13]  # where each token's text starts ("N" at "42")
+    body = {"model": inference_service.job_id, "sentences": [prompt], "score_eos": False, "normalize": True}
+    scored = inference_service.client.post("/v1/score", json=body).json()["sentences"][0]
+    assert lp["token_logprobs"] == [None, *scored["logprobs"][1:]]

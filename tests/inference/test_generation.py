@@ -9,6 +9,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from app.inference.conventions import PTB, to_text
+
 from .conftest import InferenceService, ModelFiles, close, hand_greedy, hand_logprobs
 
 
@@ -124,3 +126,15 @@ def test_streaming_delivers_the_same_tokens_as_the_whole_response(inference_serv
         assert mine[-1]["finish_reason"] == choice["finish_reason"] and mine[-1]["token"] is None
     assert chunks[-1]["usage"] == whole["usage"] and chunks[-1]["choices"] == []
     assert all(c["object"] == "generation.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+
+
+def test_normalize_reads_the_prompt_and_writes_the_text_by_the_model_convention(
+    inference_service: InferenceService, direct: ModelFiles
+) -> None:
+    body = {"prompt": "The Cat's 42", "max_tokens": 6, "temperature": 0, "normalize": True}
+    result = generate(inference_service.client, model=inference_service.job_id, **body)
+    assert result["prompt_words"] == ["the", "cat", "'s", "N"]  # the tiny corpus' convention is PTB's
+    choice = result["choices"][0]
+    assert choice["tokens"] == hand_greedy(direct, result["prompt_words"], 6)[: len(choice["tokens"])]
+    assert choice["text"] == to_text(choice["tokens"], PTB)
+    assert to_text(["cat", "'s", "N", "mats"], PTB) == "cat's N mats"  # what that does to PTB's tokens

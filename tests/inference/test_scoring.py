@@ -94,18 +94,21 @@ def test_score_eos_false_drops_only_the_end_marker(inference_service: InferenceS
     assert close(without["logprobs"], with_eos["logprobs"][:-1], 1e-6)
 
 
-def test_ptb_normalisation_lowercases_and_maps_numbers_to_n(inference_service: InferenceService) -> None:
+def test_normalize_applies_the_model_convention(inference_service: InferenceService) -> None:
+    """The tiny corpus is lower case with N for numbers: its model's convention is detected as PTB."""
     client, model = inference_service.client, inference_service.job_id
-    raw = score(client, model, ["The Cat sat 42 times , 1,000.5 RED"], normalize=True)["sentences"][0]
-    assert raw["tokens"] == ["the", "cat", "sat", "N", "times", ",", "N", "red", "<eos>"]
-    same = score(client, model, ["the cat sat N times , N red"])["sentences"][0]
+    body = score(client, model, ["The Cat's 42 mats, 1,000.5% RED!"], normalize=True)
+    assert body["convention"] == "ptb"
+    raw = body["sentences"][0]
+    assert raw["tokens"] == ["the", "cat", "'s", "N", "mats", "N", "N", "red", "<eos>"]
+    same = score(client, model, ["the cat 's N mats N N red"])["sentences"][0]
     assert close(raw["logprobs"], same["logprobs"], 1e-6)
     untouched = score(client, model, ["The Cat sat 42"])["sentences"][0]
     assert untouched["tokens"] == ["The", "Cat", "sat", "42", "<eos>"]
     assert untouched["is_unk"] == [True, True, False, True, False]
     # Text already in PTB's form is left as it is: N stays the number token, <unk> stays <unk>.
-    ptb = score(client, model, ["the cat sat N times , <unk> red"], normalize=True)["sentences"][0]
-    assert ptb["tokens"][:-1] == ["the", "cat", "sat", "N", "times", ",", "<unk>", "red"]
+    ptb = score(client, model, ["the cat sat N times & <unk> red"], normalize=True)["sentences"][0]
+    assert ptb["tokens"][:-1] == ["the", "cat", "sat", "N", "times", "&", "<unk>", "red"]
 
 
 def test_aggregates_say_what_they_average(inference_service: InferenceService) -> None:
@@ -126,3 +129,34 @@ def test_aggregates_say_what_they_average(inference_service: InferenceService) -
 def test_all_unknown_sentence_has_no_perplexity_without_unk(inference_service: InferenceService) -> None:
     out = score(inference_service.client, inference_service.job_id, ["zebra"], score_eos=False)["sentences"][0]
     assert out["is_unk"] == [True] and out["perplexity_without_unk"] is None
+
+
+def test_blank_lines_are_sentences_with_only_the_end_marker(inference_service: InferenceService) -> None:
+    client, job = inference_service.client, inference_service.job_id
+    lines = ["the cat sat", "", "a dog", "   "]
+    body = score(client, job, lines)
+    blank = body["sentences"][1]
+    alone = score(client, job, ["<eos>"], score_eos=False)["sentences"][0]  # p(<eos> | <eos>)
+    assert blank["tokens"] == ["<eos>"] and blank["num_tokens"] == 1
+    assert close(blank["logprobs"], alone["logprobs"], 1e-5)
+    assert body["sentences"][3]["logprobs"] == blank["logprobs"]
+    agg = body["aggregate"]
+    assert agg["num_sentences"] == 4 and agg["num_tokens"] == 4 + 1 + 3 + 1
+    # The others are unchanged by the blank lines around them.
+    assert close(body["sentences"][0]["logprobs"], score(client, job, ["the cat sat"])["sentences"][0]["logprobs"])
+
+
+def test_without_score_eos_a_blank_line_counts_nothing(inference_service: InferenceService) -> None:
+    client, job = inference_service.client, inference_service.job_id
+    body = score(client, job, ["the cat sat", "", "a dog"], score_eos=False)
+    blank = body["sentences"][1]
+    assert blank["tokens"] == [] and blank["num_tokens"] == 0 and blank["total_logprob"] == 0
+    assert blank["perplexity"] is None and blank["perplexity_without_unk"] is None
+    without = score(client, job, ["the cat sat", "a dog"], score_eos=False)["aggregate"]
+    agg = body["aggregate"]
+    assert agg["num_sentences"] == 3 and agg["num_tokens"] == without["num_tokens"] == 5
+    for key in ("corpus_perplexity", "mean_sentence_perplexity", "total_logprob"):
+        assert math.isclose(agg[key], without[key], rel_tol=1e-6)  # left out of the sums and of the mean
+    nothing = score(client, job, ["", " "], score_eos=False)["aggregate"]
+    assert nothing["num_tokens"] == 0 and nothing["corpus_perplexity"] is None
+    assert nothing["mean_sentence_perplexity"] is None

@@ -76,3 +76,23 @@ def test_no_path_outside_a_corpus_root(with_roots: tuple[Service, Path], path: s
     assert phrase in response.json()["detail"]
     assert str(root) not in response.text and str(root.parent) not in response.text
     assert stored_state(svc) == before
+
+
+def test_a_dataset_records_its_text_convention(service: Service, tmp_path: Path) -> None:
+    """Given at upload, or detected from the training text where it is obvious."""
+    wiki = tmp_path / "wiki"
+    wiki.mkdir()
+    for split in ("train", "valid", "test"):
+        (wiki / f"{split}.txt").write_text(" = Title = \n the role @-@ playing game of 1 @,@ 000 units .\n")
+    plain = write_corpus(tmp_path / "plain", seed=3)
+    (plain / "train.txt").write_text((plain / "train.txt").read_text() + "The Cat sat 3 times\n")
+    assert service.upload(wiki)["convention"] == "wikitext"
+    assert service.upload(plain)["convention"] == "plain"
+    files = {s: (f"{s}.txt", (plain / f"{s}.txt").read_bytes(), "text/plain") for s in ("train", "valid", "test")}
+    given = service.client.post("/v1/datasets", files=files, data={"convention": "ptb"})
+    assert given.status_code == 201 and given.json()["convention"] == "ptb"
+    assert service.client.get(f"/v1/datasets/{given.json()['id']}").json()["convention"] == "ptb"
+    before = stored_state(service)
+    refused = service.client.post("/v1/datasets", files=files, data={"convention": "klingon"})
+    assert refused.status_code == 422 and "convention" in refused.json()["detail"]
+    assert stored_state(service) == before

@@ -180,3 +180,20 @@ def test_resume_on_another_corpus_is_refused(
     other = Corpus.load(write_corpus(train=["x y z"] * 50, valid=["x y"] * 30, test=["z"] * 5))
     with pytest.raises(checkpoint.CheckpointError, match="vocabulary"):
         checkpoint.resume_trainer(payload, other)
+
+
+def test_the_text_convention_travels_with_the_checkpoint(
+    corpus: Corpus, tiny_config: ModelConfig, tmp_path: Path
+) -> None:
+    trainer = Trainer(tiny_config, corpus)
+    path = checkpoint.save(checkpoint.trainer_payload(trainer, "wikitext"), tmp_path / "c.pt")
+    assert checkpoint.text_convention(checkpoint.load(path)) == "wikitext"
+    # A file written before checkpoints named their convention still loads; it names none.
+    old = checkpoint.trainer_payload(trainer)
+    assert "text_convention" not in old
+    old["config"]["vocab_size"] = 10_000  # older configs always had a cap
+    path = checkpoint.save(old, tmp_path / "old.pt")
+    payload = checkpoint.load(path)
+    assert checkpoint.text_convention(payload) is None
+    _, vocab, config = checkpoint.load_model(payload, device="cpu")
+    assert vocab == corpus.vocab and config.vocab_size == 10_000

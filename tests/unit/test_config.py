@@ -14,19 +14,19 @@ from model.config import FIELD_NAMES, PRESETS, ConfigError, ModelConfig, preset
 SEED_PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(
         init_scale=0.1, learning_rate=1.0, max_grad_norm=5, num_layers=2, num_steps=20, hidden_size=200,
-        max_epoch=4, max_max_epoch=13, keep_prob=1.0, lr_decay=0.5, batch_size=20, vocab_size=10000,
+        max_epoch=4, max_max_epoch=13, keep_prob=1.0, lr_decay=0.5, batch_size=20, vocab_size=None,
     ),
     "medium": dict(
         init_scale=0.05, learning_rate=1.0, max_grad_norm=5, num_layers=2, num_steps=35, hidden_size=650,
-        max_epoch=6, max_max_epoch=39, keep_prob=0.5, lr_decay=0.8, batch_size=20, vocab_size=10000,
+        max_epoch=6, max_max_epoch=39, keep_prob=0.5, lr_decay=0.8, batch_size=20, vocab_size=None,
     ),
     "large": dict(
         init_scale=0.04, learning_rate=1.0, max_grad_norm=10, num_layers=2, num_steps=35, hidden_size=1500,
-        max_epoch=14, max_max_epoch=55, keep_prob=0.35, lr_decay=1 / 1.15, batch_size=20, vocab_size=10000,
+        max_epoch=14, max_max_epoch=55, keep_prob=0.35, lr_decay=1 / 1.15, batch_size=20, vocab_size=None,
     ),
     "test": dict(
         init_scale=0.1, learning_rate=1.0, max_grad_norm=1, num_layers=1, num_steps=2, hidden_size=2,
-        max_epoch=1, max_max_epoch=1, keep_prob=1.0, lr_decay=0.5, batch_size=20, vocab_size=10000,
+        max_epoch=1, max_max_epoch=1, keep_prob=1.0, lr_decay=0.5, batch_size=20, vocab_size=None,
     ),
 }  # fmt: skip
 
@@ -151,7 +151,11 @@ def test_lr_schedule_scales_with_learning_rate() -> None:
 )
 def test_costs_match_reference_table(name: str, params_m: float, train_mflop: float) -> None:
     config = preset(name)
-    assert config.num_parameters() / 1e6 == pytest.approx(params_m, rel=0.01)
-    assert config.train_flops_per_token() / 1e6 == pytest.approx(train_mflop, rel=0.01)
-    # The vocabulary of the corpus, when given, replaces the upper bound.
-    assert config.train_flops_per_token(100) < config.train_flops_per_token()
+    assert config.num_parameters(10_000) / 1e6 == pytest.approx(params_m, rel=0.01)
+    assert config.train_flops_per_token(10_000) / 1e6 == pytest.approx(train_mflop, rel=0.01)
+    # A cap bounds the corpus' vocabulary; without one the corpus' size is needed.
+    capped = config.replace(vocab_size=10_000)
+    assert capped.num_parameters() == config.num_parameters(10_000) == capped.num_parameters(33_278)
+    assert capped.train_flops_per_token(100) < capped.train_flops_per_token()
+    with pytest.raises(ConfigError):
+        config.num_parameters()

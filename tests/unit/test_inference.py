@@ -99,8 +99,10 @@ def test_empty_sentence(tiny_model: LSTMLanguageModel, corpus: Corpus) -> None:
     only_eos = score_sentences(tiny_model, corpus.vocab, [[]])[0]
     assert only_eos.tokens == [EOS]
     assert only_eos.logprobs == pytest.approx(hand_logprobs(tiny_model, corpus.vocab, [EOS]), abs=1e-5)
-    with pytest.raises(ValueError):
-        score_sentences(tiny_model, corpus.vocab, [["the"], []], score_eos=False)
+    # with score_eos off an empty sentence has nothing to score: an empty score, the others unchanged
+    both = score_sentences(tiny_model, corpus.vocab, [["the"], []], score_eos=False)
+    assert both[1].tokens == [] and both[1].logprobs == [] and both[1].is_unk == []
+    assert both[0].logprobs == score_sentences(tiny_model, corpus.vocab, [["the"]], score_eos=False)[0].logprobs
 
 
 # --- generation --------------------------------------------------------------------------------

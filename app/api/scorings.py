@@ -1,0 +1,137 @@
+"""Routes: scoring jobs, whole texts scored line by line in the background (`/v1/scorings`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
+from app.api.deps import EngineDep, SessionDep, SettingsDep
+from app.api.inference_schemas import ScoreAggregate
+from app.api.schemas import problem_responses
+from app.errors import Conflict
+from app.inference.scoring import ScoreOptions
+from app.scorings import jobs
+from app.store.tables import Scoring
+from app.training.jobs import SUCCEEDED
+
+router = APIRouter(prefix="/v1/scorings", tags=["scorings"], responses=AUTH_RESPONSES)
+PROBLEMS = problem_responses(400, 404, 409, 413, 422, 429)
+
+
+class ScoringOut(BaseModel):
+    id: str
+    status: str = Field(description="queued, running, canceling, succeeded, failed or canceled")
+    model: str
+    checkpoint_id: str = Field(description="the checkpoint the model name meant at submission")
+    source: str = Field(description="upload or dataset")
+    dataset_id: str | None
+    split: str | None
+    options: dict[str, Any] = Field(description="log10, score_eos, normalize: as /v1/score's")
+    total_lines: int
+    lines_done: int
+    fraction: float = Field(description="lines_done / total_lines")
+    aggregate: ScoreAggregate = Field(description="/v1/score's aggregates over the lines scored so far")
+    attempt: int
+    max_attempts: int
+    error: str | None
+    results_url: str | None = Field(description="the per-line results as JSON Lines, once succeeded")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Scoring) -> ScoringOut:
+        return cls(
+            id=row.id,
+            status=row.status,
+            model=row.model,
+            checkpoint_id=row.checkpoint_id,
+            source=row.source,
+            dataset_id=row.dataset_id,
+            split=row.split,
+            options=row.options,
+            total_lines=row.total_lines,
+            lines_done=row.lines_done,
+            fraction=row.lines_done / row.total_lines if row.total_lines else 0.0,
+            aggregate=ScoreAggregate.model_validate(jobs.aggregate(row.sums, bool(row.options.get("log10")))),
+            attempt=row.attempt,
+            max_attempts=row.max_attempts,
+            error=row.error,
+            results_url=f"/v1/scorings/{row.id}/results" if row.status == SUCCEEDED else None,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            updated_at=row.updated_at,
+        )
+
+
+class ScoringPage(BaseModel):
+    items: list[ScoringOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ScoringOut, responses=PROBLEMS)
+def submit_scoring(
+    principal: WriteKey,
+    engine: EngineDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    model: Annotated[str, Form(min_length=1, max_length=200, description="a job id, checkpoint id or alias")],
+    file: Annotated[UploadFile | None, File(description="UTF-8 text, one sentence a line")] = None,
+    dataset_id: Annotated[str | None, Form(max_length=40, description="score a dataset's split instead")] = None,
+    split: Annotated[str | None, Form(max_length=10, description="train, valid or test")] = None,
+    log10: Annotated[bool, Form()] = False,
+    score_eos: Annotated[bool, Form()] = True,
+    normalize: Annotated[bool, Form()] = False,
+) -> ScoringOut:
+    """Queue the scoring of a text (an uploaded file or a dataset split), line by line, on the workers."""
+    options = ScoreOptions(log10=log10, score_eos=score_eos, normalize=normalize)
+    raw = file.file.read() if file is not None else None
+    row = jobs.submit(
+        engine, session, settings, model, options, raw=raw, dataset_id=dataset_id, split=split, owner=principal
+    )
+    return ScoringOut.of(row)
+
+
+@router.get("", response_model=ScoringPage, responses=PROBLEMS)
+def list_scorings(
+    principal: ReadKey,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ScoringPage:
+    """Scoring jobs, newest first."""
+    rows, next_cursor = jobs.page(session, limit, cursor, principal)
+    return ScoringPage(items=[ScoringOut.of(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{scoring_id}", response_model=ScoringOut, responses=PROBLEMS)
+def get_scoring(scoring_id: str, principal: ReadKey, session: SessionDep) -> ScoringOut:
+    """One scoring job: status, progress and the aggregates so far."""
+    return ScoringOut.of(jobs.get(session, scoring_id, principal))
+
+
+@router.post("/{scoring_id}/cancel", response_model=ScoringOut, responses=PROBLEMS)
+def cancel_scoring(scoring_id: str, principal: WriteKey, engine: EngineDep) -> ScoringOut:
+    """Cancel: a queued scoring at once, a running one after its current chunk; 409 once finished."""
+    return ScoringOut.of(jobs.cancel(engine, scoring_id, principal))
+
+
+@router.get(
+    "/{scoring_id}/results",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}, **PROBLEMS},
+)
+def scoring_results(scoring_id: str, principal: ReadKey, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """The per-line results as JSON Lines (one object a line, in the text's order), once succeeded."""
+    row = jobs.get(session, scoring_id, principal)
+    if row.status != SUCCEEDED:
+        raise Conflict(f"scoring {scoring_id} is {row.status}; its results are ready once it has succeeded")
+    path = jobs.results_path(settings, scoring_id)
+    return FileResponse(path, media_type="application/x-ndjson", filename=f"{scoring_id}.jsonl")

@@ -1,0 +1,209 @@
+"""Scoring jobs: a whole text (an uploaded file or a dataset split) scored line by line by a worker.
+
+Each line is one sentence, scored exactly as `/v1/score` scores it (the same options, limits and
+errors), and written as one JSON object to `<data>/scorings/<id>/results.jsonl`:
+`{"line", "num_tokens", "num_unk", "total_logprob", "perplexity", "perplexity_without_unk"}`.
+The aggregates are `/v1/score`'s, kept as running sums while the lines go by.
+
+The queue works as the training queue does: a worker claims a queued scoring with one conditional
+UPDATE, holds a lease it renews with every chunk of lines, and writes only while it holds the
+attempt. A lost worker's scoring goes back to the queue when its lease expires and continues from
+its last recorded chunk: the results file is cut to the bytes recorded with that chunk, and chunks
+always start at the same lines, so the file comes out the same.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from app.auth import ownership, quotas
+from app.auth.principal import LOCAL, Principal
+from app.errors import Conflict, Invalid, NotFound, TooLarge
+from app.inference import registry
+from app.inference.scoring import ScoreOptions, perplexity
+from app.inference.text import tokenize
+from app.settings import Settings
+from app.store.db import write_session
+from app.store.pagination import keyset_page
+from app.store.tables import Dataset, Scoring, new_id, utcnow
+from app.training.datasets import decode_split
+from app.training.jobs import CANCELED, CANCELING, QUEUED, RUNNING
+from model.data import SPLITS, find_split
+
+UPLOAD, DATASET = "upload", "dataset"
+RESULTS = "results.jsonl"
+INPUT = "input.txt"
+
+
+def folder(settings: Settings, scoring_id: str) -> Path:
+    return settings.data_dir / "scorings" / scoring_id
+
+
+def results_path(settings: Settings, scoring_id: str) -> Path:
+    return folder(settings, scoring_id) / RESULTS
+
+
+def lines_of(text: str) -> list[str]:
+    """Lines as the training reader takes them: split on "\\n"; a final newline ends the last line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _check_lines(lines: list[str], settings: Settings) -> None:
+    """`/v1/score`'s limit per sentence, for every line (whitespace words; a blank line is allowed)."""
+    if not lines:
+        raise Invalid("the text has no lines to score", field="file")
+    for i, line in enumerate(lines):
+        words = len(tokenize(line))
+        if words > settings.max_sentence_tokens:
+            raise Invalid(
+                f"line {i + 1} has {words} words, at most {settings.max_sentence_tokens} per sentence", line=i + 1
+            )
+
+
+def submit(
+    engine: Engine,
+    session: Session,
+    settings: Settings,
+    model: str,
+    options: ScoreOptions,
+    *,
+    raw: bytes | None = None,
+    dataset_id: str | None = None,
+    split: str | None = None,
+    owner: Principal = LOCAL,
+) -> Scoring:
+    """Queue the scoring of an uploaded text (`raw`) or of a dataset split; nothing is stored when refused."""
+    if (raw is None) == (dataset_id is None):
+        raise Invalid("give either a file or a dataset_id (with a split)", field="file")
+    ref = registry.resolve(session, model, settings.data_dir, owner)  # 404 unknown, 409 no checkpoint yet
+    if raw is not None:
+        if len(raw) > settings.max_upload_bytes:
+            raise TooLarge(
+                f"the file has {len(raw):,} bytes; this server accepts at most {settings.max_upload_bytes:,}",
+                size_bytes=len(raw),
+                limit=settings.max_upload_bytes,
+            )
+        quotas.check_storage(session, settings, owner, len(raw))
+        text = decode_split("file", raw)
+        source_path: Path | None = None
+    else:
+        if split not in SPLITS:
+            raise Invalid(f"split: give one of {', '.join(SPLITS)}", field="split")
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None or dataset.deleted_at is not None or not ownership.may_see_dataset(owner, dataset):
+            raise NotFound(f"dataset {dataset_id!r} not found", field="dataset_id")
+        source_path = find_split(Path(dataset.path), split)
+        text = decode_split(split, source_path.read_bytes())
+    lines = lines_of(text)
+    _check_lines(lines, settings)
+
+    scoring_id = new_id("scr")
+    where = folder(settings, scoring_id)
+    where.mkdir(parents=True)
+    try:
+        input_path = source_path if source_path is not None else where / INPUT
+        if raw is not None:
+            input_path.write_bytes(raw)
+        with write_session(engine) as write:
+            row = Scoring(
+                id=scoring_id,
+                owner_id=owner.owner_id,
+                status=QUEUED,
+                model=model,
+                checkpoint_id=ref.checkpoint_id,
+                checkpoint_path=str(ref.path),
+                source=UPLOAD if raw is not None else DATASET,
+                dataset_id=dataset_id,
+                split=split,
+                input_path=str(input_path),
+                options={"log10": options.log10, "score_eos": options.score_eos, "normalize": options.normalize},
+                total_lines=len(lines),
+                lines_done=0,
+                bytes_done=0,
+                sums={},
+                attempt=0,
+                max_attempts=settings.max_attempts,
+            )
+            write.add(row)
+    except BaseException:
+        shutil.rmtree(where, ignore_errors=True)
+        raise
+    return row
+
+
+def get(session: Session, scoring_id: str, viewer: Principal = LOCAL) -> Scoring:
+    """A scoring by id; `NotFound` when there is none or `viewer` may not see it."""
+    row = session.get(Scoring, scoring_id)
+    if row is None or not ownership.may_see(viewer, row.owner_id):
+        raise NotFound(f"scoring {scoring_id!r} not found")
+    return row
+
+
+def page(
+    session: Session, limit: int, cursor: str | None, viewer: Principal = LOCAL
+) -> tuple[list[Scoring], str | None]:
+    """The scorings `viewer` may see, newest first."""
+    stmt = select(Scoring).where(ownership.visible(viewer, Scoring.owner_id))
+    return keyset_page(session, stmt, Scoring.created_at, Scoring.id, limit, cursor)
+
+
+def cancel(engine: Engine, scoring_id: str, viewer: Principal = LOCAL) -> Scoring:
+    """A queued scoring is canceled at once, a running one after its current chunk; idempotent."""
+    with write_session(engine) as session:
+        row = session.get(Scoring, scoring_id, with_for_update=True)
+        if row is None or not ownership.may_see(viewer, row.owner_id):
+            raise NotFound(f"scoring {scoring_id!r} not found")
+        if row.status == QUEUED:
+            row.status, row.finished_at = CANCELED, utcnow()
+        elif row.status == RUNNING:
+            row.status = CANCELING
+        elif row.status not in (CANCELING, CANCELED):
+            raise Conflict(f"scoring {scoring_id} already {row.status}; only queued or running ones can be canceled")
+    return row
+
+
+# --- the aggregates, as running sums ---
+
+
+def add_to_sums(sums: dict[str, Any], logprobs: list[float], is_unk: list[bool]) -> None:
+    """Add one line's natural-log token scores to the running sums (see `aggregate`)."""
+    known = [lp for lp, unk in zip(logprobs, is_unk, strict=True) if not unk]
+    total, total_known = math.fsum(logprobs), math.fsum(known)
+    sums["num_sentences"] = sums.get("num_sentences", 0) + 1
+    sums["num_tokens"] = sums.get("num_tokens", 0) + len(logprobs)
+    sums["num_unk"] = sums.get("num_unk", 0) + len(logprobs) - len(known)
+    sums["total_ln"] = math.fsum([sums.get("total_ln", 0.0), total])
+    sums["known_ln"] = math.fsum([sums.get("known_ln", 0.0), total_known])
+    ppl, ppl_known = perplexity(total, len(logprobs)), perplexity(total_known, len(known))
+    if ppl is not None:
+        sums["ppl_sum"] = math.fsum([sums.get("ppl_sum", 0.0), ppl])
+        sums["ppl_count"] = sums.get("ppl_count", 0) + 1
+    if ppl_known is not None:
+        sums["ppl_known_sum"] = math.fsum([sums.get("ppl_known_sum", 0.0), ppl_known])
+        sums["ppl_known_count"] = sums.get("ppl_known_count", 0) + 1
+
+
+def aggregate(sums: dict[str, Any], log10: bool) -> dict[str, Any]:
+    """`/v1/score`'s aggregate over the lines scored so far."""
+    tokens, unk = sums.get("num_tokens", 0), sums.get("num_unk", 0)
+    total = sums.get("total_ln", 0.0)
+    ppl_count, ppl_known_count = sums.get("ppl_count", 0), sums.get("ppl_known_count", 0)
+    return {
+        "num_sentences": sums.get("num_sentences", 0),
+        "num_tokens": tokens,
+        "num_unk": unk,
+        "total_logprob": total / math.log(10.0) if log10 else total,
+        "corpus_perplexity": perplexity(total, tokens),
+        "corpus_perplexity_without_unk": perplexity(sums.get("known_ln", 0.0), tokens - unk),
+        "mean_sentence_perplexity": sums["ppl_sum"] / ppl_count if ppl_count else None,
+        "mean_sentence_perplexity_without_unk": sums["ppl_known_sum"] / ppl_known_count if ppl_known_count else None,
+    }

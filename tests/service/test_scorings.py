@@ -1,0 +1,150 @@
+"""Scoring jobs through the queue: a 100,000-line file scored by a real worker equals `/v1/score`
+line by line; a worker killed mid-scoring is replaced and the results file comes out the same; bad
+inputs get problem+json and store nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Service, open_service, stored_state, wait_for, write_corpus
+
+LINES = 100_000
+CHUNK = 250
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str, str]]:
+    """A service with a small trained model; yields (service, job id, dataset id)."""
+    tmp = tmp_path_factory.mktemp("scorings")
+    service, close = open_service(tmp, scoring_chunk_lines=CHUNK, lease_seconds=2.0, heartbeat_seconds=0.5)
+    dataset = service.upload(write_corpus(tmp / "corpus"), name="tiny")
+    job = service.submit(dataset["id"], max_max_epoch=1)
+    worker = service.start_worker("--burst")
+    assert worker.wait(120) == 0, worker.log()
+    assert service.job(job["id"])["status"] == "succeeded"
+    yield service, job["id"], dataset["id"]
+    close()
+
+
+def text_lines(count: int) -> list[str]:
+    """Lines of known words, unknown ones, numbers and blank lines."""
+    rng = random.Random(11)
+    words = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "big", "red", "N", "zebra", "Cat"]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))) for _ in range(count)]
+
+
+def submit(service: Service, files: dict[str, Any] | None = None, **form: Any) -> Any:
+    return service.client.post("/v1/scorings", data={k: str(v) for k, v in form.items()}, files=files)
+
+
+def finished(service: Service, scoring_id: str, timeout: float = 300) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        body: dict[str, Any] = service.client.get(f"/v1/scorings/{scoring_id}").json()
+        return body if body["status"] in ("succeeded", "failed", "canceled") else None
+
+    return wait_for(done, timeout, interval=0.2, what=f"scoring {scoring_id}")
+
+
+def test_a_file_scored_through_the_queue_equals_score_and_survives_a_killed_worker(
+    trained: tuple[Service, str, str], tmp_path: Path
+) -> None:
+    service, job_id, _ = trained
+    text = "".join(f"{line}\n" for line in text_lines(LINES))
+    files = {"file": ("lines.txt", text.encode(), "text/plain")}
+
+    # First run: the worker is killed mid-scoring, another one finishes it.
+    first = submit(service, files, model=job_id)
+    assert first.status_code == 201, first.text
+    scoring = first.json()
+    assert scoring["status"] == "queued" and scoring["total_lines"] == LINES and scoring["results_url"] is None
+    doomed = service.start_worker()
+
+    def midway() -> bool:
+        done = service.client.get(f"/v1/scorings/{scoring['id']}").json()["lines_done"]
+        return bool(CHUNK * 4 <= done < LINES // 2)
+
+    wait_for(midway, 120, interval=0.02, what="the scoring to be under way")
+    doomed.signal(signal.SIGKILL)
+    doomed.wait(30)
+    stopped_at = service.client.get(f"/v1/scorings/{scoring['id']}").json()["lines_done"]
+    assert 0 < stopped_at < LINES
+    rescuer = service.start_worker()
+    resumed = finished(service, scoring["id"])
+    assert resumed["status"] == "succeeded", resumed
+    assert resumed["attempt"] == 2 and resumed["lines_done"] == LINES and resumed["fraction"] == 1.0
+
+    # Second run, uninterrupted: the same file, byte for byte.
+    second = submit(service, files, model=job_id).json()
+    assert finished(service, second["id"])["status"] == "succeeded"
+    rescuer.stop()
+    resumed_file = service.client.get(resumed["results_url"])
+    assert resumed_file.status_code == 200
+    assert resumed_file.headers["content-type"].startswith("application/x-ndjson")
+    assert resumed_file.content == service.client.get(f"/v1/scorings/{second['id']}/results").content
+
+    # Line by line, the numbers of /v1/score.
+    records = [json.loads(line) for line in resumed_file.text.splitlines()]
+    assert [r["line"] for r in records] == list(range(1, LINES + 1))
+    lines = text_lines(LINES)
+    batch = service.settings.max_sentences
+    tokens = unk = 0
+    for start in range(0, LINES, batch):
+        body = {"model": job_id, "sentences": lines[start : start + batch]}
+        scored = service.client.post("/v1/score", json=body).json()["sentences"]
+        for record, direct in zip(records[start : start + batch], scored, strict=True):
+            assert record["num_tokens"] == direct["num_tokens"] and record["num_unk"] == direct["num_unk"]
+            assert math.isclose(record["total_logprob"], direct["total_logprob"], rel_tol=1e-5, abs_tol=1e-4)
+            assert math.isclose(record["perplexity"], direct["perplexity"], rel_tol=1e-5)
+            tokens, unk = tokens + direct["num_tokens"], unk + direct["num_unk"]
+    aggregate = resumed["aggregate"]
+    assert aggregate["num_sentences"] == LINES and aggregate["num_tokens"] == tokens and aggregate["num_unk"] == unk
+    total = math.fsum(r["total_logprob"] for r in records)
+    assert math.isclose(aggregate["corpus_perplexity"], math.exp(-total / tokens), rel_tol=1e-6)
+
+
+def test_a_dataset_split_cancel_and_bad_inputs(trained: tuple[Service, str, str]) -> None:
+    service, job_id, dataset_id = trained
+    before = stored_state(service)
+    files = {"file": ("x.txt", b"the cat\n", "text/plain")}
+    cases = [
+        (submit(service, files, model="job_nope"), 404, "job_nope"),
+        (submit(service, model=job_id), 422, "file"),
+        (submit(service, files, model=job_id, dataset_id=dataset_id, split="test"), 422, "file"),
+        (submit(service, model=job_id, dataset_id=dataset_id, split="dev"), 422, "split"),
+        (submit(service, model=job_id, dataset_id="ds_nope", split="test"), 404, "ds_nope"),
+        (submit(service, {"file": ("x.txt", b"\xff\xfe", "text/plain")}, model=job_id), 422, "UTF-8"),
+        (submit(service, {"file": ("x.txt", ("a " * 1001).encode(), "text/plain")}, model=job_id), 422, "line 1"),
+        (submit(service, {"file": ("x.txt", b"", "text/plain")}, model=job_id), 422, "no lines"),
+    ]
+    for response, status, fragment in cases:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert fragment in response.json()["detail"]
+    assert stored_state(service) == before
+    assert service.client.get("/v1/scorings/scr_nope").status_code == 404
+
+    # No worker runs now: a queued scoring is canceled at once, and has no results.
+    queued = submit(service, model=job_id, dataset_id=dataset_id, split="test", score_eos="false").json()
+    test_lines = (Path(service.settings.datasets_dir) / dataset_id / "test.txt").read_text().splitlines()
+    assert queued["total_lines"] == len(test_lines) and queued["options"]["score_eos"] is False
+    assert service.client.get(f"/v1/scorings/{queued['id']}/results").status_code == 409
+    canceled = service.client.post(f"/v1/scorings/{queued['id']}/cancel").json()
+    assert canceled["status"] == "canceled"
+    assert service.client.post(f"/v1/scorings/{queued['id']}/cancel").json()["status"] == "canceled"
+    listed = service.client.get("/v1/scorings", params={"limit": 1}).json()
+    assert listed["items"][0]["id"] == queued["id"] and listed["next_cursor"] is not None
+
+    # A dataset split scored by a worker.
+    again = submit(service, model=job_id, dataset_id=dataset_id, split="test").json()
+    worker = service.start_worker()
+    done = finished(service, again["id"], 120)
+    worker.stop()
+    assert done["status"] == "succeeded" and done["aggregate"]["num_sentences"] == len(test_lines)
+    assert service.client.post(f"/v1/scorings/{again['id']}/cancel").status_code == 409

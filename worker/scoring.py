@@ -1,0 +1,95 @@
+"""Run one claimed scoring: read the text, score it chunk by chunk, append each chunk's lines to
+the results file and record the chunk, until the text ends, a cancel request or a shutdown.
+
+Chunks start at multiples of `settings.scoring_chunk_lines` and are scored in one batch each, so
+a resumed scoring computes exactly the chunks an uninterrupted one would: the file is the same.
+Before a chunk's record, its lines are on disk (flushed and synced); a resumed attempt cuts the
+file to the recorded size, dropping a chunk written but not recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from app.inference import conventions
+from app.inference.scoring import summarize
+from app.scorings import jobs
+from app.scorings.lease import ClaimedScoring, ScoringAttempt
+from app.settings import Settings
+from app.training.attempt import LeaseLost
+from app.training.jobs import CANCELED, CANCELING, FAILED, QUEUED, SUCCEEDED
+from model import checkpoint
+from model.checkpoint import CheckpointError
+from model.inference import score_sentences
+
+log = logging.getLogger("worker")
+
+
+def run_scoring(
+    engine: Engine, settings: Settings, worker_id: str, claimed: ClaimedScoring, shutdown: threading.Event
+) -> str:
+    """Score (the rest of) `claimed`; returns how it ended (its status, or "lost")."""
+    attempt = ScoringAttempt(engine, claimed, worker_id, settings.lease_seconds)
+    try:
+        return _score(attempt, settings, claimed, shutdown)
+    except LeaseLost:
+        log.warning("scoring %s attempt %d: lease lost", claimed.id, claimed.attempt)
+        return "lost"
+
+
+def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring, shutdown: threading.Event) -> str:
+    try:
+        payload = checkpoint.load(claimed.checkpoint_path)
+        model, vocab, _ = checkpoint.load_model(payload, "cpu")
+        text = Path(claimed.input_path).read_bytes().decode("utf-8")
+    except (CheckpointError, OSError, UnicodeDecodeError) as exc:
+        attempt.finish(FAILED, f"{type(exc).__name__}: {exc}")
+        return FAILED
+    convention = checkpoint.text_convention(payload) or conventions.detect(vocab.words)
+    lines = jobs.lines_of(text)
+    options = claimed.options
+    log10, score_eos, normalize = bool(options["log10"]), bool(options["score_eos"]), bool(options["normalize"])
+    chunk = settings.scoring_chunk_lines
+    done, size, sums = claimed.lines_done, claimed.bytes_done, dict(claimed.sums)
+
+    path = jobs.results_path(settings, claimed.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "r+b" if path.exists() else "w+b") as out:
+        out.truncate(size)  # drop a chunk written after the last record
+        out.seek(size)
+        while done < len(lines):
+            if shutdown.is_set():
+                attempt.finish(QUEUED, f"handed back at line {done} (worker shutting down)")
+                return QUEUED
+            block = lines[done : done + chunk]
+            words = [conventions.words_of(line, convention, normalize) for line in block]
+            with_tokens = score_sentences(model, vocab, words, score_eos=score_eos)
+            records = []
+            for offset, score in enumerate(with_tokens):
+                scored = summarize(score, log10)
+                jobs.add_to_sums(sums, score.logprobs, score.is_unk)
+                record = {
+                    "line": done + offset + 1,
+                    "num_tokens": scored.num_tokens,
+                    "num_unk": scored.num_unk,
+                    "total_logprob": scored.total_logprob,
+                    "perplexity": scored.perplexity,
+                    "perplexity_without_unk": scored.perplexity_without_unk,
+                }
+                records.append(json.dumps(record) + "\n")
+            data = "".join(records).encode("utf-8")
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+            done, size = done + len(block), size + len(data)
+            if attempt.progress(done, size, sums) == CANCELING:
+                attempt.finish(CANCELED)
+                return CANCELED
+    attempt.finish(SUCCEEDED)
+    return SUCCEEDED
