@@ -16,6 +16,7 @@ from torch import Tensor
 
 from model.data import UNK, Vocabulary
 from model.network import LSTMLanguageModel, State
+from model.train import perplexity
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SentenceScore:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(-self.total_logprob / self.num_tokens) if self.tokens else math.nan
+        return perplexity(-self.total_logprob, self.num_tokens) if self.tokens else math.nan
 
 
 SOFTMAX_ROWS = 128  # positions per softmax block: a [128, V] block of logits stays in cache

@@ -31,6 +31,7 @@ from app.inference.conventions import PLAIN
 from app.inference.registry import LoadedModel
 from app.settings import Settings
 from model.inference import SentenceScore, score_sentences
+from model.train import perplexity
 
 LN10 = math.log(10.0)
 
@@ -66,12 +67,10 @@ class ScoreTotals:
     mean_sentence_perplexity_without_unk: float | None
 
 
-def perplexity(total_ln: float, count: int) -> float | None:
-    """exp(-total / count); None for no tokens; inf rather than an overflow."""
-    if count == 0:
-        return None
-    mean_nll = -total_ln / count
-    return math.exp(mean_nll) if mean_nll < 700 else math.inf
+def perplexity_of_logprobs(total_ln: float, count: int) -> float | None:
+    """The perplexity of `count` tokens whose natural-log probabilities sum to `total_ln` (the
+    trainer's `perplexity`: inf rather than an overflow); None for no token."""
+    return None if count == 0 else perplexity(-total_ln, count)
 
 
 def words_of(
@@ -103,7 +102,7 @@ def summarize(score: SentenceScore, log10: bool) -> ScoredSentence:
     kept = [lp for lp, unk in zip(score.logprobs, score.is_unk, strict=True) if not unk]
     total = math.fsum(score.logprobs)
     scale = 1 / LN10 if log10 else 1.0
-    ppl = perplexity(total, score.num_tokens)
+    ppl = perplexity_of_logprobs(total, score.num_tokens)
     return ScoredSentence(
         tokens=score.tokens,
         logprobs=[lp * scale for lp in score.logprobs] if log10 else score.logprobs,
@@ -112,7 +111,7 @@ def summarize(score: SentenceScore, log10: bool) -> ScoredSentence:
         num_tokens=score.num_tokens,
         num_unk=score.num_tokens - len(kept),
         perplexity=ppl,
-        perplexity_without_unk=perplexity(math.fsum(kept), len(kept)),
+        perplexity_without_unk=perplexity_of_logprobs(math.fsum(kept), len(kept)),
     )
 
 
@@ -127,17 +126,17 @@ def totals(scores: Sequence[SentenceScore], log10: bool) -> ScoreTotals:
         every += score.logprobs
         known += kept
         if score.num_tokens:
-            sentence_ppl.append(perplexity(math.fsum(score.logprobs), score.num_tokens) or math.nan)
+            sentence_ppl.append(perplexity_of_logprobs(math.fsum(score.logprobs), score.num_tokens) or math.nan)
         if kept:
-            sentence_ppl_known.append(perplexity(math.fsum(kept), len(kept)) or math.nan)
+            sentence_ppl_known.append(perplexity_of_logprobs(math.fsum(kept), len(kept)) or math.nan)
     total = math.fsum(every)
     return ScoreTotals(
         num_sentences=len(scores),
         num_tokens=len(every),
         num_unk=len(every) - len(known),
         total_logprob=total / LN10 if log10 else total,
-        corpus_perplexity=perplexity(total, len(every)),
-        corpus_perplexity_without_unk=perplexity(math.fsum(known), len(known)),
+        corpus_perplexity=perplexity_of_logprobs(total, len(every)),
+        corpus_perplexity_without_unk=perplexity_of_logprobs(math.fsum(known), len(known)),
         mean_sentence_perplexity=math.fsum(sentence_ppl) / len(sentence_ppl) if sentence_ppl else None,
         mean_sentence_perplexity_without_unk=(
             math.fsum(sentence_ppl_known) / len(sentence_ppl_known) if sentence_ppl_known else None

@@ -26,7 +26,7 @@ from app.auth import ownership, quotas
 from app.auth.principal import LOCAL, Principal
 from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.inference import registry
-from app.inference.scoring import ScoreOptions, perplexity
+from app.inference.scoring import ScoreOptions, perplexity_of_logprobs
 from app.inference.text import tokenize
 from app.settings import Settings
 from app.store.db import write_session
@@ -183,7 +183,7 @@ def add_to_sums(sums: dict[str, Any], logprobs: list[float], is_unk: list[bool])
     sums["num_unk"] = sums.get("num_unk", 0) + len(logprobs) - len(known)
     sums["total_ln"] = math.fsum([sums.get("total_ln", 0.0), total])
     sums["known_ln"] = math.fsum([sums.get("known_ln", 0.0), total_known])
-    ppl, ppl_known = perplexity(total, len(logprobs)), perplexity(total_known, len(known))
+    ppl, ppl_known = perplexity_of_logprobs(total, len(logprobs)), perplexity_of_logprobs(total_known, len(known))
     if ppl is not None:
         sums["ppl_sum"] = math.fsum([sums.get("ppl_sum", 0.0), ppl])
         sums["ppl_count"] = sums.get("ppl_count", 0) + 1
@@ -202,8 +202,8 @@ def aggregate(sums: dict[str, Any], log10: bool) -> dict[str, Any]:
         "num_tokens": tokens,
         "num_unk": unk,
         "total_logprob": total / math.log(10.0) if log10 else total,
-        "corpus_perplexity": perplexity(total, tokens),
-        "corpus_perplexity_without_unk": perplexity(sums.get("known_ln", 0.0), tokens - unk),
+        "corpus_perplexity": perplexity_of_logprobs(total, tokens),
+        "corpus_perplexity_without_unk": perplexity_of_logprobs(sums.get("known_ln", 0.0), tokens - unk),
         "mean_sentence_perplexity": sums["ppl_sum"] / ppl_count if ppl_count else None,
         "mean_sentence_perplexity_without_unk": sums["ppl_known_sum"] / ppl_known_count if ppl_known_count else None,
     }
