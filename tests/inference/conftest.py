@@ -10,6 +10,7 @@ tests that need special rows (a running job, a missing or corrupt file) add thei
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -233,10 +234,17 @@ def client(inference_service: InferenceService) -> TestClient:
 @pytest.fixture(scope="session")
 def server_url(inference_service: InferenceService) -> Iterator[str]:
     """The same database served by uvicorn on a free port (for the `openai` client and raw HTTP)."""
+    with served(inference_service.settings) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def served(settings: Settings) -> Iterator[str]:
+    """An app with `settings` served by uvicorn on a free port, in a thread; its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    config = uvicorn.Config(create_app(inference_service.settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -245,9 +253,11 @@ def server_url(inference_service: InferenceService) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 # --- direct computations the API numbers are compared with ---

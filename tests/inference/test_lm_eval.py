@@ -2,7 +2,9 @@
 
 Its default tokenizer backend finds `/tokenizer_info`, `/tokenize` and `/detokenize` at the server
 root, sends token-id prompts with `echo: true, max_tokens: 1` and drops the last entry; rolling
-windows start with the end-of-text token. The numbers it reports must be `/v1/score`'s.
+windows start with the end-of-text token. The numbers it reports must be `/v1/score`'s. The server
+has API keys on: lm-eval sends `OPENAI_API_KEY` with its completions and `auth_token` with its
+tokenizer calls, as the README says.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import InferenceService
+from app.auth import keys
+
+from .conftest import InferenceService, served
 
 # Raw lines as a user brings them: known words, an unknown one ("zebra"), repeated spaces.
 DOCS = [
@@ -85,9 +89,20 @@ def write_tasks(folder: Path) -> None:
     (folder / "tiny_choice.yaml").write_text(CHOICE_TASK.format(path=choices))
 
 
-def score(server_url: str, model: str, sentences: list[str]) -> list[dict[str, Any]]:
+@pytest.fixture
+def keyed(inference_service: InferenceService) -> Iterator[tuple[str, str]]:
+    """The same database served with API keys on, and an admin key: (URL, key)."""
+    _, secret = keys.create_key(inference_service.engine, "lm-eval", "admin")
+    with served(inference_service.settings.model_copy(update={"auth": True})) as url:
+        yield url, secret
+
+
+def score(server_url: str, key: str, model: str, sentences: list[str]) -> list[dict[str, Any]]:
     response = httpx.post(
-        f"{server_url}/v1/score", json={"model": model, "sentences": sentences, "score_eos": False}, timeout=60
+        f"{server_url}/v1/score",
+        json={"model": model, "sentences": sentences, "score_eos": False},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
     )
     assert response.status_code == 200, response.text
     result: list[dict[str, Any]] = response.json()["sentences"]
@@ -96,16 +111,19 @@ def score(server_url: str, model: str, sentences: list[str]) -> list[dict[str, A
 
 def test_lm_eval_local_completions_gets_the_score_numbers(
     inference_service: InferenceService,
-    server_url: str,
+    keyed: tuple[str, str],
     default_alias: None,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    server_url, key = keyed
+    assert httpx.get(f"{server_url}/tokenizer_info").status_code == 401  # the keys are really on
     for name, value in {
         "HF_DATASETS_OFFLINE": "1",
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf"),
         "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets"),
+        "OPENAI_API_KEY": key,
     }.items():
         monkeypatch.setenv(name, value)
     lm_eval = pytest.importorskip("lm_eval")
@@ -115,7 +133,7 @@ def test_lm_eval_local_completions_gets_the_score_numbers(
     model = inference_service.job_id
     results = lm_eval.simple_evaluate(
         model="local-completions",
-        model_args={"model": model, "base_url": f"{server_url}/v1/completions"},
+        model_args={"model": model, "base_url": f"{server_url}/v1/completions", "auth_token": key},
         tasks=["tiny_wordppl", "tiny_choice"],
         task_manager=TaskManager(include_path=str(tmp_path)),
         log_samples=True,
@@ -123,7 +141,7 @@ def test_lm_eval_local_completions_gets_the_score_numbers(
     assert results is not None
 
     # Word perplexity: exp(-total log p / words), the end of sentence not scored.
-    scored = score(server_url, model, DOCS)
+    scored = score(server_url, key, model, DOCS)
     total = math.fsum(s["total_logprob"] for s in scored)
     words = sum(len(d.split()) for d in DOCS)
     expected_ppl = math.exp(-total / words)
@@ -136,7 +154,7 @@ def test_lm_eval_local_completions_gets_the_score_numbers(
     correct = 0
     for sample, (context, choices, label) in zip(samples, CHOICES, strict=True):
         got = [resp[0][0] for resp in sample["resps"]]
-        full = score(server_url, model, [f"{context} {choice}" for choice in choices])
+        full = score(server_url, key, model, [f"{context} {choice}" for choice in choices])
         n_context = len(context.split())
         expected = [math.fsum(s["logprobs"][n_context:]) for s in full]
         assert len(got) == len(expected)
