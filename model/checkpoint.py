@@ -58,14 +58,16 @@ def save(payload: dict[str, Any], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)  # the rename itself survives a power loss only once its folder is flushed
+        fsync_dir(path.parent)  # the rename itself survives a power loss only once its folder is flushed
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk; a no-op where the OS cannot
+    open folders."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # a platform that cannot open folders

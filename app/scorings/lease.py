@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, String, case, cast, literal, select, update
+from sqlalchemy import Engine, select, update
 
 from app.store.db import rows_changed, write_session
 from app.store.tables import Scoring, utcnow
 from app.training.attempt import LeaseLost
-from app.training.jobs import ACTIVE, CANCELED, CANCELING, FAILED, QUEUED, RUNNING
+from app.training.jobs import ACTIVE, QUEUED, RUNNING
+from app.training.queue import expired_leases
 
 
 @dataclass(frozen=True)
@@ -80,27 +81,8 @@ def claim_next_scoring(engine: Engine, worker_id: str, lease_seconds: float) -> 
 
 def requeue_expired_scorings(engine: Engine) -> int:
     """Scorings whose worker died go back to the queue (or fail after `max_attempts`, or end canceled)."""
-    now = utcnow()
-    out_of_attempts = Scoring.attempt >= Scoring.max_attempts
-    reason = literal("worker lost (lease expired) on attempt ") + cast(Scoring.attempt, String)
     with write_session(engine) as session:
-        return rows_changed(
-            session,
-            update(Scoring)
-            .where(Scoring.status.in_(ACTIVE), Scoring.lease_expires_at < now)
-            .values(
-                status=case((Scoring.status == CANCELING, CANCELED), (out_of_attempts, FAILED), else_=QUEUED),
-                error=case(
-                    (Scoring.status == CANCELING, Scoring.error),
-                    (out_of_attempts, reason + literal("; no attempts left")),
-                    else_=reason + literal("; requeued"),
-                ),
-                finished_at=case((Scoring.status == CANCELING, now), (out_of_attempts, now), else_=None),
-                worker_id=None,
-                lease_expires_at=None,
-            )
-            .execution_options(synchronize_session=False),
-        )
+        return rows_changed(session, expired_leases(Scoring))
 
 
 class ScoringAttempt:

@@ -30,9 +30,9 @@ from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from app.inference.conventions import CONVENTIONS, detect
 from app.settings import Settings
 from app.store.db import write_session
-from app.store.files import fsync_dir
 from app.store.pagination import keyset_page
 from app.store.tables import Dataset, Job, new_id, utcnow
+from model.checkpoint import fsync_dir
 from model.data import SPLITS, Corpus, CorpusError, Vocabulary, tokenize_text
 
 UPLOAD = "upload"

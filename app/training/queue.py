@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, String, case, cast, delete, func, literal, or_, select, update
+from sqlalchemy import Engine, String, Update, case, cast, delete, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.store.db import rows_changed, write_session
-from app.store.tables import Dataset, Job, Metric, Worker, new_id, utcnow
+from app.store.tables import Dataset, Job, Metric, Scoring, Worker, new_id, utcnow
 from app.training.checkpoints import latest
 from app.training.jobs import CANCELED, CANCELING, FAILED, QUEUED, RUNNING
 
@@ -113,36 +113,37 @@ def requeue_expired(engine: Engine) -> int:
     A job canceling when its worker died is canceled; one that has used all its attempts fails
     with the reason. Returns the number of jobs changed.
     """
+    with write_session(engine) as session:
+        return rows_changed(session, expired_leases(Job))
+
+
+def expired_leases(table: type[Job] | type[Scoring]) -> Update:
+    """The UPDATE that settles the rows of `table` (jobs or scorings) whose lease expired: canceling
+    ones end canceled, those out of attempts fail with the reason, the others are queued again."""
     now = utcnow()
-    out_of_attempts = Job.attempt >= Job.max_attempts
+    out_of_attempts = table.attempt >= table.max_attempts
     reason = (
         literal("worker lost (lease expired) on attempt ")
-        + cast(Job.attempt, String)
+        + cast(table.attempt, String)
         + literal(" of ")
-        + cast(Job.max_attempts, String)
+        + cast(table.max_attempts, String)
     )
-    with write_session(engine) as session:
-        return rows_changed(
-            session,
-            update(Job)
-            .where(Job.status.in_((RUNNING, CANCELING)), Job.lease_expires_at < now)
-            .values(
-                status=case(
-                    (Job.status == CANCELING, CANCELED),
-                    (out_of_attempts, FAILED),
-                    else_=QUEUED,
-                ),
-                error=case(
-                    (Job.status == CANCELING, Job.error),
-                    (out_of_attempts, reason + literal("; no attempts left")),
-                    else_=reason + literal("; requeued"),
-                ),
-                finished_at=case((Job.status == CANCELING, now), (out_of_attempts, now), else_=None),
-                worker_id=None,
-                lease_expires_at=None,
-            )
-            .execution_options(synchronize_session=False),
+    return (
+        update(table)
+        .where(table.status.in_((RUNNING, CANCELING)), table.lease_expires_at < now)
+        .values(
+            status=case((table.status == CANCELING, CANCELED), (out_of_attempts, FAILED), else_=QUEUED),
+            error=case(
+                (table.status == CANCELING, table.error),
+                (out_of_attempts, reason + literal("; no attempts left")),
+                else_=reason + literal("; requeued"),
+            ),
+            finished_at=case((table.status == CANCELING, now), (out_of_attempts, now), else_=None),
+            worker_id=None,
+            lease_expires_at=None,
         )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def register_worker(engine: Engine, worker_id: str | None = None, capabilities: Sequence[str] = ()) -> str:
