@@ -13,11 +13,9 @@ from sqlalchemy.orm import Session
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import EngineDep, EventSlotsDep, SettingsDep
-from app.api.metrics import EVENT_ID
 from app.api.schemas import LogLineOut, LogPage, problem_responses
-from app.api.streams import Polled, polled_events
+from app.api.streams import Polled, polled_events, resume_after
 from app.auth.principal import Principal
-from app.errors import Invalid
 from app.store.tables import Job, JobLog
 from app.training import jobs, logs
 
@@ -80,9 +78,8 @@ async def job_logs(
     page = await anyio.to_thread.run_sync(_page, engine, job_id, cursor, limit, principal)
     if not follow:
         return Response(page.model_dump_json(), media_type="application/json")
-    if last_event_id and not EVENT_ID.fullmatch(last_event_id):
-        raise Invalid("Last-Event-ID must be the id of an event this stream sent (1-18 digits)", field="Last-Event-ID")
-    after_id = int(last_event_id) if last_event_id else logs.decode_cursor(cursor)
+    resumed = resume_after(last_event_id)
+    after_id = logs.decode_cursor(cursor) if resumed is None else resumed
 
     def poll() -> Polled:
         nonlocal after_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any
 
 import anyio
@@ -16,17 +15,16 @@ from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import EngineDep, EventSlotsDep, SessionDep, SettingsDep
 from app.api.jobs import job_out
 from app.api.schemas import MetricOut, MetricPage, problem_responses
-from app.api.streams import Polled, polled_events
+from app.api.streams import Polled, polled_events, resume_after
 from app.auth import ownership
 from app.auth.principal import Principal
-from app.errors import Invalid, NotFound
+from app.errors import NotFound
 from app.store.tables import Job, Metric
 from app.training import jobs, metrics
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["metrics"], responses=AUTH_RESPONSES)
 
 PROBLEMS = problem_responses(404, 422)
-EVENT_ID = re.compile(r"[0-9]{1,18}")  # a metric id as this stream sends it
 EVENT_BATCH = 500  # metric points sent per database read
 
 
@@ -99,9 +97,8 @@ async def job_events(
     first = await anyio.to_thread.run_sync(_start, engine, job_id, history, principal)
     if first is None:
         raise NotFound(f"job {job_id!r} not found")
-    if last_event_id and not EVENT_ID.fullmatch(last_event_id):
-        raise Invalid("Last-Event-ID must be the id of an event this stream sent (1-18 digits)", field="Last-Event-ID")
-    after_id = int(last_event_id) if last_event_id else first
+    resumed = resume_after(last_event_id)
+    after_id = first if resumed is None else resumed
     last_status: dict[str, Any] | None = None
 
     def poll() -> Polled:

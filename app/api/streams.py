@@ -8,6 +8,7 @@ poll says so or the client goes away.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
@@ -16,9 +17,21 @@ from fastapi import Request
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
+from app.errors import Invalid
 from app.inference.slots import Slot
 
 PING_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # a row id, as the streams send them
+
+
+def resume_after(last_event_id: str | None) -> int | None:
+    """The id a reconnecting client's `Last-Event-ID` names (None without one); `Invalid` for an id
+    no stream sent."""
+    if not last_event_id:
+        return None
+    if not EVENT_ID.fullmatch(last_event_id):
+        raise Invalid("Last-Event-ID must be the id of an event this stream sent (1-18 digits)", field="Last-Event-ID")
+    return int(last_event_id)
 
 
 class Polled(NamedTuple):
