@@ -1,8 +1,8 @@
 """text conventions, vocabularies and scoring jobs: a dataset's tokenization convention, a job's
 vocabulary, and the scorings table (whole texts scored line by line in the background)
 
-Revision ID: 0005
-Revises: 0002
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-27
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0005'
-down_revision: str | None = '0002'
+revision: str = '0006'
+down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """store indexes: keyset pages, queue order, expired leases, metric pages and downsampling
 
-Revision ID: 0002
-Revises: 0006
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-27
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from alembic import op
 
 
-revision: str = "0002"
-down_revision: str | None = "0006"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

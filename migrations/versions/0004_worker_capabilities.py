@@ -5,8 +5,8 @@ a job lists what it needs and only a worker that has all of it claims it; `estim
 job's estimated step and epoch time at submission. `run_after` holds a job
 back after a transient failure (backoff).
 
-Revision ID: 0006
-Revises: 0004
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-27
 """
 
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0006'
-down_revision: str | None = '0004'
+revision: str = '0004'
+down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
