@@ -48,7 +48,6 @@ def test_run_command_serves_the_api_with_a_worker(tmp_path: Path) -> None:
         key = key_file.read_text().strip()
         url_line = next(line for line in lines if url in line)
         assert f"(API key: {key}; saved in data/admin.key)" in url_line, url_line
-        assert httpx.get(f"{url}/v1/jobs", timeout=10).status_code == 401
         with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {key}"}) as client:
 
             def ready() -> bool:
@@ -57,7 +56,8 @@ def test_run_command_serves_the_api_with_a_worker(tmp_path: Path) -> None:
                 except httpx.TransportError:
                     return False
 
-            wait_for(ready, timeout=60, interval=0.2, what="readiness")
+            wait_for(ready, timeout=60, interval=0.2, what="readiness")  # the URL is printed before it listens
+            assert httpx.get(f"{url}/v1/jobs", timeout=10).status_code == 401
             corpus = write_corpus(tmp_path / "corpus")
             files = {s: (f"{s}.txt", (corpus / f"{s}.txt").read_bytes()) for s in ("train", "valid", "test")}
             dataset = client.post("/v1/datasets", files=files).json()
