@@ -94,7 +94,9 @@ class Service:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError("the service did not start")
             time.sleep(0.2)
-        self.client = httpx.Client(base_url=self.url, timeout=300)
+        # API keys on, as served: the one-command start saved its admin key under the data folder.
+        key = (data / "admin.key").read_text().strip()
+        self.client = httpx.Client(base_url=self.url, timeout=300, headers={"Authorization": f"Bearer {key}"})
 
     def stop(self) -> None:
         self.client.close()
