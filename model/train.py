@@ -20,7 +20,15 @@ from torch import Tensor
 
 from model.config import ModelConfig
 from model.data import Corpus, CorpusError, Vocabulary, batches, epoch_size
-from model.network import LSTMLanguageModel, State, detach, resolve_device
+from model.network import (
+    LSTMLanguageModel,
+    State,
+    autocast,
+    check_precision,
+    detach,
+    resolve_device,
+    set_matmul_precision,
+)
 
 TEST_CHUNK = 1024  # the B=1, T=1 test stream fed this many tokens at a time: same numbers, faster
 
@@ -126,6 +134,8 @@ class Trainer:
         self.corpus = corpus
         self.vocab: Vocabulary = corpus.vocab
         self.device = resolve_device(config.device)
+        check_precision(self.device, config.precision)
+        set_matmul_precision(self.device, config.precision)
         seed_everything(config.seed)
         # Built on the CPU, then moved: the same seed gives the same weights on every device.
         self.model = LSTMLanguageModel(config, len(self.vocab)).to(self.device)
@@ -203,8 +213,11 @@ class Trainer:
                 return False
             # --- forward: loss = sum over T of the batch-mean cross entropy (the seed's scale) ---
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            logits, state = model(x, state)  # [B, T, V]
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="sum") / c.batch_size
+            with autocast(self.device, c.precision):
+                logits, state = model(x, state)  # [B, T, V]
+            loss = (
+                F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="sum") / c.batch_size
+            )
             # --- backward, clip by global norm, SGD step ---
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -238,8 +251,11 @@ class Trainer:
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         count = 0
         for x, y in batches(ids, batch_size, num_steps):
-            logits, state = model(x.to(self.device), state)
-            total += F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1).to(self.device), reduction="sum")
+            with autocast(self.device, self.config.precision):
+                logits, state = model(x.to(self.device), state)
+            total += F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), y.reshape(-1).to(self.device), reduction="sum"
+            )
             count += y.numel()
         return perplexity(total.item(), count)
 
@@ -259,6 +275,7 @@ class Trainer:
             x = stream[start : start + chunk].unsqueeze(0)  # [1, t]
             y = stream[start + 1 : start + chunk + 1]
             x = x[:, : y.numel()]
-            logits, state = model(x, state)
-            total += F.cross_entropy(logits.view(-1, logits.size(-1)), y, reduction="sum")
+            with autocast(self.device, self.config.precision):
+                logits, state = model(x, state)
+            total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y, reduction="sum")
         return perplexity(total.item(), stream.numel() - 1)
