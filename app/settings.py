@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,9 @@ class Settings(BaseSettings):
     max_request_tokens: int = Field(100_000, ge=1, description="tokens per scoring request")
     max_generate_tokens: int = Field(1000, ge=1, description="largest max_tokens of a generation request")
     max_generate_n: int = Field(16, ge=1, description="largest n of a generation request")
+    inference_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="precision of scoring and generation unless a request names one: fp32 or bf16"
+    )
 
     @property
     def resolved_database_url(self) -> str:

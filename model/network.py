@@ -12,7 +12,7 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from model.config import ModelConfig
+from model.config import PRECISIONS, ModelConfig
 
 State = tuple[Tensor, Tensor]  # (h, c), each [L, B, H]
 
@@ -90,10 +90,22 @@ def supports_precision(device: torch.device, precision: str) -> bool:
     return False
 
 
+def supported_precisions(device: torch.device) -> list[str]:
+    """The precisions `device` can compute in, fp32 first: what a worker or a server can offer."""
+    return [p for p in PRECISIONS if supports_precision(device, p)]
+
+
+class PrecisionError(RuntimeError):
+    """The device cannot compute in the precision asked for; trying again on the same device cannot help."""
+
+
 def check_precision(device: torch.device, precision: str) -> None:
-    """Raise `RuntimeError` when `device` cannot compute in `precision`."""
+    """Raise `PrecisionError` when `device` cannot compute in `precision`."""
     if not supports_precision(device, precision):
-        raise RuntimeError(f"precision {precision!r} is not supported on device {device.type!r} of this machine")
+        offered = ", ".join(supported_precisions(device))
+        raise PrecisionError(
+            f"precision {precision!r} is not supported on this machine's {device.type} (it supports {offered})"
+        )
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:

@@ -40,6 +40,7 @@ from app.inference.generation import (
     check_request,
     generate_events,
 )
+from app.inference.precision import request_precision
 from app.inference.registry import LoadedModel
 from app.inference.text import normalize_ptb, tokenize, word_offsets
 
@@ -91,14 +92,15 @@ class PromptCompletions:
         reason = "stop" if finish.reason in (FINISH_EOS, FINISH_STOP) else "length"
         return CompletionChoice(text="", index=self.first_index + finish.index, logprobs=None, finish_reason=reason)
 
-    def pieces(self, loaded: LoadedModel, sampling: Sampling) -> Iterator[CompletionChoice]:
+    def pieces(self, loaded: LoadedModel, sampling: Sampling, precision: str) -> Iterator[CompletionChoice]:
         """Every piece of this prompt's n choices, in the order they are produced."""
-        replay = Replay(loaded, self.words, sampling.n) if self.k is not None else None
+        replay = Replay(loaded, self.words, sampling.n, precision) if self.k is not None else None
         if self.echo:
             logprobs = self.echoed(replay)
             for i in range(sampling.n):
                 yield CompletionChoice(text=self.prompt, index=self.first_index + i, logprobs=logprobs)
-        for event in generate_events(loaded, self.words, sampling, top_logprobs=self.k, replay=replay):
+        events = generate_events(loaded, self.words, sampling, top_logprobs=self.k, replay=replay, precision=precision)
+        for event in events:
             yield self.word(event) if isinstance(event, Token) else self.finish(event)
 
 
@@ -133,9 +135,15 @@ def create_completion(
         words = tokenize(text)
         prompts.append((text, normalize_ptb(words) if body.normalize else words))
         check_request(prompts[-1][1], sampling, settings)
+    precision = request_precision(body.precision, settings, cache.device)
     ref, loaded = serve_model(body.model, session, settings, cache)
     head = CompletionResponse(
-        id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=[], system_fingerprint=ref.checkpoint_id
+        id=new_id("cmpl"),
+        created=int(time.time()),
+        model=body.model,
+        choices=[],
+        system_fingerprint=ref.checkpoint_id,
+        precision=precision,
     )
     groups = [PromptCompletions(text, words, p * sampling.n, body) for p, (text, words) in enumerate(prompts)]
     prompt_tokens = sum(len(words) for _, words in prompts)
@@ -145,7 +153,7 @@ def create_completion(
 
         def chunks() -> Iterator[CompletionResponse]:
             for group in groups:
-                for piece in group.pieces(loaded, sampling):
+                for piece in group.pieces(loaded, sampling, precision):
                     yield head.model_copy(update={"choices": [piece]})
             if include_usage:
                 generated = sum(sum(g.emitted) for g in groups)
@@ -155,7 +163,7 @@ def create_completion(
 
     choices: list[CompletionChoice] = []
     for group in groups:
-        pieces = list(group.pieces(loaded, sampling))
+        pieces = list(group.pieces(loaded, sampling, precision))
         choices += [join(pieces, group.first_index + i, body.logprobs is not None) for i in range(sampling.n)]
     generated = sum(sum(g.emitted) for g in groups)
     result = head.model_copy(update={"choices": choices, "usage": usage(prompt_tokens, generated)})

@@ -31,6 +31,7 @@ from app.api.inference_schemas import (
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import problem_responses
 from app.inference.generation import FINISH_LENGTH, Finish, Token, check_request, generate_events
+from app.inference.precision import request_precision
 from app.inference.text import detokenize, normalize_ptb, tokenize
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -114,11 +115,14 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
     words = normalize_ptb(words) if body.normalize else words
     sampling = body.sampling(body.max_tokens)
     check_request(words, sampling, settings)
+    precision = request_precision(body.precision, settings, cache.device)
     ref, loaded = serve_model(body.model, session, settings, cache)
     top = body.top_logprobs if body.top_logprobs > 0 else None
-    events = generate_events(loaded, words, sampling, top_logprobs=top)
+    events = generate_events(loaded, words, sampling, top_logprobs=top, precision=precision)
     if body.stream:
-        head = GenerateChunk(id=new_id("gen"), created=int(time.time()), model=body.model, choices=[])
+        head = GenerateChunk(
+            id=new_id("gen"), created=int(time.time()), model=body.model, precision=precision, choices=[]
+        )
         return event_stream(_chunks(events, head, len(words), body.logprobs))
     tokens: list[list[str]] = [[] for _ in range(sampling.n)]
     logprobs: list[list[float]] = [[] for _ in range(sampling.n)]
@@ -151,6 +155,7 @@ def generate(body: GenerateRequest, session: SessionDep, settings: SettingsDep, 
         model=body.model,
         job_id=ref.job_id,
         checkpoint_id=ref.checkpoint_id,
+        precision=precision,
         choices=choices,
         usage=Usage(prompt_tokens=len(words), completion_tokens=generated, total_tokens=len(words) + generated),
     )

@@ -21,6 +21,13 @@ MAX_SEED = 2**63 - 1
 MAX_STOP_SEQUENCES = 16
 
 ModelName = Field(min_length=1, max_length=200, description="a job id (its best checkpoint), checkpoint id or alias")
+Precision = Literal["fp32", "bf16"]
+PrecisionField = Field(
+    None,
+    description="fp32 or bf16 (the LSTM and the softmax product in bfloat16, log-softmax and sums in float32); "
+    "default: the server's LSTMLM_INFERENCE_PRECISION",
+)
+PrecisionOut = Field(description="the precision that computed these numbers")
 StopField = Field(
     None,
     description="a string (its words are one stop sequence) or a list of strings (one sequence each); "
@@ -95,6 +102,7 @@ class ScoreRequest(BaseModel):
     log10: bool = Field(False, description="log-probabilities in base 10 (KenLM's convention) instead of base e")
     score_eos: bool = Field(True, description="also score the end of sentence (<eos>) after the last word")
     normalize: bool = Field(False, description="PTB normalisation before lookup: lower case, numbers to N")
+    precision: Precision | None = PrecisionField
 
 
 class SentenceOut(BaseModel):
@@ -128,6 +136,7 @@ class ScoreResponse(BaseModel):
     job_id: str
     checkpoint_id: str
     log_base: Literal["e", "10"]
+    precision: Precision = PrecisionOut
     sentences: list[SentenceOut]
     aggregate: ScoreAggregate
 
@@ -145,6 +154,7 @@ class SamplingFields(BaseModel):
     n: int = Field(1, ge=1, description="continuations to generate")
     stop: str | list[str] | None = StopField
     stream: bool = Field(False, description="Server-Sent Events, one token per event, ending with data: [DONE]")
+    precision: Precision | None = PrecisionField
 
     @model_validator(mode="after")
     def _stop_words(self) -> SamplingFields:
@@ -202,6 +212,7 @@ class GenerateResponse(BaseModel):
     model: str
     job_id: str
     checkpoint_id: str
+    precision: Precision = PrecisionOut
     choices: list[GenerateChoice]
     usage: Usage
 
@@ -220,6 +231,7 @@ class GenerateChunk(BaseModel):
     object: Literal["generation.chunk"] = "generation.chunk"
     created: int
     model: str
+    precision: Precision = PrecisionOut
     choices: list[GenerateChunkChoice]
     usage: Usage | None = Field(None, description="only in the last event")
 
@@ -297,3 +309,4 @@ class CompletionResponse(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = Field(None, description="the checkpoint id that answered")
+    precision: Precision = Field("fp32", description="extension: the precision that computed the answer")

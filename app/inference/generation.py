@@ -22,7 +22,7 @@ from app.errors import Invalid
 from app.inference.registry import LoadedModel
 from app.inference.text import tokenize
 from app.settings import Settings
-from model.inference import GeneratedToken, generate_stream
+from model.inference import GeneratedToken, generate_stream, logits_of, step_logits
 from model.network import State
 
 FINISH_EOS, FINISH_STOP, FINISH_LENGTH = "eos", "stop", "length"
@@ -95,16 +95,21 @@ def _top(logp: Tensor, k: int, words: Sequence[str], chosen: int | None) -> dict
 
 
 class Replay:
-    """The model's distribution at every position of a prompt and of n continuations of it."""
+    """The model's distribution at every position of a prompt and of n continuations of it.
 
-    def __init__(self, loaded: LoadedModel, prompt_words: Sequence[str], n: int) -> None:
+    It reads the words as generation does (the prompt as a sequence, then one fused step per word,
+    in the same precision), so a word's log p here is the one its choice was made from.
+    """
+
+    def __init__(self, loaded: LoadedModel, prompt_words: Sequence[str], n: int, precision: str = "fp32") -> None:
         self.loaded = loaded
+        self.precision = precision
         self.ids = [loaded.vocab.id_of(w) for w in prompt_words]
         model = loaded.model
         with torch.inference_mode(), loaded.lock:
             context = torch.tensor([[loaded.vocab.eos_id, *self.ids]], device=model.decoder.weight.device)
-            logits, state = model(context, model.zero_state(1))
-            self.prompt_logp = torch.log_softmax(logits[0].float(), dim=-1)  # [P + 1, V]
+            logits, state = logits_of(model, context, model.zero_state(1), precision)
+            self.prompt_logp = torch.log_softmax(logits[0], dim=-1)  # [P + 1, V]
         self.states: list[State] = [state] * n  # never written in place: sharing is safe
         self.next_logp = [self.prompt_logp[-1]] * n  # [V] each: the distribution of the next word
         self.pending: list[int | None] = [None] * n  # a word emitted but not yet read
@@ -127,9 +132,9 @@ class Replay:
         pending = self.pending[index]
         if pending is not None:  # read the previous word only now: the last one never needs it
             with torch.inference_mode(), self.loaded.lock:
-                x = torch.tensor([[pending]], device=model.decoder.weight.device)
-                logits, self.states[index] = model(x, self.states[index])
-                self.next_logp[index] = torch.log_softmax(logits[0, -1].float(), dim=-1)
+                x = torch.tensor([pending], device=model.decoder.weight.device)
+                logits, self.states[index] = step_logits(model, x, self.states[index], self.precision)
+                self.next_logp[index] = torch.log_softmax(logits[0], dim=-1)
         self.pending[index] = token_id
         logp = self.next_logp[index]
         return float(logp[token_id]), _top(logp, k, self.loaded.vocab.words, token_id)
@@ -153,12 +158,14 @@ def generate_events(
     *,
     top_logprobs: int | None = None,
     replay: Replay | None = None,
+    precision: str = "fp32",
 ) -> Iterator[Token | Finish]:
     """Continue the prompt `sampling.n` times, yielding each word as it is chosen and each end.
 
     With `top_logprobs` = k (0 included), every word carries the k most likely words at its
     position and the chosen one, with its log p read from the same distribution so the two agree
-    exactly. `replay` may be passed when the caller already built it for the prompt.
+    exactly. `replay` may be passed when the caller already built it for the prompt (in the same
+    `precision`).
     """
     events = generate_stream(
         loaded.model,
@@ -171,9 +178,10 @@ def generate_events(
         seed=sampling.seed,
         n=sampling.n,
         stop=[list(s) for s in sampling.stop],
+        precision=precision,
     )
     if top_logprobs is not None and replay is None:
-        replay = Replay(loaded, prompt_words, sampling.n)
+        replay = Replay(loaded, prompt_words, sampling.n, precision)
     for event in _locked(events, loaded.lock):
         if isinstance(event, GeneratedToken):
             if top_logprobs is not None and replay is not None:
