@@ -96,6 +96,11 @@ def _replay(session: Session, key: str, dataset_id: str, preset_name: str, overr
     return original
 
 
+def training_precision(job: Job) -> str:
+    """The precision a job trains (and trained its checkpoints) in; configs from before the field are fp32."""
+    return str(job.config.get("precision", "fp32"))
+
+
 def get_job(session: Session, job_id: str) -> Job:
     """A job by id; `NotFound` otherwise."""
     job = session.get(Job, job_id)
