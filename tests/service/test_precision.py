@@ -24,7 +24,8 @@ def test_a_precision_the_model_cannot_train_with_is_refused(
     service: Service, tiny_corpus: Path, precision: str, device: str, says: str
 ) -> None:
     dataset = service.upload(tiny_corpus)
-    body = {"dataset_id": dataset["id"], "preset": "test", "overrides": {**TINY, "device": device, "precision": precision}}
+    overrides = {**TINY, "device": device, "precision": precision}
+    body = {"dataset_id": dataset["id"], "preset": "test", "overrides": overrides}
     response = service.client.post("/v1/jobs", json=body)
     assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
     assert says in response.json()["detail"]
