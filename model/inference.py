@@ -67,12 +67,21 @@ def decoder_weight(model: LSTMLanguageModel, precision: str) -> Tensor:
     weight = model.decoder.weight
     if precision != "bf16":
         return weight
+    version = _version(weight)
     cached = _BF16_DECODERS.get(model)
-    if cached is not None and cached[0] is weight and cached[1] == weight._version:
+    if cached is not None and cached[0] is weight and cached[1] == version:
         return cached[2]
     low = weight.detach().to(torch.bfloat16)
-    _BF16_DECODERS[model] = (weight, weight._version, low)
+    _BF16_DECODERS[model] = (weight, version, low)
     return low
+
+
+def _version(tensor: Tensor) -> int:
+    """The in-place write counter; -1 for tensors made under inference mode, which do not keep one."""
+    try:
+        return int(tensor._version)
+    except RuntimeError:
+        return -1
 
 
 def decode(model: LSTMLanguageModel, hidden: Tensor, precision: str = "fp32") -> Tensor:
