@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,9 @@ class Settings(BaseSettings):
         1024 * 1024, ge=0, description="uploads at least this large are parsed in a child process"
     )
     scoring_chunk_lines: int = Field(1000, ge=1, description="lines a scoring job scores and records at a time")
+    inference_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="precision of scoring and generation unless a request names one: fp32 or bf16"
+    )
 
     @property
     def resolved_database_url(self) -> str:

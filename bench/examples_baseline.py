@@ -35,31 +35,37 @@ class RNNModel(nn.Module):
         return F.log_softmax(decoded, dim=1), hidden
 
 
-def time_examples_steps(
-    ids: Tensor, vocab: int, hidden: int, layers: int, batch: int, bptt: int, steps: int, warmup: int
-) -> float:
-    """Seconds for `steps` training steps of the examples' loop (after `warmup` untimed ones)."""
-    torch.manual_seed(0)
-    model = RNNModel(vocab, hidden, hidden, layers, 0.0)
-    nbatch = ids.numel() // batch
-    data = ids[: nbatch * batch].view(batch, -1).t().contiguous()  # [N/B, B], the examples' batchify
-    state = (torch.zeros(layers, batch, hidden), torch.zeros(layers, batch, hidden))
-    lr, clip = 20.0, 0.25  # the examples' defaults; they change the values, not the work
-    model.train()
-    start = 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            start = time.perf_counter()
-        i = step * bptt
-        x, y = data[i : i + bptt], data[i + 1 : i + 1 + bptt].reshape(-1)
-        model.zero_grad()
-        state = (state[0].detach(), state[1].detach())
-        output, state = model(x, state)
-        loss = F.nll_loss(output, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        for p in model.parameters():
-            if p.grad is not None:
-                p.data.add_(p.grad, alpha=-lr)
-        loss.item()
-    return time.perf_counter() - start
+class ExamplesLoop:
+    """The examples' training loop on our batches, run a few steps at a time (alternating with others)."""
+
+    def __init__(self, ids: Tensor, vocab: int, hidden: int, layers: int, batch: int, bptt: int) -> None:
+        torch.manual_seed(0)
+        self.model = RNNModel(vocab, hidden, hidden, layers, 0.0)
+        nbatch = ids.numel() // batch
+        self.data = ids[: nbatch * batch].view(batch, -1).t().contiguous()  # [N/B, B], the examples' batchify
+        self.state = (torch.zeros(layers, batch, hidden), torch.zeros(layers, batch, hidden))
+        self.bptt = bptt
+        self.step = 0
+
+    def run(self, steps: int) -> float:
+        """Seconds for the next `steps` training steps."""
+        model, lr, clip = self.model, 20.0, 0.25  # the examples' defaults; they change the values, not the work
+        model.train()
+        start = time.perf_counter()
+        for _ in range(steps):
+            i = self.step * self.bptt
+            if i + 1 + self.bptt > self.data.size(0):  # wrap around at the end of the data
+                self.step, i = 0, 0
+            x, y = self.data[i : i + self.bptt], self.data[i + 1 : i + 1 + self.bptt].reshape(-1)
+            model.zero_grad()
+            self.state = (self.state[0].detach(), self.state[1].detach())
+            output, self.state = model(x, self.state)
+            loss = F.nll_loss(output, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.data.add_(p.grad, alpha=-lr)
+            loss.item()
+            self.step += 1
+        return time.perf_counter() - start

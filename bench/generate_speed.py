@@ -9,7 +9,8 @@ prompt's forward excluded: it is reported apart as the time to the first token),
 test prompts x `--tokens` tokens each, in three modes: greedy, sampling at temperature 1, and
 nucleus sampling (top_p 0.9). `<eos>` does not stop these runs, so every prompt yields the same
 number of tokens. HTTP: `POST /v1/generate` with `stream: true` to uvicorn in a subprocess, the time
-between consecutive `data:` events as the client receives them.
+between consecutive `data:` events as the client receives them. Every mode runs in fp32 and, where
+the CPU has bf16, in bf16 (`precision`), the two taking turns mode by mode.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from serving import JOB_ID, PTB_DIR, checkpoint_file, load_served, prepare_service, serve
 
 from model.inference import GeneratedToken, generate_stream
+from model.network import supports_precision
 
 MODES: dict[str, dict[str, Any]] = {
     "greedy": {"temperature": 0.0},
@@ -93,9 +95,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "prompts": len(prompts),
             "tokens_per_prompt": args.tokens,
         }
-        direct(model, vocab, prompts[:1], 20, {})  # warm-up
+        precisions = ["fp32"] + (["bf16"] if supports_precision(torch.device("cpu"), "bf16") else [])
+        for precision in precisions:  # warm-up (and the bf16 copy of the softmax weight)
+            direct(model, vocab, prompts[:1], 20, {"precision": precision})
         for name, options in MODES.items():
-            result[f"direct_{name}"] = direct(model, vocab, prompts, args.tokens, options)
+            for precision in precisions:
+                suffix = "" if precision == "fp32" else f"_{precision}"
+                result[f"direct_{name}{suffix}"] = direct(
+                    model, vocab, prompts, args.tokens, {**options, "precision": precision}
+                )
         if not args.no_http:
             data_dir = Path(tmp) / "data"
             prepare_service(data_dir, path)
@@ -103,7 +111,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 over_http(url, prompts[:1], 20, {})  # warm-up: loads the model
                 # Over HTTP <eos> ends a continuation: these runs may be shorter than --tokens.
                 for name, options in MODES.items():
-                    result[f"http_stream_{name}"] = over_http(url, prompts, args.tokens, options)
+                    for precision in precisions:
+                        suffix = "" if precision == "fp32" else f"_{precision}"
+                        result[f"http_stream_{name}{suffix}"] = over_http(
+                            url, prompts, args.tokens, {**options, "precision": precision}
+                        )
     return result
 
 
@@ -124,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{r['checkpoint']}: {r['prompts']} prompts x {r['tokens_per_prompt']} tokens, batch 1, {r['threads']} threads"
     )
-    print(f"{'path':24} {'tokens':>7} {'median ms':>10} {'p90 ms':>8} {'mean ms':>8} {'first ms':>9}")
+    print(f"{'path':28} {'tokens':>7} {'median ms':>10} {'p90 ms':>8} {'mean ms':>8} {'first ms':>9}")
     for key, v in r.items():
         if isinstance(v, dict):
             print(
-                f"{key:24} {v['tokens']:7d} {v['median_ms']:10.3f} {v['p90_ms']:8.3f} {v['mean_ms']:8.3f} "
+                f"{key:28} {v['tokens']:7d} {v['median_ms']:10.3f} {v['p90_ms']:8.3f} {v['mean_ms']:8.3f} "
                 f"{v['first_token_ms']:9.3f}"
             )
     return 0

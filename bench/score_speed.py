@@ -5,17 +5,22 @@
     .venv/bin/python bench/score_speed.py --sweep                           # batch budgets, direct only
     .venv/bin/python bench/score_speed.py --json                            # one JSON line
     .venv/bin/python bench/score_speed.py --checkpoint runs/ptb-small/best.pt --agreement   # see below
+    .venv/bin/python bench/score_speed.py --checkpoint runs/ptb-small/best.pt --precision-agreement
 
 Direct: `model.inference.score_sentences` over all the sentences in one call (sorted by length and
 batched by a padded-token budget), and over the same 100-sentence groups the HTTP run sends.
 HTTP: `POST /v1/score` to uvicorn in a subprocess (a real socket, JSON both ways), one request of
 100 sentences after the other, and all of them in one request. Tokens count the words and each sentence's `<eos>`.
+The direct runs are timed in fp32 and, where the CPU has bf16, in bf16 too (`precision="bf16"`),
+alongside an fp32 and a bf16 `torch.mm` peak.
 
 The runs take turns (direct, grouped, HTTP, one big request, again) and each keeps its best time.
 `--agreement` instead compares, over the whole PTB test set, the sentence-by-sentence perplexity
 (what /v1/score aggregates) with the seed's corpus evaluation (one stream, the state carried across
 sentences, the first word not predicted); tests/inference/test_corpus_agreement.py shows the two
-agree exactly once the corpus run resets its state at every `<eos>`.
+agree exactly once the corpus run resets its state at every `<eos>`. `--precision-agreement` scores
+the whole PTB test set in fp32 and in bf16 and reports the per-token log-probability differences
+(max and mean absolute) and both corpus perplexities.
 
 Reports tokens/s, the achieved GFLOP/s (forward FLOPs per token 2 * (sum_l 4H(2H) + H*V), 5.28 M for
 small over PTB's 10,000 words), the fraction of a `torch.mm` peak measured here with the same
@@ -50,6 +55,7 @@ from serving import (
 
 from model.data import EOS
 from model.inference import score_sentences
+from model.network import supports_precision
 
 PEAK_N = 2048  # the matmul peak: n x n x n fp32 products
 
@@ -100,6 +106,42 @@ def agreement(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+@torch.inference_mode()
+def precision_agreement(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-token log p of the whole PTB test set in bf16 against fp32, and both corpus perplexities."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, vocab, _ = load_served(checkpoint_file(args.checkpoint, args.data, Path(tmp)))
+    sentences = [line.split() for line in (args.data / "ptb.test.txt").read_text().splitlines()]
+    result: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint) if args.checkpoint else "small preset, random weights",
+        "sentences": len(sentences),
+    }
+    per_precision = {p: score_sentences(model, vocab, sentences, precision=p) for p in ("fp32", "bf16")}
+    full = [lp for s in per_precision["fp32"] for lp in s.logprobs]
+    low = [lp for s in per_precision["bf16"] for lp in s.logprobs]
+    diffs = sorted(abs(a - b) for a, b in zip(full, low, strict=True))
+    result["tokens"] = len(full)
+    for name, values in (("fp32", full), ("bf16", low)):
+        result[f"corpus_perplexity_{name}"] = round(math.exp(-math.fsum(values) / len(values)), 4)
+    result["logprob_abs_diff"] = {
+        "max": round(diffs[-1], 5),
+        "p99.9": round(diffs[int(0.999 * (len(diffs) - 1))], 5),
+        "p99": round(diffs[int(0.99 * (len(diffs) - 1))], 5),
+        "mean": round(math.fsum(diffs) / len(diffs), 6),
+    }
+    sentence_diffs = [
+        abs(a.total_logprob - b.total_logprob)
+        for a, b in zip(per_precision["fp32"], per_precision["bf16"], strict=True)
+    ]
+    result["sentence_total_logprob_abs_diff_max"] = round(max(sentence_diffs), 5)
+    result["corpus_perplexity_rel_diff"] = round(
+        result["corpus_perplexity_bf16"] / result["corpus_perplexity_fp32"] - 1, 6
+    )
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,6 +186,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "direct": lambda: score_sentences(model, vocab, sentences),
             "direct_in_requests": lambda: [score_sentences(model, vocab, g) for g in groups],
         }
+        bf16 = supports_precision(torch.device("cpu"), "bf16")
+        if bf16:
+            a16, b16, out16 = a.bfloat16(), b.bfloat16(), out.bfloat16()
+            runs["matmul_peak_bf16"] = lambda: torch.mm(a16, b16, out=out16)
+            runs["direct_bf16"] = lambda: score_sentences(model, vocab, sentences, precision="bf16")
+            runs["direct_in_requests_bf16"] = lambda: [
+                score_sentences(model, vocab, g, precision="bf16") for g in groups
+            ]
         with ExitStack() as stack:
             if not args.no_http:
                 data_dir = Path(tmp) / "data"
@@ -162,7 +212,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 runs["http_one_request"] = lambda: over_http([everything])
             times = interleaved_best(runs, args.repeats)
         peak = max(peak, matmul_peak_gflops(PEAK_N), 2 * PEAK_N**3 / times.pop("matmul_peak") / 1e9)
+        if bf16:
+            result["matmul_peak_bf16_gflops"] = round(2 * PEAK_N**3 / times.pop("matmul_peak_bf16") / 1e9, 1)
         result.update({name: rate(t) for name, t in times.items()})
+        if bf16:
+            result["bf16_speedup"] = round(times["direct"] / times["direct_bf16"], 3)
+            result["bf16_speedup_in_requests"] = round(
+                times["direct_in_requests"] / times["direct_in_requests_bf16"], 3
+            )
         if "http" in times:
             result["http_over_direct"] = round(times["http"] / times["direct"], 3)
             result["http_over_direct_in_requests"] = round(times["http"] / times["direct_in_requests"], 3)
@@ -184,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true", help="also time several batch budgets (direct)")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP run")
     parser.add_argument("--agreement", action="store_true", help="sentence-by-sentence vs corpus perplexity")
+    parser.add_argument("--precision-agreement", action="store_true", help="bf16 against fp32 on the PTB test set")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
+    if args.precision_agreement:
+        print(json.dumps(precision_agreement(args), indent=None if args.json else 2))
+        return 0
     if args.agreement:
         print(json.dumps(agreement(args), indent=None if args.json else 2))
         return 0
@@ -202,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{key:28} {value['seconds']:8.3f} {value['tokens_per_s']:10.0f} {value['gflops']:8.1f} "
                 f"{value['fraction_of_peak']:8.1%}"
             )
+    if "bf16_speedup" in r:
+        print(
+            f"bf16 / fp32 speed: {r['bf16_speedup']:.2f}x in one call, {r['bf16_speedup_in_requests']:.2f}x in "
+            f"{args.request_size}-sentence calls; bf16 matmul peak {r['matmul_peak_bf16_gflops']} GFLOP/s"
+        )
     if "http_over_direct" in r:
         grouped, one = r["http_over_direct_in_requests"], r["http_one_request_over_direct"]
         print(

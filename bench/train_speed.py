@@ -1,14 +1,17 @@
-"""Training speed of a preset on this machine, against the machine's own fp32 matmul peak.
+"""Training speed of a preset on this machine: fp32, bf16 and the pytorch/examples fp32 step, in one process.
 
-    .venv/bin/python bench/train_speed.py                      # small on PTB, 200 timed steps
+    .venv/bin/python bench/train_speed.py                      # small on PTB, 200 timed steps of each
     .venv/bin/python bench/train_speed.py --steps 20 --json    # a quick smoke run, one JSON line
+    .venv/bin/python bench/train_speed.py --precisions fp32    # fp32 only (and the examples step)
 
-Trains with `model.train.Trainer` exactly as a job would (same loss, clipping, state handling),
-times the steps after a warm-up, and reports words/s, the achieved GFLOP/s (training FLOPs per token
-from `ModelConfig.train_flops_per_token` x words/s), the fraction of a `torch.mm` peak measured here
-with the same thread count, and the ratio to the pytorch/examples word_language_model baseline
-(~2,700 words/s with the small shapes on the 2-core development machines, REFERENCE.md 1.4) and to the
-project's 3,200 words/s target.
+Trains with `model.train.Trainer` exactly as a job would (same loss, clipping, state handling), one
+trainer per precision (`fp32`, and `bf16` where the device has it; `tf32` on a GPU when asked), and
+the training step of pytorch/examples word_language_model on the same shapes and data (CPU only).
+After a warm-up of each, the runs take turns in `--rounds` rounds of steps/rounds steps, so a
+machine whose speed drifts (shared virtual CPUs) slows them alike. Reports words/s over all timed
+steps, the achieved GFLOP/s (training FLOPs per token from `ModelConfig.train_flops_per_token` x
+words/s), the fraction of an fp32 `torch.mm` peak measured here with the same thread count (for bf16
+also of a bf16 peak), and the ratios between the runs.
 
 Run it on an otherwise idle machine: when other processes share the cores, the OpenMP threads of a
 multi-threaded step wait for each other and the numbers collapse (compare `--threads 1`).
@@ -29,22 +32,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere without installing the package
 sys.path.insert(0, str(REPO / "bench"))
 
-from examples_baseline import time_examples_steps  # noqa: E402
+from examples_baseline import ExamplesLoop  # noqa: E402
 from serving import matmul_peak_gflops  # noqa: E402
 
 from model.config import PRESETS, preset  # noqa: E402
 from model.data import Corpus, epoch_size  # noqa: E402
-from model.network import resolve_device  # noqa: E402
+from model.network import resolve_device, supports_precision  # noqa: E402
 from model.train import Callbacks, StepProgress, Trainer  # noqa: E402
-
-BASELINE_WPS = 2700.0  # pytorch/examples word_language_model, small shapes, 2-core machine
-TARGET_WPS = 3200.0
 
 
 class StepClock(Callbacks):
     """Records when each step ended; stops training after `total` steps (before any validation)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int = 0) -> None:
         self.total = total
         self.ends: list[float] = []
 
@@ -56,60 +56,112 @@ class StepClock(Callbacks):
         return len(self.ends) >= self.total
 
 
+def bf16_peak_gflops(n: int, device: torch.device) -> float:
+    """GFLOP/s of an n x n x n bf16 `torch.mm`, best of three."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    config = preset(args.preset, device=device.type)
-    corpus = Corpus.load(args.data, config.vocab_size)
-    total = args.warmup + args.steps
-    available = epoch_size(corpus.train.numel(), config.batch_size, config.num_steps)
-    if available < total:
-        raise SystemExit(f"the training file has {available} steps an epoch; {total} asked for")
+    base = preset(args.preset, device=device.type)
+    corpus = Corpus.load(args.data, base.vocab_size)
+    rounds = max(1, min(args.rounds, args.steps))
+    per_round = args.steps // rounds
+    steps = per_round * rounds
+    available = epoch_size(corpus.train.numel(), base.batch_size, base.num_steps)
+    if available < args.warmup + steps:
+        raise SystemExit(f"the training file has {available} steps an epoch; {args.warmup + steps} asked for")
+    precisions = [p for p in args.precisions.split(",") if supports_precision(device, p)]
+    skipped = [p for p in args.precisions.split(",") if p not in precisions]
 
-    trainer = Trainer(config, corpus)
-    clock = StepClock(total)
-    trainer.fit(clock)
-    # From the end of the last warm-up step to the end of the last step: exactly `steps` steps.
-    seconds = clock.ends[-1] - clock.ends[args.warmup - 1]
-    wps = args.steps * config.batch_size * config.num_steps / seconds
+    # name -> a function running n more steps and returning their seconds
+    runners: dict[str, Any] = {}
+    for precision in precisions:
+        trainer, clock = Trainer(base.replace(precision=precision), corpus), StepClock()
 
+        def train(n: int, trainer: Trainer = trainer, clock: StepClock = clock) -> float:
+            clock.total += n
+            start = time.perf_counter()
+            trainer.fit(clock)
+            return time.perf_counter() - start
+
+        runners[precision] = train
     vocab = len(corpus.vocab)
-    baseline_wps = None
     if args.baseline and device.type == "cpu":
-        c = config
-        seconds_base = time_examples_steps(
-            corpus.train, vocab, c.hidden_size, c.num_layers, c.batch_size, c.num_steps, args.steps, args.warmup
-        )
-        baseline_wps = args.steps * c.batch_size * c.num_steps / seconds_base
-    gflops = config.train_flops_per_token(vocab) * wps / 1e9
+        c = base
+        loop = ExamplesLoop(corpus.train, vocab, c.hidden_size, c.num_layers, c.batch_size, c.num_steps)
+        runners["examples_fp32"] = loop.run
+    for train in runners.values():
+        train(args.warmup)
+    seconds = dict.fromkeys(runners, 0.0)
+    for _ in range(rounds):
+        for name, train in runners.items():
+            seconds[name] += train(per_round)
+
+    words = steps * base.batch_size * base.num_steps
+    flops = base.train_flops_per_token(vocab)
     peak = matmul_peak_gflops(args.peak_size, device=device)
-    return {
+    peak_bf16 = bf16_peak_gflops(args.peak_size, device) if "bf16" in precisions else None
+    result: dict[str, Any] = {
         "preset": args.preset,
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
         "vocab": vocab,
-        "steps": args.steps,
-        "seconds": round(seconds, 3),
-        "words_per_s": round(wps, 1),
-        "ms_per_step": round(1000 * seconds / args.steps, 2),
-        "train_mflop_per_token": round(config.train_flops_per_token(vocab) / 1e6, 2),
-        "achieved_gflops": round(gflops, 2),
+        "steps": steps,
+        "rounds": rounds,
+        "train_mflop_per_token": round(flops / 1e6, 2),
         "matmul_peak_gflops": round(peak, 1),
-        "fraction_of_peak": round(gflops / peak, 4),
-        "examples_words_per_s": round(baseline_wps, 1) if baseline_wps else None,
-        "vs_examples_measured": round(wps / baseline_wps, 3) if baseline_wps else None,
-        "vs_baseline_2700": round(wps / BASELINE_WPS, 3),
-        "vs_target_3200": round(wps / TARGET_WPS, 3),
+        "matmul_peak_bf16_gflops": round(peak_bf16, 1) if peak_bf16 else None,
+        "not_supported_here": skipped,
+        "runs": {},
     }
+    for name, secs in seconds.items():
+        wps = words / secs
+        gflops = flops * wps / 1e9
+        result["runs"][name] = {
+            "seconds": round(secs, 3),
+            "words_per_s": round(wps, 1),
+            "ms_per_step": round(1000 * secs / steps, 2),
+            "achieved_gflops": round(gflops, 2),
+            "fraction_of_peak": round(gflops / peak, 4),
+        }
+    wps_of = {name: r["words_per_s"] for name, r in result["runs"].items()}
+    ratios: dict[str, float] = {}
+    for name in precisions:
+        if "examples_fp32" in wps_of:
+            ratios[f"{name}_vs_examples_fp32"] = round(wps_of[name] / wps_of["examples_fp32"], 3)
+        if name != "fp32" and "fp32" in wps_of:
+            ratios[f"{name}_vs_fp32"] = round(wps_of[name] / wps_of["fp32"], 3)
+    result["ratios"] = ratios
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ptb")
-    parser.add_argument("--steps", type=int, default=200, help="timed training steps")
+    parser.add_argument("--steps", type=int, default=200, help="timed training steps of each run")
+    parser.add_argument("--rounds", type=int, default=5, help="turns the runs take (steps/rounds steps each)")
+    parser.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="comma-separated: fp32, bf16, tf32 (those the device lacks are skipped)",
+    )
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (at least 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -130,17 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r))
         return 0
     print(f"{r['preset']} on {r['gpu'] or r['device']}, {r['threads']} threads, vocabulary {r['vocab']}")
-    print(f"{r['steps']} steps in {r['seconds']:.2f} s ({r['ms_per_step']:.1f} ms a step)")
-    print(f"words/s            {r['words_per_s']:10.0f}")
-    print(f"train MFLOP/token  {r['train_mflop_per_token']:10.2f}")
-    print(f"achieved GFLOP/s   {r['achieved_gflops']:10.2f}")
-    print(f"matmul peak GFLOP/s {r['matmul_peak_gflops']:9.1f}")
-    print(f"fraction of peak   {r['fraction_of_peak']:10.1%}")
-    if r["examples_words_per_s"]:
-        print(f"examples words/s   {r['examples_words_per_s']:10.0f}  (pytorch/examples step, same shapes)")
-        print(f"vs examples        {r['vs_examples_measured']:10.2f}x")
-    print(f"vs baseline 2,700  {r['vs_baseline_2700']:10.2f}x")
-    print(f"vs target 3,200    {r['vs_target_3200']:10.2f}x")
+    print(f"{r['steps']} timed steps of each run in {r['rounds']} alternating rounds")
+    peaks = f"fp32 {r['matmul_peak_gflops']}" + (
+        f", bf16 {r['matmul_peak_bf16_gflops']}" if r["matmul_peak_bf16_gflops"] else ""
+    )
+    print(f"train MFLOP/token {r['train_mflop_per_token']}; matmul peak GFLOP/s: {peaks}")
+    print(f"{'run':16} {'words/s':>10} {'ms/step':>9} {'GFLOP/s':>9} {'of fp32 peak':>13}")
+    for name, run_ in r["runs"].items():
+        print(
+            f"{name:16} {run_['words_per_s']:10.0f} {run_['ms_per_step']:9.1f} {run_['achieved_gflops']:9.1f} "
+            f"{run_['fraction_of_peak']:13.1%}"
+        )
+    for name, ratio in r["ratios"].items():
+        print(f"{name:24} {ratio:6.2f}x")
+    if r["not_supported_here"]:
+        print(f"not supported here: {', '.join(r['not_supported_here'])}")
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from model import checkpoint
 from model.config import FIELD_NAMES, PRESETS, ConfigError, ModelConfig, preset
 from model.data import Corpus, CorpusError
-from model.inference import generate, score_sentences
+from model.inference import INFERENCE_PRECISIONS, generate, score_sentences
 from model.train import Callbacks, EpochResult, StepProgress, Trainer, perplexity
 
 
@@ -123,7 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     model, vocab, _ = checkpoint.load_model(checkpoint.load(args.checkpoint), args.device or "auto")
     sentences = args.sentences or [line for line in sys.stdin.read().splitlines() if line.strip()]
-    scores = score_sentences(model, vocab, [s.split() for s in sentences], score_eos=not args.no_eos)
+    words = [s.split() for s in sentences]
+    scores = score_sentences(model, vocab, words, score_eos=not args.no_eos, precision=args.precision)
     total_lp = sum(s.total_logprob for s in scores)
     total_n = sum(s.num_tokens for s in scores)
     for sentence, score in zip(sentences, scores, strict=True):
@@ -145,6 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         n=args.n,
+        precision=args.precision,
     )
     for result in results:
         print(" ".join(result.tokens))
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--checkpoint", required=True)
     score.add_argument("--no-eos", action="store_true", help="do not score the end-of-sentence token")
     score.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    score.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="fp32")
     score.add_argument("sentences", nargs="*")
     score.set_defaults(func=cmd_score)
 
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("-n", type=int, default=1)
     gen.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    gen.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="fp32")
     gen.set_defaults(func=cmd_generate)
     return parser
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16", "tf32"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "tf32")
 
 
 class ConfigError(ValueError):
@@ -62,6 +64,10 @@ class ModelConfig:
     seed: int = 0
     device: Device = "auto"
     max_steps_per_epoch: int | None = None  # cap training steps per epoch (quick runs)
+    # fp32: everything in float32 (the reproductions). bf16: the matrix products and the LSTM under
+    # autocast, with float32 weights, optimiser, clipping, losses and sums. tf32: CUDA's TensorFloat-32
+    # matrix products (CUDA only).
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         for name, (low, high) in INT_RANGES.items():
@@ -90,6 +96,10 @@ class ModelConfig:
             raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be one of auto, cpu, cuda, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "tf32" and self.device == "cpu":
+            raise ConfigError("precision 'tf32' needs a CUDA device; on the CPU use fp32 or bf16")
         cap = self.max_steps_per_epoch
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_STEPS):
             raise ConfigError(f"max_steps_per_epoch must be an integer in [1, {MAX_STEPS:,}] or null, got {cap!r}")

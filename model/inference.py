@@ -3,11 +3,18 @@
 Every sentence starts from a fresh zero state with `<eos>` as its context, so a sentence's numbers
 never depend on what else is in the batch: padding goes after the last real token, where a
 left-to-right LSTM cannot see it.
+
+Precision: `fp32` computes everything in float32. `bf16` runs the LSTM under bf16 autocast and the
+softmax layer's product (three quarters of the FLOPs) in bf16 with a bf16 copy of its weight, made
+once per model; the logits are widened to float32 before the log-softmax, and every sum is float32.
+The products run in fixed-shape blocks, so in bf16 too a sentence's numbers do not depend on its
+neighbours.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -15,8 +22,10 @@ import torch
 from torch import Tensor
 
 from model.data import UNK, Vocabulary
-from model.network import LSTMLanguageModel, State
+from model.network import LSTMLanguageModel, State, autocast
 from model.train import perplexity
+
+INFERENCE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # what scoring and generation can compute in
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,58 @@ class SentenceScore:
 
 
 SOFTMAX_ROWS = 128  # positions per softmax block: a [128, V] block of logits stays in cache
+
+# model -> (the float32 decoder weight it was made from, that weight's version, its bf16 copy)
+_BF16_DECODERS: weakref.WeakKeyDictionary[LSTMLanguageModel, tuple[Tensor, int, Tensor]] = weakref.WeakKeyDictionary()
+
+
+def check_inference_precision(precision: str) -> None:
+    """`ValueError` unless scoring and generation can compute in `precision`."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+
+
+def decoder_weight(model: LSTMLanguageModel, precision: str) -> Tensor:
+    """The softmax weight [V, H] in the dtype `precision` computes its product in.
+
+    bf16: a copy made on first use and kept while the model lives (casting [V, H] on every call
+    would cost more than the product it speeds up); remade if the weight changes.
+    """
+    weight = model.decoder.weight
+    if precision != "bf16":
+        return weight
+    version = _version(weight)
+    cached = _BF16_DECODERS.get(model)
+    if cached is not None and cached[0] is weight and cached[1] == version:
+        return cached[2]
+    low = weight.detach().to(torch.bfloat16)
+    _BF16_DECODERS[model] = (weight, version, low)
+    return low
+
+
+def _version(tensor: Tensor) -> int:
+    """The in-place write counter; -1 for tensors made under inference mode, which do not keep one."""
+    try:
+        return int(tensor._version)
+    except RuntimeError:
+        return -1
+
+
+def decode(model: LSTMLanguageModel, hidden: Tensor, precision: str = "fp32") -> Tensor:
+    """Float32 logits [..., V] of top-layer outputs [..., H]; in bf16 the product is bf16, the bias added in fp32."""
+    if precision != "bf16":
+        return model.decoder(hidden.float())
+    scores = hidden.to(torch.bfloat16) @ decoder_weight(model, precision).t()
+    return scores.float() + model.decoder.bias
+
+
+def logits_of(model: LSTMLanguageModel, x: Tensor, state: State, precision: str = "fp32") -> tuple[Tensor, State]:
+    """Float32 logits [B, T, V] for ids [B, T] and the final state: `model(x, state)` in `precision`."""
+    with autocast(x.device, precision):
+        out, state = model.hidden(x, state)
+    return decode(model, out, precision), state
+
+
 MAX_LENGTH_SPREAD = 1.5  # a scoring group's longest sentence is at most 1.5x its shortest (+ 2)
 
 
@@ -51,6 +112,7 @@ def score_sentences(
     score_eos: bool = True,
     batch_size: int = 512,
     batch_tokens: int = 8192,
+    precision: str = "fp32",
 ) -> list[SentenceScore]:
     """Per-token log-probabilities of tokenised sentences, each from a fresh state.
 
@@ -58,7 +120,9 @@ def score_sentences(
     sentences and `batch_tokens` padded positions each; the softmax runs only at real positions.
     The result keeps the input order. A sentence with nothing to score (empty, with
     `score_eos=False`) gets an empty score; with `score_eos` an empty sentence is its `<eos>`.
+    `precision` is fp32 or bf16 (see the module docstring).
     """
+    check_inference_precision(precision)
     model.eval()
     device = model.decoder.weight.device
     eos = vocab.eos_id
@@ -87,7 +151,7 @@ def score_sentences(
         for row, i in enumerate(group):
             y[row, : lengths[row]] = torch.tensor(targets[i])
         x = torch.cat([torch.full((len(group), 1), eos, dtype=torch.long), y[:, :-1]], dim=1)
-        flat = packed_token_logprobs(model, x.to(device), y.to(device), torch.tensor(lengths, device=device))
+        flat = packed_token_logprobs(model, x.to(device), y.to(device), torch.tensor(lengths, device=device), precision)
         values = flat.tolist()  # the real positions, sentence after sentence
         offset = 0
         for i, n in zip(group, lengths, strict=True):
@@ -101,7 +165,9 @@ def score_sentences(
     return [r for r in results if r is not None]
 
 
-def packed_token_logprobs(model: LSTMLanguageModel, x: Tensor, y: Tensor, lengths: Tensor) -> Tensor:
+def packed_token_logprobs(
+    model: LSTMLanguageModel, x: Tensor, y: Tensor, lengths: Tensor, precision: str = "fp32"
+) -> Tensor:
     """log p(y[b, t] | x[b, :t+1]) from a zero state at the real positions t < lengths[b], row by row: [sum(lengths)].
 
     The decoder and the softmax (three quarters of the FLOPs and most of the memory traffic) skip
@@ -109,23 +175,39 @@ def packed_token_logprobs(model: LSTMLanguageModel, x: Tensor, y: Tensor, length
     over each block while it is in cache instead of the max, subtract, exp and sum passes of a
     log-sum-exp; rows where that could lose precision (sum outside [1e-30, 1e30]) take the
     max-shifted way.
+
+    In bf16 the hidden rows are padded to whole blocks, so every product has the shape
+    [SOFTMAX_ROWS, H] x [H, V] whatever the batch holds; the exponentials and sums are float32.
     """
-    out, _ = model.hidden(x, model.zero_state(x.size(0)))  # [B, T, H]
+    with autocast(x.device, precision):
+        out, _ = model.hidden(x, model.zero_state(x.size(0)))  # [B, T, H]
     real = torch.arange(x.size(1), device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
     hidden, target = out[real], y[real]  # [N, H], [N]
-    weight, bias = model.decoder.weight, model.decoder.bias
+    count = target.numel()
+    weight, bias = decoder_weight(model, precision), model.decoder.bias
+    low = precision == "bf16"
+    if low:
+        hidden = hidden.to(torch.bfloat16)
+        hidden = torch.cat([hidden, hidden.new_zeros((-count) % SOFTMAX_ROWS, hidden.size(1))])  # whole blocks
+        widened = torch.empty(SOFTMAX_ROWS, weight.size(0), device=x.device)  # one float32 block, reused
     exp_bias = bias.exp()  # [V]
-    logprobs = torch.empty(target.numel(), device=x.device)
-    for start in range(0, target.numel(), SOFTMAX_ROWS):
-        rows = slice(start, start + SOFTMAX_ROWS)
-        scores = hidden[rows] @ weight.t()  # [rows, V], logits without the bias
-        chosen = scores.gather(1, target[rows].unsqueeze(1)).squeeze(1) + bias[target[rows]]
+    logprobs = torch.empty(count, device=x.device)
+    for start in range(0, count, SOFTMAX_ROWS):
+        end = min(start + SOFTMAX_ROWS, count)
+        block = hidden[start : start + SOFTMAX_ROWS]  # bf16: always SOFTMAX_ROWS rows
+        scores = block @ weight.t()  # [rows, V], logits without the bias
+        if low:  # widened into a reused buffer: a third cheaper than a new float32 tensor per block
+            scores = widened[: end - start].copy_(scores[: end - start])
+        chosen = scores.gather(1, target[start:end].unsqueeze(1)).squeeze(1) + bias[target[start:end]]
         norm = torch.mv(scores.exp_(), exp_bias)  # sum_v exp(logit_v)
-        logprobs[rows] = chosen - norm.log()
+        logprobs[start:end] = chosen - norm.log()
         unsafe = ~((norm > 1e-30) & (norm < 1e30))  # NaN included
         if unsafe.any():
-            index = torch.arange(start, min(start + SOFTMAX_ROWS, target.numel()), device=x.device)[unsafe]
-            logits = torch.addmm(bias, hidden[index], weight.t())
+            index = torch.arange(start, end, device=x.device)[unsafe]
+            if low:  # the same block product again, so the row's numbers stay those of its block shape
+                logits = (block @ weight.t())[: end - start][unsafe].float() + bias
+            else:
+                logits = torch.addmm(bias, hidden[index], weight.t())
             logprobs[index] = logits.gather(1, target[index].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)
     return logprobs
 
@@ -133,8 +215,11 @@ def packed_token_logprobs(model: LSTMLanguageModel, x: Tensor, y: Tensor, length
 PROMPT_CHUNK = 1024  # prompt positions read per LSTM call: its workspace stays [1024, 4H] per layer
 
 
-def read_prompt(model: LSTMLanguageModel, context: Tensor, *, keep_outputs: bool) -> tuple[Tensor, State]:
-    """Read ids [1, P] from a zero state in chunks of `PROMPT_CHUNK`, the state carried between them.
+def read_prompt(
+    model: LSTMLanguageModel, context: Tensor, *, keep_outputs: bool, precision: str = "fp32"
+) -> tuple[Tensor, State]:
+    """Read ids [1, P] from a zero state in chunks of `PROMPT_CHUNK`, the state carried between them,
+    the LSTM in `precision`.
 
     Returns the top-layer outputs [1, P, H] (only the last position, [1, 1, H], when `keep_outputs`
     is False) and the final state: memory grows with P by H floats a position at most, never by V.
@@ -143,7 +228,8 @@ def read_prompt(model: LSTMLanguageModel, context: Tensor, *, keep_outputs: bool
     outputs: list[Tensor] = []
     out = context.new_zeros((1, 0, model.hidden_size), dtype=model.decoder.weight.dtype)
     for start in range(0, context.size(1), PROMPT_CHUNK):
-        out, state = model.hidden(context[:, start : start + PROMPT_CHUNK], state)
+        with autocast(context.device, precision):
+            out, state = model.hidden(context[:, start : start + PROMPT_CHUNK], state)
         if keep_outputs:
             outputs.append(out)
     if keep_outputs:
@@ -204,11 +290,13 @@ def _sample(probs: Tensor, generator: torch.Generator) -> Tensor:
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.size(-1) - 1)
 
 
-def _step(model: LSTMLanguageModel, ids: Tensor, state: State) -> tuple[Tensor, State]:
-    """Logits [n, V] after reading one token per row (ids [n]): `model` in eval mode, one time step.
+def step_logits(model: LSTMLanguageModel, ids: Tensor, state: State, precision: str = "fp32") -> tuple[Tensor, State]:
+    """Float32 logits [n, V] after reading one token per row (ids [n]): `model` in eval mode, one time step.
 
     The same function as `model(ids[:, None], state)`, with the fused cell per layer: for a single
     step it skips the sequence kernel's per-call setup (0.5 ms on a CPU, most of a token's latency).
+    The cell has no bf16 kernel on a CPU and is a small part of a step: it stays float32, and
+    `precision` applies to the softmax layer's product.
     """
     x = model.embedding(ids)  # [n, H]
     h, c = [], []
@@ -218,7 +306,7 @@ def _step(model: LSTMLanguageModel, ids: Tensor, state: State) -> tuple[Tensor, 
         h.append(h_l)
         c.append(c_l)
         x = h_l
-    return model.decoder(x), (torch.stack(h), torch.stack(c))
+    return decode(model, x, precision), (torch.stack(h), torch.stack(c))
 
 
 def _check_sampling(max_tokens: int, temperature: float, top_k: int | None, top_p: float | None, n: int) -> None:
@@ -248,14 +336,17 @@ def generate_stream(
     n: int = 1,
     stop: Sequence[Sequence[str]] = (),
     stop_at_eos: bool = True,
+    precision: str = "fp32",
 ) -> Iterator[GeneratedToken | tuple[int, str]]:
     """Continue `prompt` n times, yielding each token as it is chosen.
 
     Yields `GeneratedToken`s, and `(index, finish_reason)` once per continuation when it ends.
     Temperature 0 is greedy; a seed makes sampling repeatable. A stop sequence is not emitted:
-    tokens are held back while they could still be the start of one.
+    tokens are held back while they could still be the start of one. `precision` (fp32 or bf16)
+    applies to reading the prompt and to the softmax layer's product at every step.
     """
     _check_sampling(max_tokens, temperature, top_k, top_p, n)
+    check_inference_precision(precision)
     model.eval()
     device = model.decoder.weight.device
     generator = torch.Generator(device=device)
@@ -264,8 +355,8 @@ def generate_stream(
     # Read the prompt once (context starts at <eos>), then copy its state to the n rows. Only the
     # last position's logits are needed: the [P+1, V] logits of the whole prompt never exist.
     context = torch.tensor([[vocab.eos_id] + [vocab.id_of(w) for w in prompt]], device=device)  # [1, P+1]
-    top, (h, c) = read_prompt(model, context, keep_outputs=False)
-    last = model.decoder(top[:, -1]).expand(n, -1)  # [n, V]
+    top, (h, c) = read_prompt(model, context, keep_outputs=False, precision=precision)
+    last = decode(model, top[:, -1], precision).expand(n, -1)  # [n, V]
     state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
     active = list(range(n))
     emitted = [0] * n
@@ -309,7 +400,7 @@ def generate_stream(
         if not active:
             return
         # Feed every row its chosen token (finished rows too: cheaper than reshaping the batch).
-        last, state = _step(model, choice, state)
+        last, state = step_logits(model, choice, state, precision)
     for i in active:
         yield from pending[i]
         yield (i, "length")
@@ -328,4 +419,13 @@ def generate(model: LSTMLanguageModel, vocab: Vocabulary, prompt: Sequence[str],
     return results
 
 
-__all__ = ["UNK", "GeneratedToken", "Generation", "SentenceScore", "generate", "generate_stream", "score_sentences"]
+__all__ = [
+    "INFERENCE_PRECISIONS",
+    "UNK",
+    "GeneratedToken",
+    "Generation",
+    "SentenceScore",
+    "generate",
+    "generate_stream",
+    "score_sentences",
+]

@@ -7,10 +7,12 @@ TF trains one, so `b_hh` stays at zero and is frozen: training both would double
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
-from model.config import ModelConfig
+from model.config import PRECISIONS, ModelConfig
 
 State = tuple[Tensor, Tensor]  # (h, c), each [L, B, H]
 
@@ -51,7 +53,9 @@ class LSTMLanguageModel(nn.Module):
         """Top-layer outputs [B, T, H] for input ids [B, T], and the final state."""
         emb = self.dropout(self.embedding(x))  # [B, T, H]
         out, (h, c) = self.lstm(emb, state)  # [B, T, H]
-        return self.dropout(out), (h, c)
+        # Under bf16 autocast the LSTM returns bf16 states; the carried state keeps the weights' dtype.
+        dtype = self.decoder.weight.dtype
+        return self.dropout(out), (h.to(dtype), c.to(dtype))
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """Logits [B, T, V] for input ids [B, T], and the final state."""
@@ -71,3 +75,51 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was asked for but no CUDA device is available")
     return torch.device(choice)
+
+
+def supports_precision(device: torch.device, precision: str) -> bool:
+    """Whether `device` can compute in `precision` (bf16 needs AVX512-BF16/AMX or a bf16 GPU)."""
+    if precision == "fp32":
+        return True
+    if precision == "tf32":
+        return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+    if precision == "bf16":
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def supported_precisions(device: torch.device) -> list[str]:
+    """The precisions `device` can compute in, fp32 first: what a worker or a server can offer."""
+    return [p for p in PRECISIONS if supports_precision(device, p)]
+
+
+class PrecisionError(RuntimeError):
+    """The device cannot compute in the precision asked for; trying again on the same device cannot help."""
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise `PrecisionError` when `device` cannot compute in `precision`."""
+    if not supports_precision(device, precision):
+        offered = ", ".join(supported_precisions(device))
+        raise PrecisionError(
+            f"precision {precision!r} is not supported on this machine's {device.type} (it supports {offered})"
+        )
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """The mixed-precision context for `precision`: bf16 autocast, or nothing (fp32, tf32).
+
+    TF32 is not a context: `set_matmul_precision` switches it for the process.
+    """
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_matmul_precision(device: torch.device, precision: str) -> None:
+    """On CUDA, allow TF32 matrix products and cuDNN kernels exactly when `precision` is tf32."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"

@@ -20,7 +20,15 @@ from torch import Tensor
 
 from model.config import ModelConfig
 from model.data import Corpus, CorpusError, Vocabulary, batches, epoch_size
-from model.network import LSTMLanguageModel, State, detach, resolve_device
+from model.network import (
+    LSTMLanguageModel,
+    State,
+    autocast,
+    check_precision,
+    detach,
+    resolve_device,
+    set_matmul_precision,
+)
 
 TEST_CHUNK = 1024  # the B=1, T=1 test stream fed this many tokens at a time: same numbers, faster
 
@@ -150,6 +158,8 @@ class Trainer:
         self.corpus = corpus
         self.vocab: Vocabulary = corpus.vocab
         self.device = resolve_device(config.device)
+        check_precision(self.device, config.precision)
+        set_matmul_precision(self.device, config.precision)
         seed_everything(config.seed)
         # Built on the CPU, then moved: the same seed gives the same weights on every device.
         self.model = LSTMLanguageModel(config, len(self.vocab)).to(self.device)
@@ -232,8 +242,11 @@ class Trainer:
                 return False
             # --- forward: loss = sum over T of the batch-mean cross entropy (the seed's scale) ---
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            logits, state = model(x, state)  # [B, T, V]
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="sum") / c.batch_size
+            with autocast(self.device, c.precision):
+                logits, state = model(x, state)  # [B, T, V]
+            loss = (
+                F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="sum") / c.batch_size
+            )
             cost = loss.item()
             if not math.isfinite(cost):  # stop before the step writes inf/NaN into the weights
                 raise Diverged(s.epoch + 1, s.step + 1)
@@ -275,8 +288,11 @@ class Trainer:
         count = 0
         steps = epoch_size(ids.numel(), batch_size, num_steps)
         for i, (x, y) in enumerate(batches(ids, batch_size, num_steps), start=1):
-            logits, state = model(x.to(self.device), state)
-            total += F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1).to(self.device), reduction="sum")
+            with autocast(self.device, self.config.precision):
+                logits, state = model(x.to(self.device), state)
+            total += F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), y.reshape(-1).to(self.device), reduction="sum"
+            )
             count += y.numel()
             if callbacks is not None:
                 callbacks.on_eval_step(EvalProgress("validate", i, steps))
@@ -300,8 +316,9 @@ class Trainer:
             x = stream[start : start + chunk].unsqueeze(0)  # [1, t]
             y = stream[start + 1 : start + chunk + 1]
             x = x[:, : y.numel()]
-            logits, state = model(x, state)
-            total += F.cross_entropy(logits.view(-1, logits.size(-1)), y, reduction="sum")
+            with autocast(self.device, self.config.precision):
+                logits, state = model(x, state)
+            total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y, reduction="sum")
             if callbacks is not None:
                 callbacks.on_eval_step(EvalProgress("test", i, steps))
         return perplexity(total.item(), stream.numel() - 1)

@@ -25,6 +25,7 @@ from app.store.db import make_engine
 from app.store.migrate import schema_is_current
 from app.training.queue import claim_next, register_worker, requeue_expired, worker_heartbeat, worker_stopped
 from app.training.sweep import sweep_checkpoints
+from model.network import resolve_device, supported_precisions
 from worker.runner import run_job
 from worker.scoring import run_scoring
 
@@ -33,9 +34,12 @@ log = logging.getLogger("worker")
 Mode = Literal["forever", "once", "burst"]
 
 
-def worker_capabilities() -> list[str]:
-    """What this process can run: the CPU always, CUDA when a GPU is visible."""
-    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+def worker_capabilities(device_choice: str = "auto") -> list[str]:
+    """What this process can run: the CPU always, CUDA when a GPU is visible, and the precisions
+    beyond fp32 (bf16, tf32) that its device for `auto` jobs computes in."""
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    device = resolve_device(device_choice if device_choice in ("cpu", "cuda") else "auto")
+    return devices + [p for p in supported_precisions(device) if p != "fp32"]
 
 
 def watch_parent(parent_pid: int, shutdown: threading.Event, interval: float = 1.0) -> threading.Thread:
@@ -99,7 +103,7 @@ class Worker:
             sweep_checkpoints(self.engine, self.settings)
         except Exception:  # cleaning up must never keep a worker from working
             log.warning("could not sweep the checkpoints folder", exc_info=True)
-        capabilities = worker_capabilities()
+        capabilities = worker_capabilities(self.settings.worker_device)
         worker_id = register_worker(self.engine, self.requested_id, capabilities)
         log.info("worker %s started (mode %s, can run %s)", worker_id, mode, ", ".join(capabilities))
         last_beat = time.monotonic()

@@ -36,13 +36,14 @@ from model import checkpoint
 from model.checkpoint import CheckpointError
 from model.config import ConfigError, ModelConfig
 from model.data import Corpus, CorpusError
+from model.network import PrecisionError, resolve_device, supports_precision
 from model.train import Callbacks, Diverged, EpochResult, EvalProgress, StepProgress, Trainer
 
 log = logging.getLogger("worker")
 
 PROGRESS_SECONDS = 1.0  # progress rows at most this often between the seed's ten log points
 CANCEL_CHECK_SECONDS = 0.5
-PERMANENT_ERRORS = (ConfigError, CorpusError, CheckpointError, Diverged)  # retrying cannot help
+PERMANENT_ERRORS = (ConfigError, CorpusError, CheckpointError, Diverged, PrecisionError)  # retrying cannot help
 
 
 def finite(value: float) -> float | None:
@@ -264,6 +265,16 @@ def worker_device(config: ModelConfig, settings: Settings) -> str:
     return settings.worker_device if config.device == "auto" else config.device
 
 
+def check_worker_precision(config: ModelConfig, device: str) -> None:
+    """`PrecisionError` before any work when this worker's device cannot train in the job's precision."""
+    resolved = resolve_device(device)
+    if not supports_precision(resolved, config.precision):
+        raise PrecisionError(
+            f"precision {config.precision!r} is not supported by this worker's {resolved.type} "
+            f"(device {device!r}); resubmit with precision 'fp32' or run it on a worker whose device supports it"
+        )
+
+
 def run_job(engine: Engine, settings: Settings, worker_id: str, job: ClaimedJob, shutdown: threading.Event) -> str:
     """Train `job` and record how it ended; returns the job's status afterwards ("lost" if taken away)."""
     attempt = Attempt(engine, job.id, job.attempt, worker_id, settings.lease_seconds)
@@ -320,6 +331,7 @@ def _train(
             attempt.sweep_folder(job_dir)
         config = ModelConfig.from_dict(job.config)
         device = worker_device(config, settings)
+        check_worker_precision(config, device)
         corpus = Corpus.load(job.dataset_path, config.vocab_size)
         attempt.record_vocabulary(vocabulary_report(corpus, config.vocab_size))
         resumed = resume_point(attempt, job, corpus, device) if job.checkpoint_path is not None else None

@@ -18,11 +18,11 @@ PROBLEMS = problem_responses(404)
 @router.get("", response_model=CheckpointList, responses=PROBLEMS)
 def list_checkpoints(job_id: str, principal: ReadKey, session: SessionDep) -> CheckpointList:
     """A job's checkpoints, oldest first, with the best (lowest validation perplexity) marked."""
-    jobs.get_job(session, job_id, principal)
+    precision = jobs.training_precision(jobs.get_job(session, job_id, principal))
     rows = checkpoints.ordered(session, job_id)
     best = checkpoints.best_of(rows)
     best_id = best.id if best else None
-    return CheckpointList(items=[CheckpointOut.of(row, best_id) for row in rows], best_id=best_id)
+    return CheckpointList(items=[CheckpointOut.of(row, best_id, precision) for row in rows], best_id=best_id)
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointOut, responses=PROBLEMS)
@@ -31,7 +31,8 @@ def get_checkpoint(job_id: str, checkpoint_id: str, principal: ReadKey, session:
     jobs.get_job(session, job_id, principal)
     row = checkpoints.get_checkpoint(session, job_id, checkpoint_id)
     best = checkpoints.best_of(checkpoints.ordered(session, job_id))
-    return CheckpointOut.of(row, best.id if best else None)
+    precision = jobs.training_precision(jobs.get_job(session, job_id))
+    return CheckpointOut.of(row, best.id if best else None, precision)
 
 
 @router.get(

@@ -55,6 +55,7 @@ from app.inference.generation import (
     check_request,
     generate_events,
 )
+from app.inference.precision import request_precision
 from app.inference.registry import LoadedModel, ModelCache
 from app.inference.slots import Slot
 from app.inference.text import decode, detokenize, split_start, tokenize, word_offsets
@@ -112,14 +113,15 @@ class PromptCompletions:
         reason = "stop" if finish.reason in (FINISH_EOS, FINISH_STOP) else "length"
         return CompletionChoice(text="", index=self.first_index + finish.index, logprobs=None, finish_reason=reason)
 
-    def pieces(self, loaded: LoadedModel, sampling: Sampling) -> Iterator[CompletionChoice]:
+    def pieces(self, loaded: LoadedModel, sampling: Sampling, precision: str) -> Iterator[CompletionChoice]:
         """Every piece of this prompt's n choices, in the order they are produced."""
-        replay = Replay(loaded, self.words, sampling.n) if self.k is not None else None
+        replay = Replay(loaded, self.words, sampling.n, precision) if self.k is not None else None
         if self.echo:
             logprobs = self.echoed(replay)
             for i in range(sampling.n):
                 yield CompletionChoice(text=self.prompt, index=self.first_index + i, logprobs=logprobs)
-        for event in generate_events(loaded, self.words, sampling, top_logprobs=self.k, replay=replay):
+        events = generate_events(loaded, self.words, sampling, top_logprobs=self.k, replay=replay, precision=precision)
+        for event in events:
             yield self.word(event) if isinstance(event, Token) else self.finish(event)
 
 
@@ -166,10 +168,11 @@ def create_completion(
         total_words += len(words)
     if total_words > settings.max_request_tokens:
         raise Invalid(f"prompt: {total_words} words in all, at most {settings.max_request_tokens} per request")
+    precision = request_precision(body.precision, settings, cache.device)
     slot = slots.acquire()
     streaming = False  # once the stream owns the slot, it releases it when it ends
     try:
-        response = _complete(body, principal, sessions, settings, cache, observability, sampling, slot)
+        response = _complete(body, principal, sessions, settings, cache, observability, sampling, precision, slot)
         streaming = body.stream
         return response
     finally:
@@ -185,11 +188,17 @@ def _complete(
     cache: ModelCache,
     observability: Observability,
     sampling: Sampling,
+    precision: str,
     slot: Slot,
 ) -> Response:
     ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
     head = CompletionResponse(
-        id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=[], system_fingerprint=ref.checkpoint_id
+        id=new_id("cmpl"),
+        created=int(time.time()),
+        model=body.model,
+        choices=[],
+        system_fingerprint=ref.checkpoint_id,
+        precision=precision,
     )
     groups: list[PromptCompletions] = []
     prompt_tokens = 0
@@ -209,7 +218,7 @@ def _complete(
 
         def chunks() -> Iterator[CompletionResponse]:
             for group in groups:
-                for piece in group.pieces(loaded, sampling):
+                for piece in group.pieces(loaded, sampling, precision):
                     yield head.model_copy(update={"choices": [piece]})
             generated = sum(sum(g.emitted) for g in groups)
             observability.tokens_generated.inc(generated)
@@ -220,7 +229,7 @@ def _complete(
 
     choices: list[CompletionChoice] = []
     for group in groups:
-        pieces = list(group.pieces(loaded, sampling))
+        pieces = list(group.pieces(loaded, sampling, precision))
         choices += [join(pieces, group.first_index + i, body.logprobs is not None) for i in range(sampling.n)]
     generated = sum(sum(g.emitted) for g in groups)
     observability.tokens_generated.inc(generated)

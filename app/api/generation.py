@@ -34,6 +34,7 @@ from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.inference import conventions
 from app.inference.generation import FINISH_LENGTH, Finish, Sampling, Token, check_request, generate_events
+from app.inference.precision import request_precision
 from app.inference.registry import LoadedModel, ModelRef
 from app.inference.slots import Slot
 from app.inference.text import detokenize, tokenize
@@ -135,6 +136,7 @@ def generate(
     words = tokenize(body.prompt)
     sampling = body.sampling(body.max_tokens)
     check_request(words, sampling, settings)  # limits first: no model load for nothing
+    precision = request_precision(body.precision, settings, cache.device)
     slot = slots.acquire()
     streaming = False  # once the stream owns the slot, it releases it when it ends
     try:
@@ -143,13 +145,15 @@ def generate(
             words = conventions.to_words(body.prompt, loaded.convention)
             check_request(words, sampling, settings)
         top = body.top_logprobs if body.top_logprobs > 0 else None
-        events = generate_events(loaded, words, sampling, top_logprobs=top)
+        events = generate_events(loaded, words, sampling, top_logprobs=top, precision=precision)
         if body.stream:
-            head = GenerateChunk(id=new_id("gen"), created=int(time.time()), model=body.model, choices=[])
+            head = GenerateChunk(
+                id=new_id("gen"), created=int(time.time()), model=body.model, precision=precision, choices=[]
+            )
             response = event_stream(_chunks(events, head, len(words), body.logprobs, observability), slot)
             streaming = True
             return response
-        return _whole(body, ref, loaded, words, sampling, events, observability)
+        return _whole(body, ref, loaded, words, sampling, events, observability, precision)
     finally:
         if not streaming:
             slot.release()
@@ -163,6 +167,7 @@ def _whole(
     sampling: Sampling,
     events: Iterable[Token | Finish],
     observability: Observability,
+    precision: str,
 ) -> Response:
     """The non-streamed answer: every continuation whole."""
     top = body.top_logprobs if body.top_logprobs > 0 else None
@@ -199,6 +204,7 @@ def _whole(
         job_id=ref.job_id,
         checkpoint_id=ref.checkpoint_id,
         prompt_words=words,
+        precision=precision,
         choices=choices,
         usage=Usage(prompt_tokens=len(words), completion_tokens=generated, total_tokens=len(words) + generated),
     )

@@ -23,6 +23,13 @@ MAX_STOP_SEQUENCES = 16
 
 StopText = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"\S")]  # one sequence: at least a word
 ModelName = Field(min_length=1, max_length=200, description="a job id (its best checkpoint), checkpoint id or alias")
+Precision = Literal["fp32", "bf16"]
+PrecisionField = Field(
+    None,
+    description="fp32 or bf16 (the LSTM and the softmax product in bfloat16, log-softmax and sums in float32); "
+    "default: the server's LSTMLM_INFERENCE_PRECISION",
+)
+PrecisionOut = Field(description="the precision that computed these numbers")
 StopField = Field(
     None,
     description="a string (its words are one stop sequence) or a list of strings (one sequence each); "
@@ -104,6 +111,7 @@ class ScoreRequest(RequestModel):
         description="bring raw text to the model's text convention before lookup (ptb: Treebank tokens, lower "
         "case, numbers to N; wikitext: punctuation split, @-@; plain: nothing); tokens show the result",
     )
+    precision: Precision | None = PrecisionField
 
 
 class SentenceOut(BaseModel):
@@ -145,6 +153,7 @@ class ScoreResponse(BaseModel):
     checkpoint_id: str
     log_base: Literal["e", "10"]
     convention: str = Field(description="the model's text convention (ptb, wikitext or plain), what normalize applies")
+    precision: Precision = PrecisionOut
     sentences: list[SentenceOut]
     aggregate: ScoreAggregate
 
@@ -162,6 +171,7 @@ class SamplingFields(RequestModel):
     n: int = Field(1, ge=1, description="continuations to generate")
     stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP_SEQUENCES)] | None = StopField
     stream: bool = Field(False, description="Server-Sent Events, one token per event, ending with data: [DONE]")
+    precision: Precision | None = PrecisionField
 
     @model_validator(mode="after")
     def _stop_words(self) -> SamplingFields:
@@ -224,6 +234,7 @@ class GenerateResponse(BaseModel):
     job_id: str
     checkpoint_id: str
     prompt_words: list[str] = Field(description="the prompt as the model read it (normalised if asked)")
+    precision: Precision = PrecisionOut
     choices: list[GenerateChoice]
     usage: Usage
 
@@ -242,6 +253,7 @@ class GenerateChunk(BaseModel):
     object: Literal["generation.chunk"] = "generation.chunk"
     created: int
     model: str
+    precision: Precision = PrecisionOut
     choices: list[GenerateChunkChoice]
     usage: Usage | None = Field(None, description="only in the last event")
 
@@ -330,6 +342,7 @@ class CompletionResponse(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = Field(None, description="the checkpoint id that answered")
+    precision: Precision = Field("fp32", description="extension: the precision that computed the answer")
 
 
 # --- tokenizer (vLLM's /tokenizer_info, /tokenize and /detokenize) ---

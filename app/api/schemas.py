@@ -260,6 +260,7 @@ class CheckpointOut(BaseModel):
     epoch: int = Field(description="completed epochs")
     step: int = Field(description="global training step")
     kind: str = Field(description="epoch, interrupt (cancel or shutdown) or final")
+    precision: str = Field(description="the precision that trained it (fp32, bf16 or tf32); the weights are float32")
     valid_ppl: float | None
     is_best: bool = Field(description="the lowest validation perplexity of the job")
     size_bytes: int
@@ -268,13 +269,14 @@ class CheckpointOut(BaseModel):
     download_url: str
 
     @classmethod
-    def of(cls, row: Checkpoint, best_id: str | None) -> CheckpointOut:
+    def of(cls, row: Checkpoint, best_id: str | None, precision: str) -> CheckpointOut:
         return cls(
             id=row.id,
             job_id=row.job_id,
             epoch=row.epoch,
             step=row.step,
             kind=row.kind,
+            precision=precision,
             valid_ppl=row.valid_ppl,
             is_best=row.id == best_id,
             size_bytes=row.size_bytes,

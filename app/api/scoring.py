@@ -12,6 +12,7 @@ from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreRespons
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.inference import scoring
+from app.inference.precision import request_precision
 
 router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 
@@ -27,7 +28,10 @@ def score(
     observability: ObservabilityDep,
 ) -> Response:
     """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities and aggregates."""
-    options = scoring.ScoreOptions(log10=body.log10, score_eos=body.score_eos, normalize=body.normalize)
+    precision = request_precision(body.precision, settings, cache.device)
+    options = scoring.ScoreOptions(
+        log10=body.log10, score_eos=body.score_eos, normalize=body.normalize, precision=precision
+    )
     plain = dataclasses.replace(options, normalize=False)
     sentences = scoring.words_of(body.sentences, plain, settings)  # limits first: no model load for nothing
     with slots.acquire():
@@ -43,6 +47,7 @@ def score(
         checkpoint_id=ref.checkpoint_id,
         log_base="10" if body.log10 else "e",
         convention=loaded.convention,
+        precision=precision,
         sentences=[SentenceOut.model_validate(s) for s in scored],
         aggregate=aggregate,
     )

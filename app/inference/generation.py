@@ -23,7 +23,7 @@ from app.inference.registry import LoadedModel
 from app.inference.text import tokenize
 from app.settings import Settings
 from model.data import EOS
-from model.inference import GeneratedToken, generate_stream, read_prompt, score_sentences
+from model.inference import GeneratedToken, decode, generate_stream, read_prompt, score_sentences, step_logits
 from model.network import State
 
 FINISH_EOS, FINISH_STOP, FINISH_LENGTH = "eos", "stop", "length"
@@ -98,18 +98,23 @@ def _top(logp: Tensor, k: int, words: Sequence[str], chosen: int | None) -> dict
 
 
 class Replay:
-    """The model's distribution at every position of a prompt and of n continuations of it."""
+    """The model's distribution at every position of a prompt and of n continuations of it.
 
-    def __init__(self, loaded: LoadedModel, prompt_words: Sequence[str], n: int) -> None:
+    It reads the words as generation does (the prompt as a sequence, then one fused step per word,
+    in the same precision), so a word's log p here is the one its choice was made from.
+    """
+
+    def __init__(self, loaded: LoadedModel, prompt_words: Sequence[str], n: int, precision: str = "fp32") -> None:
         self.loaded = loaded
+        self.precision = precision
         self.ids = [loaded.vocab.id_of(w) for w in prompt_words]
         model = loaded.model
         with torch.inference_mode(), loaded.lock:
             context = torch.tensor([[loaded.vocab.eos_id, *self.ids]], device=model.decoder.weight.device)
-            outputs, state = read_prompt(model, context, keep_outputs=True)
+            outputs, state = read_prompt(model, context, keep_outputs=True, precision=precision)
             # [P + 1, H]: the distributions over V are computed block by block when they are read.
             self.prompt_hidden = outputs[0]
-            last = torch.log_softmax(model.decoder(self.prompt_hidden[-1]).float(), dim=-1)
+            last = torch.log_softmax(decode(model, self.prompt_hidden[-1], precision), dim=-1)
         self.states: list[State] = [state] * n  # never written in place: sharing is safe
         self.next_logp = [last] * n  # [V] each: the distribution of the next word
         self.pending: list[int | None] = [None] * n  # a word emitted but not yet read
@@ -127,7 +132,9 @@ class Replay:
         scored: list[float] = []
         if words:
             with self.loaded.lock:
-                scored = score_sentences(model, self.loaded.vocab, [words], score_eos=False)[0].logprobs
+                scored = score_sentences(model, self.loaded.vocab, [words], score_eos=False, precision=self.precision)[
+                    0
+                ].logprobs
         out = [PromptToken(EOS, None, None)] if starts else []
         block: Tensor | None = None  # log p over V at positions [start, start + PROMPT_BLOCK)
         start = 0
@@ -138,8 +145,8 @@ class Replay:
             if block is None or j >= start + PROMPT_BLOCK:
                 start = j
                 with torch.inference_mode(), self.loaded.lock:
-                    logits = model.decoder(self.prompt_hidden[start : start + PROMPT_BLOCK])
-                    block = torch.log_softmax(logits.float(), dim=-1)  # [<= PROMPT_BLOCK, V]
+                    logits = decode(model, self.prompt_hidden[start : start + PROMPT_BLOCK], self.precision)
+                    block = torch.log_softmax(logits, dim=-1)  # [<= PROMPT_BLOCK, V]
             top = _top(block[j - start], k, vocab_words, token_id)
             top[vocab_words[token_id]] = scored[j]
             out.append(PromptToken(word, scored[j], top))
@@ -151,9 +158,9 @@ class Replay:
         pending = self.pending[index]
         if pending is not None:  # read the previous word only now: the last one never needs it
             with torch.inference_mode(), self.loaded.lock:
-                x = torch.tensor([[pending]], device=model.decoder.weight.device)
-                logits, self.states[index] = model(x, self.states[index])
-                self.next_logp[index] = torch.log_softmax(logits[0, -1].float(), dim=-1)
+                x = torch.tensor([pending], device=model.decoder.weight.device)
+                logits, self.states[index] = step_logits(model, x, self.states[index], self.precision)
+                self.next_logp[index] = torch.log_softmax(logits[0], dim=-1)
         self.pending[index] = token_id
         logp = self.next_logp[index]
         return float(logp[token_id]), _top(logp, k, self.loaded.vocab.words, token_id)
@@ -177,12 +184,14 @@ def generate_events(
     *,
     top_logprobs: int | None = None,
     replay: Replay | None = None,
+    precision: str = "fp32",
 ) -> Iterator[Token | Finish]:
     """Continue the prompt `sampling.n` times, yielding each word as it is chosen and each end.
 
     With `top_logprobs` = k (0 included), every word carries the k most likely words at its
     position and the chosen one, with its log p read from the same distribution so the two agree
-    exactly. `replay` may be passed when the caller already built it for the prompt.
+    exactly. `replay` may be passed when the caller already built it for the prompt (in the same
+    `precision`).
     """
     events = generate_stream(
         loaded.model,
@@ -196,9 +205,10 @@ def generate_events(
         n=sampling.n,
         stop=[list(s) for s in sampling.stop],
         stop_at_eos=sampling.stop_at_eos,
+        precision=precision,
     )
     if top_logprobs is not None and replay is None:
-        replay = Replay(loaded, prompt_words, sampling.n)
+        replay = Replay(loaded, prompt_words, sampling.n, precision)
     for event in _locked(events, loaded.lock):
         if isinstance(event, GeneratedToken):
             if top_logprobs is not None and replay is not None:

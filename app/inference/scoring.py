@@ -41,6 +41,7 @@ class ScoreOptions:
     log10: bool = False  # report log-probabilities in base 10 (KenLM) instead of base e
     score_eos: bool = True  # score the end-of-sentence marker after the last word
     normalize: bool = False  # bring raw text to the model's text convention before the vocabulary lookup
+    precision: str = "fp32"  # fp32 or bf16 (see model.inference)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,9 @@ def score_words(
     """Score each word list as one sentence from a fresh state (see `words_of` for the checks)."""
     try:
         with loaded.lock:
-            scores = score_sentences(loaded.model, loaded.vocab, sentences, score_eos=options.score_eos)
+            scores = score_sentences(
+                loaded.model, loaded.vocab, sentences, score_eos=options.score_eos, precision=options.precision
+            )
     except KeyError as exc:  # only a vocabulary without <unk> refuses unknown words
         raise Invalid(f"cannot score: {exc.args[0]}") from None
     return [summarize(s, options.log10) for s in scores], totals(scores, options.log10)

@@ -100,8 +100,10 @@ def submit(
 
 
 def requirements(config: ModelConfig) -> list[str]:
-    """What a worker must advertise to run `config`: its device, unless it says `auto`."""
-    return [] if config.device == "auto" else [config.device]
+    """What a worker must advertise to run `config`: its device, unless it says `auto`, and its
+    precision, unless it is fp32 (every device has it)."""
+    needs: list[str] = [] if config.device == "auto" else [config.device]
+    return needs if config.precision == "fp32" else [*needs, config.precision]
 
 
 def _stored_idempotency_key(owner: Principal, key: str) -> str:
@@ -124,6 +126,11 @@ def _replay(
             job_id=original.id,
         )
     return original
+
+
+def training_precision(job: Job) -> str:
+    """The precision a job trains (and trained its checkpoints) in; configs from before the field are fp32."""
+    return str(job.config.get("precision", "fp32"))
 
 
 def _visible_job(job: Job | None, job_id: str, viewer: Principal | None) -> Job:

@@ -11,7 +11,7 @@ import torch
 
 from model import inference
 from model.config import preset
-from model.inference import _filter_logits, _sample, _step, packed_token_logprobs
+from model.inference import _filter_logits, _sample, packed_token_logprobs, step_logits
 from model.network import LSTMLanguageModel
 
 
@@ -87,7 +87,7 @@ def test_one_lstm_cell_step_equals_the_sequence_kernel(small_model: LSTMLanguage
     ids = torch.tensor([3, 9, 0, 299])
     state = (torch.randn(2, 4, 12), torch.randn(2, 4, 12))
     with torch.inference_mode():
-        logits, (h, c) = _step(small_model, ids, state)
+        logits, (h, c) = step_logits(small_model, ids, state)
         want_logits, (want_h, want_c) = small_model(ids.unsqueeze(-1), state)
     assert torch.allclose(logits, want_logits[:, -1], atol=1e-6)
     assert torch.allclose(h, want_h, atol=1e-6) and torch.allclose(c, want_c, atol=1e-6)

@@ -37,13 +37,13 @@ def test_preset_has_the_seed_values(name: str) -> None:
     for field, expected in SEED_PRESETS[name].items():
         assert getattr(config, field) == expected, field
     # The fields beyond the seed keep their neutral defaults.
-    assert (config.seed, config.device, config.max_steps_per_epoch) == (0, "auto", None)
+    assert (config.seed, config.device, config.max_steps_per_epoch, config.precision) == (0, "auto", None, "fp32")
 
 
 def test_exactly_the_four_presets() -> None:
     assert set(PRESETS) == {"small", "medium", "large", "test"}
     # Every seed field is covered by the table above: a new field would need a reference value.
-    assert set(SEED_PRESETS["small"]) | {"seed", "device", "max_steps_per_epoch"} == FIELD_NAMES
+    assert set(SEED_PRESETS["small"]) | {"seed", "device", "max_steps_per_epoch", "precision"} == FIELD_NAMES
 
 
 @pytest.mark.parametrize(

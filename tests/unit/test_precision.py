@@ -1,0 +1,117 @@
+"""Training precision: bf16 trains to the fp32 run's perplexities (within 1%), fp32 stays
+bit-identical to the recorded PTB run, and tf32 is refused where there is no CUDA device. bf16
+tests are skipped on CPUs without bf16 support."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import trainer_payload
+from model.config import ConfigError, ModelConfig, preset
+from model.data import Corpus
+from model.network import PrecisionError, supported_precisions, supports_precision
+from model.train import Callbacks, StepProgress, Trainer
+
+CPU = torch.device("cpu")
+needs_bf16 = pytest.mark.skipif(
+    not supports_precision(CPU, "bf16"), reason="this CPU has no bf16 support (AVX512-BF16 or AMX)"
+)
+REPO = Path(__file__).resolve().parents[2]
+PTB_DIR = Path(os.environ.get("PTB_DIR", REPO.parent / "shared" / "data" / "ptb"))
+PTB_LOG = REPO / "docs" / "results" / "logs" / "ptb-small-cpu.log"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Recorded numbers were made with one thread; a product split over threads may round differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def short_run(corpus: Corpus, precision: str) -> list[float]:
+    """Train, validation and test perplexities of a 3-epoch run on the tiny corpus."""
+    config = preset(
+        "test",
+        hidden_size=32,
+        num_layers=2,
+        num_steps=5,
+        batch_size=4,
+        max_epoch=2,
+        max_max_epoch=3,
+        device="cpu",
+        precision=precision,
+    )
+    trainer = Trainer(config, corpus)
+    trainer.fit()
+    history = trainer.state.history
+    assert trainer.state.test_ppl is not None
+    return [h["train_ppl"] for h in history] + [h["valid_ppl"] for h in history] + [trainer.state.test_ppl]
+
+
+@needs_bf16
+def test_bf16_run_is_within_one_percent_of_fp32(corpus: Corpus, one_thread: None) -> None:
+    fp32 = short_run(corpus, "fp32")
+    bf16 = short_run(corpus, "bf16")
+    assert fp32[2] < fp32[1] < fp32[0] and bf16[2] < bf16[1] < bf16[0]  # both really trained
+    assert bf16 != fp32  # bf16 really ran: its rounding moves the numbers
+    for low, full in zip(bf16, fp32, strict=True):
+        assert low == pytest.approx(full, rel=0.01)
+
+
+@needs_bf16
+def test_bf16_keeps_float32_weights_and_state(corpus: Corpus) -> None:
+    config = preset("test", hidden_size=8, num_steps=3, batch_size=4, device="cpu", precision="bf16")
+    trainer = Trainer(config, corpus)
+    trainer.fit()
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    payload = trainer_payload(trainer)
+    assert payload["config"]["precision"] == "bf16"
+    assert all(t.dtype == torch.float32 for t in payload["model"].values())
+
+
+def test_tf32_is_refused_on_the_cpu(corpus: Corpus) -> None:
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        preset("test", device="cpu", precision="tf32")
+    assert not supports_precision(CPU, "tf32")
+    assert "tf32" not in supported_precisions(CPU) and supported_precisions(CPU)[0] == "fp32"
+    if not torch.cuda.is_available():  # device auto lands on the CPU: the trainer refuses before training
+        with pytest.raises(PrecisionError, match="precision 'tf32' is not supported on this machine's cpu"):
+            Trainer(preset("test", device="auto", precision="tf32"), corpus)
+
+
+def test_unknown_precision_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, tf32"):
+        ModelConfig(precision="fp16")  # type: ignore[arg-type]
+
+
+class FirstProgressLines(Callbacks):
+    """Records the seed's progress lines, exactly as printed, and stops after `lines` of them."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        self.printed: list[str] = []
+
+    def on_log(self, p: StepProgress) -> None:
+        self.printed.append(f"{p.fraction:.3f} perplexity: {p.ppl:.3f}")
+
+    def should_stop(self) -> bool:
+        return len(self.printed) >= self.lines
+
+
+@pytest.mark.ptb
+@pytest.mark.skipif(not (PTB_DIR / "ptb.train.txt").is_file(), reason=f"no PTB corpus at {PTB_DIR}")
+def test_fp32_is_bit_identical_to_the_recorded_ptb_run(one_thread: None) -> None:
+    recorded = re.findall(r"^(\d\.\d{3} perplexity: \d+\.\d{3}) speed", PTB_LOG.read_text(), flags=re.MULTILINE)
+    callbacks = FirstProgressLines(3)
+    trainer = Trainer(preset("small", device="cpu"), Corpus.load(PTB_DIR))
+    assert trainer.config.precision == "fp32"
+    trainer.fit(callbacks)
+    assert callbacks.printed == recorded[:3]
