@@ -170,7 +170,9 @@ class JobOut(BaseModel):
         None, description="the vocabulary in use and the <unk> rates of the splits, once a worker has read the corpus"
     )
     error: str | None = Field(description="why the job failed (or why its last attempt ended)")
-    requirements: list[str] = Field(default_factory=list, description="what a worker must have to run it (cuda, cpu)")
+    requirements: list[str] = Field(
+        default_factory=list, description="what a worker must have to run it (cpu, cuda, bf16, tf32)"
+    )
     estimate: dict[str, int | float] | None = Field(
         None, description="estimated steps_per_epoch, step_seconds and epoch_seconds on this server's workers"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness import TINY, Service
+from harness import TINY, Service, wait_for
 
 from model import checkpoint
 from model.network import supports_precision
@@ -33,15 +33,22 @@ def test_a_precision_the_model_cannot_train_with_is_refused(
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the worker's auto device would be a GPU that has tf32")
-def test_a_worker_without_the_precision_fails_the_job_once_and_for_all(service: Service, tiny_corpus: Path) -> None:
+def test_a_precision_no_worker_has_leaves_the_job_queued_with_the_reason(service: Service, tiny_corpus: Path) -> None:
     dataset = service.upload(tiny_corpus)
-    job = service.submit(dataset["id"], device="auto", precision="tf32")
-    assert job["config"]["precision"] == "tf32"
-    worker = service.start_worker("--once")
-    assert worker.wait(120) == 0
-    failed = service.job(job["id"])
-    assert failed["status"] == "failed" and failed["attempt"] == 1  # not retried: no attempt can succeed here
-    assert "precision 'tf32' is not supported by this worker's cpu" in failed["error"]
+    job = service.submit(dataset["id"], device="auto", precision="tf32")  # CUDA's; no worker here has it
+    assert job["config"]["precision"] == "tf32" and "tf32" in job["requirements"]
+    worker = service.start_worker()
+    try:
+        waiting = wait_for(
+            lambda: "tf32" in ((j := service.job(job["id"]))["message"] or "") and j,
+            timeout=60,
+            interval=0.2,
+            what="the job to say what it waits for",
+        )
+        assert waiting["status"] == "queued" and waiting["attempt"] == 0, waiting  # no attempt burnt
+        assert "waiting for a worker with tf32" in waiting["message"], waiting["message"]
+    finally:
+        worker.stop()
     assert service.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"] == []
 
 
