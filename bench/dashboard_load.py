@@ -19,6 +19,7 @@ first drawn chart.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import statistics
@@ -56,7 +57,7 @@ def build(data_dir: Path) -> tuple[str, str]:
         s: "".join(" ".join(rng.choices(words, k=8)) + "\n" for _ in range(n))
         for s, n in (("train", 400), ("valid", 50), ("test", 50))
     }
-    dataset = datasets.create_upload(engine, settings, "ptb-like", {k: v.encode() for k, v in text.items()})
+    dataset = datasets.create_upload(engine, settings, "ptb-like", {k: io.BytesIO(v.encode()) for k, v in text.items()})
     overrides = {"hidden_size": 8, "num_steps": 5, "batch_size": 4, "max_max_epoch": EPOCHS}
     job, _ = jobs.submit(engine, settings, dataset_id=dataset.id, preset_name="test", overrides=overrides)
 
