@@ -95,8 +95,8 @@ class Service:
                 raise RuntimeError("the service did not start")
             time.sleep(0.2)
         # API keys on, as served: the one-command start saved its admin key under the data folder.
-        key = (data / "admin.key").read_text().strip()
-        self.client = httpx.Client(base_url=self.url, timeout=300, headers={"Authorization": f"Bearer {key}"})
+        self.headers = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
+        self.client = httpx.Client(base_url=self.url, timeout=300, headers=self.headers)
 
     def stop(self) -> None:
         self.client.close()
@@ -154,7 +154,7 @@ def scoring_load(service: Service, model: str, concurrency: int, seconds: float)
 
     def client_loop() -> None:
         nonlocal busy
-        with httpx.Client(base_url=service.url, timeout=60) as client:
+        with httpx.Client(base_url=service.url, timeout=60, headers=service.headers) as client:
             while time.monotonic() < stop_at:
                 start = time.perf_counter()
                 response = client.post("/v1/score", json=body)
