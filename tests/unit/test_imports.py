@@ -87,3 +87,31 @@ def test_the_checker_resolves_every_import_form() -> None:
     assert {"a.b", "worker.app", "worker.app.main", "worker.sub.x", "worker.sub.y.z", "app.api"} <= names
     real = {name for _, name in imported_modules(REPO / "model" / "checkpoint.py", "model")}
     assert {"torch", "model.config", "model.data.Corpus", "os", "tempfile"} <= real
+
+
+def test_only_the_app_factory_imports_the_http_layer() -> None:
+    # The core (store, training, inference, auth, scorings, observability), the dashboard and the
+    # worker sit below the HTTP layer; only app/main.py puts the two together (and `python -m app run`,
+    # app/cli.py, serves what it builds).
+    forbidden = ("app.api", "app.main")
+    entry = {REPO / "app" / "main.py", REPO / "app" / "cli.py"}
+    files = [p for p in sources("app") if p.parent.name != "api" and p not in entry] + sources("worker")
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in files
+        for line, name in imported_modules(path, path.relative_to(REPO).parts[0])
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+    assert bad == []
+
+
+def test_the_client_speaks_only_http() -> None:
+    files = sources("client")
+    assert files, "client/ has no Python files"
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for path in files
+        for line, name in imported_modules(path, "client")
+        if name.split(".")[0] in {"app", "model", "worker"}
+    ]
+    assert bad == []
