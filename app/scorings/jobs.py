@@ -24,16 +24,16 @@ from sqlalchemy.orm import Session
 
 from app.auth import ownership, quotas
 from app.auth.principal import LOCAL, Principal
-from app.errors import Conflict, Invalid, NotFound, TooLarge
+from app.errors import Invalid, NotFound, TooLarge
 from app.inference import registry
 from app.inference.scoring import ScoreOptions, perplexity_of_logprobs
 from app.inference.text import tokenize
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
-from app.store.tables import Dataset, Scoring, new_id, utcnow
+from app.store.tables import Dataset, Scoring, new_id
 from app.training.datasets import decode_split
-from app.training.jobs import CANCELED, CANCELING, QUEUED, RUNNING
+from app.training.jobs import QUEUED, request_cancel
 from model.data import SPLITS, find_split
 
 UPLOAD, DATASET = "upload", "dataset"
@@ -162,12 +162,7 @@ def cancel(engine: Engine, scoring_id: str, viewer: Principal = LOCAL) -> Scorin
         row = session.get(Scoring, scoring_id, with_for_update=True)
         if row is None or not ownership.may_see(viewer, row.owner_id):
             raise NotFound(f"scoring {scoring_id!r} not found")
-        if row.status == QUEUED:
-            row.status, row.finished_at = CANCELED, utcnow()
-        elif row.status == RUNNING:
-            row.status = CANCELING
-        elif row.status not in (CANCELING, CANCELED):
-            raise Conflict(f"scoring {scoring_id} already {row.status}; only queued or running ones can be canceled")
+        request_cancel(row, f"scoring {scoring_id}")
     return row
 
 

@@ -33,7 +33,7 @@ from app.errors import Conflict, Invalid, NotFound
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
-from app.store.tables import Checkpoint, Dataset, Job, JobLog, Metric, new_id, utcnow
+from app.store.tables import Checkpoint, Dataset, Job, JobLog, Metric, Scoring, new_id, utcnow
 from app.training.job_config import build_config, estimate_time
 from model.config import ModelConfig
 
@@ -215,13 +215,20 @@ def cancel(engine: Engine, job_id: str, viewer: Principal | None = None) -> Job:
     """
     with write_session(engine) as session:
         job = _visible_job(session.get(Job, job_id, with_for_update=True), job_id, viewer)
-        if job.status == QUEUED:
-            job.status, job.finished_at = CANCELED, utcnow()
-        elif job.status == RUNNING:
-            job.status = CANCELING
-        elif job.status not in (CANCELING, CANCELED):
-            raise Conflict(f"job {job_id} already {job.status}; only queued or running jobs can be canceled")
+        request_cancel(job, f"job {job_id}")
     return job
+
+
+def request_cancel(row: Job | Scoring, what: str) -> None:
+    """The cancel transition of jobs and scorings alike: queued ends canceled at once, running
+    becomes canceling (its worker stops at its next step or chunk); canceling and canceled stay;
+    `Conflict` once it succeeded or failed."""
+    if row.status == QUEUED:
+        row.status, row.finished_at = CANCELED, utcnow()
+    elif row.status == RUNNING:
+        row.status = CANCELING
+    elif row.status not in (CANCELING, CANCELED):
+        raise Conflict(f"{what} already {row.status}; only queued or running ones can be canceled")
 
 
 def delete_job(engine: Engine, settings: Settings, job_id: str, viewer: Principal | None = None) -> None:
