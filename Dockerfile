@@ -11,6 +11,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY model ./model
 COPY app ./app
 COPY worker ./worker
+COPY client ./client
 COPY migrations ./migrations
 COPY alembic.ini ./
 # Editable, so that `python -m app migrate` finds migrations/ beside the package.
