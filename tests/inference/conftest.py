@@ -53,7 +53,7 @@ LIMITS: dict[str, Any] = {
     "max_generate_tokens": 50,
     "max_generate_n": 4,
     "model_cache_size": 2,
-    "max_concurrent_inference": 8,  # the concurrency tests run six requests at once
+    "max_concurrent_inference": 16,  # the concurrency tests run up to twelve requests at once
     "max_prompt_words": 2000,
 }
 
