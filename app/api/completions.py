@@ -71,8 +71,12 @@ class PromptCompletions:
     Streaming sends every piece as a chunk; the whole response joins the pieces of each choice.
     """
 
-    def __init__(self, prompt: str, starts: bool, words: list[str], first_index: int, body: CompletionRequest) -> None:
+    def __init__(
+        self, prompt: str, starts: bool, words: list[str], first_index: int, body: CompletionRequest, convention: str
+    ) -> None:
         self.prompt, self.starts, self.words, self.first_index = prompt, starts, words, first_index
+        self.convention = convention  # how generated words are written: the model's when normalising, else plain
+        self.generated: list[list[str]] = [[] for _ in range(body.n)]
         self.k = body.logprobs  # None: no logprobs at all
         self.echo = body.echo
         self.separator = "" if not prompt or prompt[-1].isspace() else " "
@@ -99,10 +103,14 @@ class PromptCompletions:
         )
 
     def word(self, token: Token) -> CompletionChoice:
-        """One generated word, with a space before it (none before the first of an empty prompt)."""
+        """One generated word as the text it adds (`conventions.text_delta`: a space before it unless
+        the convention joins it, as `'s`; none before the first of an empty prompt)."""
         i = token.index
-        text = (self.separator if self.emitted[i] == 0 else " ") + token.token
-        offset = self.length[i] + len(text) - len(token.token)
+        text = conventions.text_delta(self.generated[i], token.token, self.convention)
+        if self.emitted[i] == 0:
+            text = self.separator + text.lstrip()
+        self.generated[i].append(token.token)
+        offset = self.length[i] + len(text) - len(text.lstrip())
         self.length[i] += len(text)
         self.emitted[i] += 1
         logprobs = self._logprobs([token.token], [token.logprob], [token.top], [offset])
@@ -201,6 +209,7 @@ def _complete(
         precision=precision,
     )
     groups: list[PromptCompletions] = []
+    convention = loaded.convention if body.normalize else conventions.PLAIN
     prompt_tokens = 0
     for p, given in enumerate(body.prompts):
         if isinstance(given, list):
@@ -211,7 +220,7 @@ def _complete(
             check_request(words, sampling, settings)
         prompt_tokens += len(words)
         starts, words = split_start(words)
-        groups.append(PromptCompletions(text, starts, words, p * sampling.n, body))
+        groups.append(PromptCompletions(text, starts, words, p * sampling.n, body, convention))
 
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

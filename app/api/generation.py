@@ -150,7 +150,9 @@ def generate(
             head = GenerateChunk(
                 id=new_id("gen"), created=int(time.time()), model=body.model, precision=precision, choices=[]
             )
-            response = event_stream(_chunks(events, head, len(words), body.logprobs, observability), slot)
+            convention = loaded.convention if body.normalize else conventions.PLAIN
+            chunks = _chunks(events, head, len(words), body.logprobs, observability, convention)
+            response = event_stream(chunks, slot)
             streaming = True
             return response
         return _whole(body, ref, loaded, words, sampling, events, observability, precision)
@@ -217,21 +219,27 @@ def _chunks(
     prompt_tokens: int,
     with_logprobs: bool,
     observability: Observability,
+    convention: str,
 ) -> Iterator[GenerateChunk]:
-    """One chunk per word and one per finished choice (copies of `head`); the last one carries the usage."""
+    """One chunk per word and one per finished choice (copies of `head`); the last one carries the usage.
+
+    A chunk's `text` is what its word adds to the readable text in `convention` (the model's when
+    the request normalises, else plain), so the pieces join to the non-streamed answer's text."""
     emitted: dict[int, int] = {}
+    words: dict[int, list[str]] = {}
     for event in events:
         if isinstance(event, Token):
             observability.tokens_generated.inc()
-            first = emitted.get(event.index, 0) == 0
+            before = words.setdefault(event.index, [])
             emitted[event.index] = emitted.get(event.index, 0) + 1
             choice = GenerateChunkChoice(
                 index=event.index,
                 token=event.token,
-                text=event.token if first else f" {event.token}",
+                text=conventions.text_delta(before, event.token, convention),
                 logprob=event.logprob if with_logprobs else None,
                 top_logprobs=event.top,
             )
+            before.append(event.token)
         else:
             choice = GenerateChunkChoice.model_validate(
                 {"index": event.index, "token": None, "text": "", "finish_reason": event.reason}

@@ -112,6 +112,20 @@ def words_of(text: str, convention: str, normalize: bool) -> list[str]:
     return to_words(text, convention) if normalize else tokenize(text)
 
 
+TEXT_CONTEXT = 64  # words before a new one that decide how it joins the text (a contraction, an open quote)
+
+
+def text_delta(previous: Sequence[str], word: str, convention: str) -> str:
+    """What a streamed `word` adds to the readable text of the `previous` words, so that the pieces
+    of a stream join to `to_text` of the whole: `'s` after `company` adds `'s`, not ` 's`. Only the
+    last `TEXT_CONTEXT` words are read; where the text before would change, the word is spaced."""
+    context = list(previous[-TEXT_CONTEXT:])
+    before, after = to_text(context, convention), to_text([*context, word], convention)
+    if after.startswith(before):
+        return after[len(before) :]
+    return f" {word}" if previous else word
+
+
 def to_text(words: Sequence[str], convention: str) -> str:
     """Readable text from a convention's tokens: `the company 's shares` -> `the company's shares`."""
     if convention == PLAIN or not words:

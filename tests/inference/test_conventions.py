@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.inference.conventions import PLAIN, PTB, WIKITEXT, detect, to_text, to_words
+from app.inference.conventions import PLAIN, PTB, WIKITEXT, detect, text_delta, to_text, to_words
 
 PTB_CASES = [
     ("The company's shares rose 5.2% on Monday.", "the company 's shares rose N N on monday"),
@@ -85,3 +85,14 @@ def test_detect() -> None:
     assert detect(["the", "cat", "sat", "on", "3", "mats"]) == PLAIN  # a number in digits: not PTB
     assert detect(["The", "cat", "sat", "on", "N", "mats"]) == PLAIN  # capitals: not PTB
     assert detect(["the", "cat", "sat"]) == PLAIN  # nothing tells
+
+
+@pytest.mark.parametrize(
+    ("convention", "raw"),
+    [(PTB, raw) for raw, _ in PTB_CASES] + [(WIKITEXT, raw) for raw, _ in WIKITEXT_CASES] + [(PLAIN, "a b  c")],
+)
+def test_streamed_pieces_join_to_the_whole_text(convention: str, raw: str) -> None:
+    # What a stream sends word by word must add up to the text the whole answer shows.
+    words = to_words(raw, convention)
+    pieces = [text_delta(words[:i], word, convention) for i, word in enumerate(words)]
+    assert "".join(pieces) == to_text(words, convention)
