@@ -119,6 +119,7 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
 
     # The app's own loggers (the start-up sweep, ...) as the workers print theirs; uvicorn keeps its own.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # `database at revision ...` says what it did
     migrate(settings)
     # uvicorn handles SIGTERM while it serves, then raises it again once it has shut down; this
     # handler turns that second delivery (or one before uvicorn started) into an exception, so the
