@@ -6,7 +6,8 @@ left-to-right LSTM cannot see it.
 
 Precision: `fp32` computes everything in float32. `bf16` runs the LSTM under bf16 autocast and the
 softmax layer's product (three quarters of the FLOPs) in bf16 with a bf16 copy of its weight, made
-once per model; the logits are widened to float32 before the log-softmax, and every sum is float32.
+once per model; in scoring the exponentials are bf16 too, summed with float32 accumulation into a
+normaliser rounded to bf16, and the log-probabilities and every total are float32.
 The products run in fixed-shape blocks, so in bf16 too a sentence's numbers do not depend on its
 neighbours.
 """
@@ -176,8 +177,9 @@ def packed_token_logprobs(
     log-sum-exp; rows where that could lose precision (sum outside [1e-30, 1e30]) take the
     max-shifted way.
 
-    In bf16 the hidden rows are padded to whole blocks, so every product has the shape
-    [SOFTMAX_ROWS, H] x [H, V] whatever the batch holds; the exponentials and sums are float32.
+    In bf16 the hidden rows are padded to whole blocks, so every product (and the normaliser's
+    product) has the shape [SOFTMAX_ROWS, H] x [H, V] whatever the batch holds; the exponentials
+    are bf16, the normaliser accumulates in float32 and is rounded to bf16, the rest is float32.
     """
     with autocast(x.device, precision):
         out, _ = model.hidden(x, model.zero_state(x.size(0)))  # [B, T, H]
@@ -189,17 +191,22 @@ def packed_token_logprobs(
     if low:
         hidden = hidden.to(torch.bfloat16)
         hidden = torch.cat([hidden, hidden.new_zeros((-count) % SOFTMAX_ROWS, hidden.size(1))])  # whole blocks
-        widened = torch.empty(SOFTMAX_ROWS, weight.size(0), device=x.device)  # one float32 block, reused
     exp_bias = bias.exp()  # [V]
+    exp_bias_low = exp_bias.to(torch.bfloat16)
     logprobs = torch.empty(count, device=x.device)
     for start in range(0, count, SOFTMAX_ROWS):
         end = min(start + SOFTMAX_ROWS, count)
         block = hidden[start : start + SOFTMAX_ROWS]  # bf16: always SOFTMAX_ROWS rows
         scores = block @ weight.t()  # [rows, V], logits without the bias
-        if low:  # widened into a reused buffer: a third cheaper than a new float32 tensor per block
-            scores = widened[: end - start].copy_(scores[: end - start])
-        chosen = scores.gather(1, target[start:end].unsqueeze(1)).squeeze(1) + bias[target[start:end]]
-        norm = torch.mv(scores.exp_(), exp_bias)  # sum_v exp(logit_v)
+        if low:
+            # bf16 exponentials, summed by a bf16 product that accumulates in float32: the normaliser
+            # is rounded once, to bf16's 3 significant digits (at most 0.004 in its log)
+            chosen = scores[: end - start].gather(1, target[start:end].unsqueeze(1)).squeeze(1).float()
+            chosen += bias[target[start:end]]
+            norm = torch.mv(scores.exp_(), exp_bias_low)[: end - start].float()  # the whole block: same shape
+        else:
+            chosen = scores.gather(1, target[start:end].unsqueeze(1)).squeeze(1) + bias[target[start:end]]
+            norm = torch.mv(scores.exp_(), exp_bias)  # sum_v exp(logit_v)
         logprobs[start:end] = chosen - norm.log()
         unsafe = ~((norm > 1e-30) & (norm < 1e30))  # NaN included
         if unsafe.any():
