@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import anyio
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import EngineDep, EventSlotsDep, SettingsDep
 from app.api.schemas import LogLineOut, LogPage, problem_responses
-from app.api.streams import Polled, polled_events, resume_after
+from app.api.streams import Polled, job_polled, polled_events, resume_after
 from app.auth.principal import Principal
 from app.store.tables import Job, JobLog
 from app.training import jobs, logs
@@ -84,16 +83,9 @@ async def job_logs(
     def poll() -> Polled:
         nonlocal after_id
         status, rows = _lines_after(engine, job_id, after_id)
-        if status is None:
-            return Polled([{"event": "end", "data": json.dumps({"id": job_id, "status": "deleted"})}], False, True)
-        events = []
-        for row in rows:
-            after_id = row.id
-            events.append({"event": "log", "id": str(row.id), "data": line_out(row).model_dump_json()})
-        more = len(rows) == FOLLOW_BATCH
-        done = not more and status in jobs.TERMINAL
-        if done:
-            events.append({"event": "end", "data": json.dumps({"id": job_id, "status": status})})
-        return Polled(events, more, done)
+        if rows:
+            after_id = rows[-1].id
+        events = [{"event": "log", "id": str(row.id), "data": line_out(row).model_dump_json()} for row in rows]
+        return job_polled(job_id, status, events, full_batch=len(rows) == FOLLOW_BATCH)
 
     return polled_events(request, poll, settings.events_poll_seconds, slots.acquire())

@@ -15,7 +15,7 @@ from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import EngineDep, EventSlotsDep, SessionDep, SettingsDep
 from app.api.jobs import job_out
 from app.api.schemas import MetricOut, MetricPage, problem_responses
-from app.api.streams import Polled, polled_events, resume_after
+from app.api.streams import Polled, job_polled, polled_events, resume_after
 from app.auth import ownership
 from app.auth.principal import Principal
 from app.errors import NotFound
@@ -104,19 +104,13 @@ async def job_events(
     def poll() -> Polled:
         nonlocal after_id, last_status
         job, points = _poll(engine, job_id, after_id)
-        if job is None:
-            return Polled([{"event": "end", "data": json.dumps({"id": job_id, "status": "deleted"})}], False, True)
-        events = []
-        for row in points:
-            after_id = row.id
-            events.append({"event": "metric", "id": str(row.id), "data": metric_out(row).model_dump_json()})
-        if job != last_status:
+        if points:
+            after_id = points[-1].id
+        events = [{"event": "metric", "id": str(row.id), "data": metric_out(row).model_dump_json()} for row in points]
+        if job is not None and job != last_status:
             last_status = job
             events.append({"event": "status", "data": json.dumps(job)})
-        more = len(points) == EVENT_BATCH  # more history to send before waiting
-        done = not more and job["status"] in jobs.TERMINAL
-        if done:
-            events.append({"event": "end", "data": json.dumps({"id": job_id, "status": job["status"]})})
-        return Polled(events, more, done)
+        status = None if job is None else job["status"]
+        return job_polled(job_id, status, events, full_batch=len(points) == EVENT_BATCH)  # full: more history waits
 
     return polled_events(request, poll, settings.events_poll_seconds, slots.acquire())

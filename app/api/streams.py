@@ -8,6 +8,7 @@ poll says so or the client goes away.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
@@ -19,6 +20,7 @@ from starlette.background import BackgroundTask
 
 from app.errors import Invalid
 from app.inference.slots import Slot
+from app.training.jobs import TERMINAL
 
 PING_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
 EVENT_ID = re.compile(r"[0-9]{1,18}")  # a row id, as the streams send them
@@ -41,6 +43,17 @@ class Polled(NamedTuple):
 
 
 Poll = Callable[[], Polled]
+
+
+def job_polled(job_id: str, status: str | None, events: list[dict[str, str]], full_batch: bool) -> Polled:
+    """One poll of a stream that follows a job: a lone `end` (status `deleted`) once the job is gone;
+    else `events`, then `end` once the job has finished and no full batch of rows is still waiting."""
+    if status is None:
+        return Polled([{"event": "end", "data": json.dumps({"id": job_id, "status": "deleted"})}], False, True)
+    done = not full_batch and status in TERMINAL
+    if done:
+        events = [*events, {"event": "end", "data": json.dumps({"id": job_id, "status": status})}]
+    return Polled(events, full_batch, done)
 
 
 def polled_events(request: Request, poll: Poll, interval: float, slot: Slot | None = None) -> EventSourceResponse:
