@@ -17,7 +17,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from serving import free_port, wait_until_up
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 32, "num_steps": 10, "batch_size": 8, "device": "cpu"}
@@ -42,12 +42,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def ms(values: list[float]) -> str:
     return f"{percentile(values, 50) * 1000:.1f} / {percentile(values, 99) * 1000:.1f} / {max(values) * 1000:.1f}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def lines(count: int, seed: int) -> str:
@@ -84,16 +78,7 @@ class Service:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.2)
+        wait_until_up(f"{self.url}/healthz", self.proc, 120)
         # API keys on, as served: the one-command start saved its admin key under the data folder.
         self.headers = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
         self.client = httpx.Client(base_url=self.url, timeout=300, headers=self.headers)

@@ -138,12 +138,31 @@ def prepare_service(data_dir: Path, checkpoint: Path) -> str:
     return url
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], seconds: float) -> None:
+    """Return once GET `url` answers 200; `RuntimeError` if `proc` exits or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start ({url} never answered)")
+        time.sleep(0.2)
+
+
 @contextmanager
 def serve(data_dir: Path, threads: int = 0, **settings: object) -> Iterator[str]:
     """`uvicorn app.main:create_app` in a subprocess on a free port, with these settings; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
     env["LSTMLM_DATA_DIR"] = str(data_dir)
     env["LSTMLM_AUTH"] = "off"  # a loopback-only benchmark server
@@ -154,16 +173,7 @@ def serve(data_dir: Path, threads: int = 0, **settings: object) -> Iterator[str]
     proc = subprocess.Popen([*command, "--log-level", "warning"], cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.2)
+        wait_until_up(f"{url}/v1/models", proc, 60)
         yield url
     finally:
         proc.terminate()
