@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -121,6 +121,13 @@ def get_scoring(scoring_id: str, principal: ReadKey, session: SessionDep) -> Sco
 def cancel_scoring(scoring_id: str, principal: WriteKey, engine: EngineDep) -> ScoringOut:
     """Cancel: a queued scoring at once, a running one after its current chunk; 409 once finished."""
     return ScoringOut.of(jobs.cancel(engine, scoring_id, principal))
+
+
+@router.delete("/{scoring_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
+def delete_scoring(scoring_id: str, principal: WriteKey, engine: EngineDep, settings: SettingsDep) -> Response:
+    """Delete a finished scoring with its results file (and the uploaded text); 409 while queued or running."""
+    jobs.delete(engine, settings, scoring_id, principal)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

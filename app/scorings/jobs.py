@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import ownership, quotas
 from app.auth.principal import LOCAL, Principal
-from app.errors import Invalid, NotFound, TooLarge
+from app.errors import Conflict, Invalid, NotFound, TooLarge
 from app.inference import registry
 from app.inference.scoring import ScoreOptions, perplexity_of_logprobs
 from app.inference.text import tokenize
@@ -33,7 +33,7 @@ from app.store.db import write_session
 from app.store.pagination import keyset_page
 from app.store.tables import Dataset, Scoring, new_id
 from app.training.datasets import decode_split
-from app.training.jobs import QUEUED, request_cancel
+from app.training.jobs import QUEUED, TERMINAL, request_cancel
 from model.data import SPLITS, find_split
 
 UPLOAD, DATASET = "upload", "dataset"
@@ -164,6 +164,21 @@ def cancel(engine: Engine, scoring_id: str, viewer: Principal = LOCAL) -> Scorin
             raise NotFound(f"scoring {scoring_id!r} not found")
         request_cancel(row, f"scoring {scoring_id}")
     return row
+
+
+def delete(engine: Engine, settings: Settings, scoring_id: str, viewer: Principal = LOCAL) -> None:
+    """Delete a finished scoring with its results (and its uploaded text); `Conflict` while it may still run."""
+    with write_session(engine) as session:
+        row = session.get(Scoring, scoring_id, with_for_update=True)
+        if row is None or not ownership.may_see(viewer, row.owner_id):
+            raise NotFound(f"scoring {scoring_id!r} not found")
+        if row.status not in TERMINAL:
+            raise Conflict(
+                f"scoring {scoring_id} is {row.status}; cancel it and wait until it is canceled before deleting"
+            )
+        session.delete(row)
+    # The row goes first: a crash between the two leaves a folder no row names, which nothing reads.
+    shutil.rmtree(folder(settings, scoring_id), ignore_errors=True)
 
 
 # --- the aggregates, as running sums ---

@@ -36,6 +36,7 @@ class World:
     done: dict[str, Any]  # Alice's succeeded job
     checkpoint_id: str  # one of its checkpoints
     queued: dict[str, Any]  # Alice's queued job
+    scoring: dict[str, Any]  # Alice's queued scoring of her job's model
 
     def as_(self, secret: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {secret}"}
@@ -73,6 +74,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     checkpoints = svc.client.get(f"/v1/jobs/{done['id']}/checkpoints", headers=alice).json()["items"]
     queued = svc.client.post("/v1/jobs", json=body, headers=alice).json()
     assert queued["status"] == "queued"
+    lines = {"file": ("lines.txt", b"the cat\n", "text/plain")}
+    scoring = svc.client.post("/v1/scorings", files=lines, data={"model": done["id"]}, headers=alice).json()
+    assert scoring["status"] == "queued", scoring
     yield World(
         svc,
         secrets["admin"],
@@ -85,6 +89,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         done,
         checkpoints[0]["id"],
         queued,
+        scoring,
     )
     close()
 
@@ -150,6 +155,9 @@ def write_requests(world: World) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", "/v1/jobs", {"json": job_body}),
         ("POST", f"/v1/jobs/{world.queued['id']}/cancel", {}),
         ("DELETE", f"/v1/jobs/{world.done['id']}", {}),
+        ("POST", "/v1/scorings", {"files": {"file": ("x.txt", b"a b\n", "text/plain")}, "data": {"model": "x"}}),
+        ("POST", f"/v1/scorings/{world.scoring['id']}/cancel", {}),
+        ("DELETE", f"/v1/scorings/{world.scoring['id']}", {}),
     ]
 
 
@@ -209,6 +217,10 @@ def test_another_owners_things_are_not_found_and_not_listed(world: World) -> Non
         ("POST", "/v1/score", {"json": {"model": ckpt_id, "sentences": SENTENCES}}),
         ("POST", "/v1/generate", {"json": {"model": job_id, "prompt": "the", "max_tokens": 2}}),
         ("POST", "/v1/completions", {"json": {"model": ckpt_id, "prompt": "the", "max_tokens": 2}}),
+        ("GET", f"/v1/scorings/{world.scoring['id']}", {}),
+        ("GET", f"/v1/scorings/{world.scoring['id']}/results", {}),
+        ("POST", f"/v1/scorings/{world.scoring['id']}/cancel", {}),
+        ("DELETE", f"/v1/scorings/{world.scoring['id']}", {}),
     ]:
         body = assert_problem(client.request(method, path, headers=bob, **kwargs), 404)
         assert "not found" in body["detail"]
@@ -223,6 +235,7 @@ def test_another_owners_things_are_not_found_and_not_listed(world: World) -> Non
     assert [d["id"] for d in client.get("/v1/datasets", headers=bob).json()["items"]] == [world.builtin["id"]]
     assert client.get("/v1/jobs", headers=bob).json()["items"] == []
     assert client.get("/v1/models", headers=bob).json()["data"] == []
+    assert client.get("/v1/scorings", headers=bob).json()["items"] == []
     alice = world.as_(world.alice)
     assert {d["id"] for d in client.get("/v1/datasets", headers=alice).json()["items"]} == {ds_id, world.builtin["id"]}
     assert {j["id"] for j in client.get("/v1/jobs", headers=alice).json()["items"]} >= {job_id, world.queued["id"]}

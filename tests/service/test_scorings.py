@@ -148,3 +148,18 @@ def test_a_dataset_split_cancel_and_bad_inputs(trained: tuple[Service, str, str]
     worker.stop()
     assert done["status"] == "succeeded" and done["aggregate"]["num_sentences"] == len(test_lines)
     assert service.client.post(f"/v1/scorings/{again['id']}/cancel").status_code == 409
+
+    # Delete: 409 while queued (nothing is removed), then gone with its folder once finished.
+    pending = submit(service, model=job_id, dataset_id=dataset_id, split="test").json()
+    conflict = service.client.delete(f"/v1/scorings/{pending['id']}")
+    assert conflict.status_code == 409 and "cancel it" in conflict.json()["detail"]
+    assert service.client.get(f"/v1/scorings/{pending['id']}").json()["status"] == "queued"
+    results = Path(service.settings.data_dir) / "scorings" / again["id"] / "results.jsonl"
+    assert results.is_file()
+    assert service.client.delete(f"/v1/scorings/{again['id']}").status_code == 204
+    assert not results.parent.exists()
+    assert service.client.get(f"/v1/scorings/{again['id']}").status_code == 404
+    assert service.client.get(f"/v1/scorings/{again['id']}/results").status_code == 404
+    assert service.client.delete(f"/v1/scorings/{again['id']}").status_code == 404
+    service.client.post(f"/v1/scorings/{pending['id']}/cancel")
+    assert service.client.delete(f"/v1/scorings/{pending['id']}").status_code == 204
