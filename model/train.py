@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from model.config import ModelConfig
 from model.data import Corpus, CorpusError, Vocabulary, batches, epoch_size
+from model.loss import summed_cross_entropy
 from model.network import (
     LSTMLanguageModel,
     State,
@@ -244,9 +244,7 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with autocast(self.device, c.precision):
                 logits, state = model(x, state)  # [B, T, V]
-            loss = (
-                F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1), reduction="sum") / c.batch_size
-            )
+            loss = summed_cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), c.batch_size)
             cost = loss.item()
             if not math.isfinite(cost):  # stop before the step writes inf/NaN into the weights
                 raise Diverged(s.epoch + 1, s.step + 1)
@@ -290,9 +288,7 @@ class Trainer:
         for i, (x, y) in enumerate(batches(ids, batch_size, num_steps), start=1):
             with autocast(self.device, self.config.precision):
                 logits, state = model(x.to(self.device), state)
-            total += F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), y.reshape(-1).to(self.device), reduction="sum"
-            )
+            total += summed_cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1).to(self.device))
             count += y.numel()
             if callbacks is not None:
                 callbacks.on_eval_step(EvalProgress("validate", i, steps))
@@ -318,7 +314,7 @@ class Trainer:
             x = x[:, : y.numel()]
             with autocast(self.device, self.config.precision):
                 logits, state = model(x, state)
-            total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y, reduction="sum")
+            total += summed_cross_entropy(logits.view(-1, logits.size(-1)), y)
             if callbacks is not None:
                 callbacks.on_eval_step(EvalProgress("test", i, steps))
         return perplexity(total.item(), stream.numel() - 1)
