@@ -49,6 +49,10 @@ class SentenceScore:
 
 
 SOFTMAX_ROWS = 128  # positions per softmax block: a [128, V] block of logits stays in cache
+SOFTMAX_QUEUE_ROWS = 64 * SOFTMAX_ROWS  # top-layer rows a scoring call holds before their softmax
+# bf16 LSTM batches of more than 32 rows are padded to a multiple of 32: oneDNN's AMX kernels run
+# some other row counts (61, 93, ...) at a third of their speed; a few padding rows cost far less.
+BF16_LSTM_ROWS = 32
 
 # model -> (the float32 decoder weight it was made from, that weight's version, its bf16 copy)
 _BF16_DECODERS: weakref.WeakKeyDictionary[LSTMLanguageModel, tuple[Tensor, int, Tensor]] = weakref.WeakKeyDictionary()
@@ -135,6 +139,7 @@ def score_sentences(
         None if ids else SentenceScore(tokens=[], logprobs=[], is_unk=[]) for ids in targets
     ]
     order = sorted((i for i in range(len(targets)) if targets[i]), key=lambda i: len(targets[i]))
+    queue, scored = _SoftmaxQueue(model, precision), []
     start = 0
     while start < len(order):
         # Longest last: the group grows while its padded size [count, longest] stays in budget and
@@ -152,39 +157,50 @@ def score_sentences(
         for row, i in enumerate(group):
             y[row, : lengths[row]] = torch.tensor(targets[i])
         x = torch.cat([torch.full((len(group), 1), eos, dtype=torch.long), y[:, :-1]], dim=1)
-        flat = packed_token_logprobs(model, x.to(device), y.to(device), torch.tensor(lengths, device=device), precision)
-        values = flat.tolist()  # the real positions, sentence after sentence
-        offset = 0
-        for i, n in zip(group, lengths, strict=True):
-            words = list(sentences[i]) + (["<eos>"] if score_eos else [])
-            results[i] = SentenceScore(
-                tokens=words,
-                logprobs=values[offset : offset + n],
-                is_unk=[t == unk_id or w not in vocab for t, w in zip(targets[i], words, strict=True)],
-            )
-            offset += n
+        queue.add(*packed_hidden(model, x.to(device), y.to(device), torch.tensor(lengths, device=device), precision))
+        scored += group
+    values, offset = queue.finish(), 0  # the real positions, sentence after sentence
+    for i in scored:
+        n = len(targets[i])
+        words = list(sentences[i]) + (["<eos>"] if score_eos else [])
+        results[i] = SentenceScore(
+            tokens=words,
+            logprobs=values[offset : offset + n],
+            is_unk=[t == unk_id or w not in vocab for t, w in zip(targets[i], words, strict=True)],
+        )
+        offset += n
     return [r for r in results if r is not None]
 
 
-def packed_token_logprobs(
+def packed_hidden(
     model: LSTMLanguageModel, x: Tensor, y: Tensor, lengths: Tensor, precision: str = "fp32"
-) -> Tensor:
-    """log p(y[b, t] | x[b, :t+1]) from a zero state at the real positions t < lengths[b], row by row: [sum(lengths)].
+) -> tuple[Tensor, Tensor]:
+    """Top-layer outputs from a zero state at the real positions t < lengths[b], row by row, and their targets: [N, H], [N].
 
-    The decoder and the softmax (three quarters of the FLOPs and most of the memory traffic) skip
-    the padding. The normaliser of logits l = hW' + c is computed as exp(hW') . exp(c), one pass
-    over each block while it is in cache instead of the max, subtract, exp and sum passes of a
-    log-sum-exp; rows where that could lose precision (sum outside [1e-30, 1e30]) take the
-    max-shifted way.
-
-    In bf16 the hidden rows are padded to whole blocks, so every product (and the normaliser's
-    product) has the shape [SOFTMAX_ROWS, H] x [H, V] whatever the batch holds; the exponentials
-    are bf16, the normaliser accumulates in float32 and is rounded to bf16, the rest is float32.
+    In bf16 a batch of more than `BF16_LSTM_ROWS` rows is padded to a multiple of it (rows of length 0).
     """
+    if precision == "bf16" and x.size(0) > BF16_LSTM_ROWS and x.size(0) % BF16_LSTM_ROWS:
+        pad = -x.size(0) % BF16_LSTM_ROWS
+        x, y = (torch.cat([t, t.new_zeros(pad, t.size(1))]) for t in (x, y))
+        lengths = torch.cat([lengths, lengths.new_zeros(pad)])
     with autocast(x.device, precision):
         out, _ = model.hidden(x, model.zero_state(x.size(0)))  # [B, T, H]
     real = torch.arange(x.size(1), device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
-    hidden, target = out[real], y[real]  # [N, H], [N]
+    return out[real], y[real]
+
+
+def softmax_logprobs(model: LSTMLanguageModel, hidden: Tensor, target: Tensor, precision: str = "fp32") -> Tensor:
+    """log p(target[i] | hidden[i]) for top-layer outputs [N, H]: [N], in blocks of `SOFTMAX_ROWS` rows.
+
+    The decoder and the softmax are three quarters of the FLOPs and most of the memory traffic. The
+    normaliser of logits l = hW' + c is computed as exp(hW') . exp(c), one pass over each block
+    while it is in cache instead of the max, subtract, exp and sum passes of a log-sum-exp; rows
+    where that could lose precision (sum outside [1e-30, 1e30]) take the max-shifted way.
+
+    In bf16 the rows are padded to whole blocks, so every product (and the normaliser's product)
+    has the shape [SOFTMAX_ROWS, H] x [H, V] whatever the rows hold; the exponentials are bf16, the
+    normaliser accumulates in float32 and is rounded to bf16, the rest is float32.
+    """
     count = target.numel()
     weight, bias = decoder_weight(model, precision), model.decoder.bias
     low = precision == "bf16"
@@ -193,7 +209,7 @@ def packed_token_logprobs(
         hidden = torch.cat([hidden, hidden.new_zeros((-count) % SOFTMAX_ROWS, hidden.size(1))])  # whole blocks
     exp_bias = bias.exp()  # [V]
     exp_bias_low = exp_bias.to(torch.bfloat16)
-    logprobs = torch.empty(count, device=x.device)
+    logprobs = torch.empty(count, device=hidden.device)
     for start in range(0, count, SOFTMAX_ROWS):
         end = min(start + SOFTMAX_ROWS, count)
         block = hidden[start : start + SOFTMAX_ROWS]  # bf16: always SOFTMAX_ROWS rows
@@ -210,13 +226,46 @@ def packed_token_logprobs(
         logprobs[start:end] = chosen - norm.log()
         unsafe = ~((norm > 1e-30) & (norm < 1e30))  # NaN included
         if unsafe.any():
-            index = torch.arange(start, end, device=x.device)[unsafe]
+            index = torch.arange(start, end, device=hidden.device)[unsafe]
             if low:  # the same block product again, so the row's numbers stay those of its block shape
                 logits = (block @ weight.t())[: end - start][unsafe].float() + bias
             else:
                 logits = torch.addmm(bias, hidden[index], weight.t())
             logprobs[index] = logits.gather(1, target[index].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)
     return logprobs
+
+
+class _SoftmaxQueue:
+    """Top-layer rows waiting for the softmax: they run in whole blocks as they come, the rest at the end.
+
+    The groups of a scoring call share blocks, so only the call's last block is short (in bf16,
+    padded); at most `SOFTMAX_QUEUE_ROWS` rows wait, whatever the call's size.
+    """
+
+    def __init__(self, model: LSTMLanguageModel, precision: str) -> None:
+        self.model, self.precision = model, precision
+        self.hidden: list[Tensor] = []
+        self.target: list[Tensor] = []
+        self.waiting = 0
+        self.logprobs: list[float] = []  # the rows' results, in the order they came
+
+    def add(self, hidden: Tensor, target: Tensor) -> None:
+        self.hidden.append(hidden)
+        self.target.append(target)
+        self.waiting += target.numel()
+        if self.waiting >= SOFTMAX_QUEUE_ROWS:
+            self._run(final=False)
+
+    def finish(self) -> list[float]:
+        if self.waiting:
+            self._run(final=True)
+        return self.logprobs
+
+    def _run(self, final: bool) -> None:
+        hidden, target = torch.cat(self.hidden), torch.cat(self.target)
+        ready = self.waiting if final else self.waiting - self.waiting % SOFTMAX_ROWS
+        self.logprobs += softmax_logprobs(self.model, hidden[:ready], target[:ready], self.precision).tolist()
+        self.hidden, self.target, self.waiting = [hidden[ready:]], [target[ready:]], self.waiting - ready
 
 
 PROMPT_CHUNK = 1024  # prompt positions read per LSTM call: its workspace stays [1024, 4H] per layer

@@ -11,7 +11,8 @@ import torch
 
 from model import inference
 from model.config import preset
-from model.inference import _filter_logits, _sample, packed_token_logprobs, step_logits
+from model.data import Vocabulary
+from model.inference import _filter_logits, _sample, packed_hidden, score_sentences, softmax_logprobs, step_logits
 from model.network import LSTMLanguageModel
 
 
@@ -19,6 +20,12 @@ from model.network import LSTMLanguageModel
 def small_model() -> LSTMLanguageModel:
     torch.manual_seed(0)
     return LSTMLanguageModel(preset("test", hidden_size=12, num_layers=2, init_scale=0.5), 300).eval()
+
+
+def packed_token_logprobs(
+    model: LSTMLanguageModel, x: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    return softmax_logprobs(model, *packed_hidden(model, x, y, lengths))
 
 
 def reference_logprobs(model: LSTMLanguageModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -49,6 +56,29 @@ def test_packed_logprobs_use_blocks(small_model: LSTMLanguageModel, monkeypatch:
     with torch.inference_mode():
         got = packed_token_logprobs(small_model, x, y, torch.tensor([7, 7, 7]))
     assert torch.allclose(got.double(), reference_logprobs(small_model, x, y).flatten(), atol=1e-5)
+
+
+def test_a_call_shares_softmax_blocks_across_groups(
+    small_model: LSTMLanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups of different lengths feed one queue of blocks, run as they fill: the numbers are each
+    sentence's own, in the input order."""
+    monkeypatch.setattr(inference, "SOFTMAX_ROWS", 4)
+    monkeypatch.setattr(inference, "SOFTMAX_QUEUE_ROWS", 8)
+    vocab = Vocabulary(("<eos>", "<unk>", *(f"w{i}" for i in range(298))))
+    generator = torch.Generator().manual_seed(3)
+    sentences = [
+        [f"w{int(i)}" for i in torch.randint(0, 298, (int(n),), generator=generator)]
+        for n in torch.randint(0, 12, (40,), generator=generator)
+    ]
+    with torch.inference_mode():
+        scores = score_sentences(small_model, vocab, sentences, batch_size=3)
+        for words, score in zip(sentences, scores, strict=True):
+            ids = [vocab.id_of(w) for w in words] + [vocab.eos_id]
+            x, y = torch.tensor([[vocab.eos_id, *ids[:-1]]]), torch.tensor([ids])
+            want = reference_logprobs(small_model, x, y)[0]
+            assert score.tokens == [*words, "<eos>"]
+            assert torch.allclose(torch.tensor(score.logprobs, dtype=torch.float64), want, atol=1e-5)
 
 
 def full_sort_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
