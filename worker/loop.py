@@ -114,7 +114,7 @@ class Worker:
                     if requeued:
                         log.info("requeued or failed %d job(s) whose lease expired", requeued)
                     job = claim_next(self.engine, worker_id, self.settings.lease_seconds, capabilities)
-                    if job is None and self._score_next(worker_id):
+                    if job is None and self._score_next(worker_id, capabilities):
                         last_beat = time.monotonic()
                         if mode == "once":
                             break
@@ -152,11 +152,11 @@ class Worker:
         log.info("worker %s stopped", worker_id)
         return 0
 
-    def _score_next(self, worker_id: str) -> bool:
+    def _score_next(self, worker_id: str, capabilities: list[str]) -> bool:
         """Run one queued scoring job, if there is one (training jobs go first); False when none."""
         if requeue_expired_scorings(self.engine):
             log.info("requeued scoring(s) whose lease expired")
-        scoring = claim_next_scoring(self.engine, worker_id, self.settings.lease_seconds)
+        scoring = claim_next_scoring(self.engine, worker_id, self.settings.lease_seconds, capabilities)
         if scoring is None:
             return False
         log.info("claimed scoring %s (attempt %d)", scoring.id, scoring.attempt)

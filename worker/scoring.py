@@ -55,6 +55,7 @@ def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring,
     lines = jobs.lines_of(text)
     options = claimed.options
     log10, score_eos, normalize = bool(options["log10"]), bool(options["score_eos"]), bool(options["normalize"])
+    precision = jobs.precision_of(options)
     chunk = settings.scoring_chunk_lines
     done, size, sums = claimed.lines_done, claimed.bytes_done, dict(claimed.sums)
 
@@ -69,7 +70,7 @@ def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring,
                 return QUEUED
             block = lines[done : done + chunk]
             words = [conventions.words_of(line, convention, normalize) for line in block]
-            with_tokens = score_sentences(model, vocab, words, score_eos=score_eos)
+            with_tokens = score_sentences(model, vocab, words, score_eos=score_eos, precision=precision)
             records = []
             for offset, score in enumerate(with_tokens):
                 scored = summarize(score, log10)

@@ -8,16 +8,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
-from app.api.inference_schemas import ScoreAggregate
+from app.api.inference_schemas import Precision, ScoreAggregate
+from app.api.jobs import LIVE_WORKERS
 from app.api.schemas import problem_responses
 from app.errors import Conflict
 from app.inference.scoring import ScoreOptions
 from app.scorings import jobs
 from app.store.tables import Scoring
-from app.training.jobs import SUCCEEDED
+from app.training.jobs import QUEUED, SUCCEEDED
+from app.training.queue import unmet_requirements
 
 router = APIRouter(prefix="/v1/scorings", tags=["scorings"], responses=AUTH_RESPONSES)
 PROBLEMS = problem_responses(400, 404, 409, 413, 422, 429)
@@ -31,7 +34,8 @@ class ScoringOut(BaseModel):
     source: str = Field(description="upload or dataset")
     dataset_id: str | None
     split: str | None
-    options: dict[str, Any] = Field(description="log10, score_eos, normalize: as /v1/score's")
+    options: dict[str, Any] = Field(description="log10, score_eos, normalize and precision: as /v1/score's")
+    message: str | None = Field(description="while queued: what it waits for, when no running worker can run it")
     total_lines: int
     lines_done: int
     fraction: float = Field(description="lines_done / total_lines")
@@ -46,7 +50,8 @@ class ScoringOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, row: Scoring) -> ScoringOut:
+    def of(cls, row: Scoring, unmet: list[str] | None = None) -> ScoringOut:
+        """The API view; `unmet`: what no live worker offers of a queued scoring's requirements."""
         return cls(
             id=row.id,
             status=row.status,
@@ -55,7 +60,8 @@ class ScoringOut(BaseModel):
             source=row.source,
             dataset_id=row.dataset_id,
             split=row.split,
-            options=row.options,
+            options={"precision": "fp32", **row.options},
+            message=f"waiting for a worker with {', '.join(unmet)}" if unmet else None,
             total_lines=row.total_lines,
             lines_done=row.lines_done,
             fraction=row.lines_done / row.total_lines if row.total_lines else 0.0,
@@ -69,6 +75,12 @@ class ScoringOut(BaseModel):
             finished_at=row.finished_at,
             updated_at=row.updated_at,
         )
+
+
+def scoring_out(session: Session, row: Scoring) -> ScoringOut:
+    """The API view of a scoring; a queued one says what it waits for when no live worker can run it."""
+    unmet = unmet_requirements(session, jobs.requirements(row.options), LIVE_WORKERS) if row.status == QUEUED else []
+    return ScoringOut.of(row, unmet)
 
 
 class ScoringPage(BaseModel):
@@ -89,14 +101,23 @@ def submit_scoring(
     log10: Annotated[bool, Form()] = False,
     score_eos: Annotated[bool, Form()] = True,
     normalize: Annotated[bool, Form()] = False,
+    precision: Annotated[
+        Precision | None,
+        Form(
+            description="fp32 or bf16; the server's LSTMLM_INFERENCE_PRECISION when omitted. A bf16 scoring "
+            "waits for a worker whose machine has bf16"
+        ),
+    ] = None,
 ) -> ScoringOut:
     """Queue the scoring of a text (an uploaded file or a dataset split), line by line, on the workers."""
-    options = ScoreOptions(log10=log10, score_eos=score_eos, normalize=normalize)
-    raw = file.file.read() if file is not None else None
-    row = jobs.submit(
-        engine, session, settings, model, options, raw=raw, dataset_id=dataset_id, split=split, owner=principal
+    options = ScoreOptions(
+        log10=log10, score_eos=score_eos, normalize=normalize, precision=precision or settings.inference_precision
     )
-    return ScoringOut.of(row)
+    upload = file.file if file is not None else None  # spooled to a temporary file: copied, never read whole
+    row = jobs.submit(
+        engine, session, settings, model, options, upload=upload, dataset_id=dataset_id, split=split, owner=principal
+    )
+    return scoring_out(session, row)
 
 
 @router.get("", response_model=ScoringPage, responses=PROBLEMS)
@@ -108,13 +129,13 @@ def list_scorings(
 ) -> ScoringPage:
     """Scoring jobs, newest first."""
     rows, next_cursor = jobs.page(session, limit, cursor, principal)
-    return ScoringPage(items=[ScoringOut.of(r) for r in rows], next_cursor=next_cursor)
+    return ScoringPage(items=[scoring_out(session, r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{scoring_id}", response_model=ScoringOut, responses=PROBLEMS)
 def get_scoring(scoring_id: str, principal: ReadKey, session: SessionDep) -> ScoringOut:
     """One scoring job: status, progress and the aggregates so far."""
-    return ScoringOut.of(jobs.get(session, scoring_id, principal))
+    return scoring_out(session, jobs.get(session, scoring_id, principal))
 
 
 @router.post("/{scoring_id}/cancel", response_model=ScoringOut, responses=PROBLEMS)

@@ -15,9 +15,10 @@ always start at the same lines, so the file comes out the same.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -32,7 +33,7 @@ from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
 from app.store.tables import Dataset, Scoring, new_id
-from app.training.datasets import decode_split
+from app.training.datasets import COPY_CHUNK
 from app.training.jobs import QUEUED, TERMINAL, request_cancel
 from model.data import SPLITS, find_split
 
@@ -57,16 +58,28 @@ def lines_of(text: str) -> list[str]:
     return lines
 
 
-def _check_lines(lines: list[str], settings: Settings) -> None:
-    """`/v1/score`'s limit per sentence, for every line (whitespace words; a blank line is allowed)."""
-    if not lines:
+def count_lines(path: Path, settings: Settings, field: str) -> int:
+    """The lines of a text file as `lines_of` splits them, read one at a time and held to `/v1/score`'s
+    limit per sentence (whitespace words; a blank line is allowed); `Invalid` when one is over it,
+    when the text is not UTF-8, or when there is no line at all."""
+    count, offset = 0, 0
+    with path.open("rb") as text:
+        for raw in text:  # b"\n" never occurs inside a UTF-8 sequence: line by line decodes as the whole
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise Invalid(
+                    f"{field}: not UTF-8 text (invalid byte at offset {offset + exc.start})", field=field
+                ) from None
+            count, offset = count + 1, offset + len(raw)
+            words = len(tokenize(line))
+            if words > settings.max_sentence_tokens:
+                raise Invalid(
+                    f"line {count} has {words} words, at most {settings.max_sentence_tokens} per sentence", line=count
+                )
+    if count == 0:
         raise Invalid("the text has no lines to score", field="file")
-    for i, line in enumerate(lines):
-        words = len(tokenize(line))
-        if words > settings.max_sentence_tokens:
-            raise Invalid(
-                f"line {i + 1} has {words} words, at most {settings.max_sentence_tokens} per sentence", line=i + 1
-            )
+    return count
 
 
 def submit(
@@ -76,43 +89,35 @@ def submit(
     model: str,
     options: ScoreOptions,
     *,
-    raw: bytes | None = None,
+    upload: BinaryIO | None = None,
     dataset_id: str | None = None,
     split: str | None = None,
     owner: Principal = LOCAL,
 ) -> Scoring:
-    """Queue the scoring of an uploaded text (`raw`) or of a dataset split; nothing is stored when refused."""
-    if (raw is None) == (dataset_id is None):
+    """Queue the scoring of an uploaded text or of a dataset split; nothing is stored when refused.
+
+    An upload is copied to the scoring's folder in chunks and checked line by line from there: the
+    API process never holds the whole text.
+    """
+    if (upload is None) == (dataset_id is None):
         raise Invalid("give either a file or a dataset_id (with a split)", field="file")
     ref = registry.resolve(session, model, settings.data_dir, owner)  # 404 unknown, 409 no checkpoint yet
-    if raw is not None:
-        if len(raw) > settings.max_upload_bytes:
-            raise TooLarge(
-                f"the file has {len(raw):,} bytes; this server accepts at most {settings.max_upload_bytes:,}",
-                size_bytes=len(raw),
-                limit=settings.max_upload_bytes,
-            )
-        quotas.check_storage(session, settings, owner, len(raw))
-        text = decode_split("file", raw)
-        source_path: Path | None = None
-    else:
+    scoring_id = new_id("scr")
+    where = folder(settings, scoring_id)
+    if upload is None:
         if split not in SPLITS:
             raise Invalid(f"split: give one of {', '.join(SPLITS)}", field="split")
         dataset = session.get(Dataset, dataset_id)
         if dataset is None or dataset.deleted_at is not None or not ownership.may_see_dataset(owner, dataset):
             raise NotFound(f"dataset {dataset_id!r} not found", field="dataset_id")
-        source_path = find_split(Path(dataset.path), split)
-        text = decode_split(split, source_path.read_bytes())
-    lines = lines_of(text)
-    _check_lines(lines, settings)
-
-    scoring_id = new_id("scr")
-    where = folder(settings, scoring_id)
+        input_path, field = find_split(Path(dataset.path), split), split
+    else:
+        input_path, field = where / INPUT, "file"
     where.mkdir(parents=True)
     try:
-        input_path = source_path if source_path is not None else where / INPUT
-        if raw is not None:
-            input_path.write_bytes(raw)
+        if upload is not None:
+            quotas.check_storage(session, settings, owner, _store_upload(upload, input_path, settings))
+        total_lines = count_lines(input_path, settings, field)
         with write_session(engine) as write:
             row = Scoring(
                 id=scoring_id,
@@ -121,12 +126,17 @@ def submit(
                 model=model,
                 checkpoint_id=ref.checkpoint_id,
                 checkpoint_path=str(ref.path),
-                source=UPLOAD if raw is not None else DATASET,
+                source=UPLOAD if upload is not None else DATASET,
                 dataset_id=dataset_id,
                 split=split,
                 input_path=str(input_path),
-                options={"log10": options.log10, "score_eos": options.score_eos, "normalize": options.normalize},
-                total_lines=len(lines),
+                options={
+                    "log10": options.log10,
+                    "score_eos": options.score_eos,
+                    "normalize": options.normalize,
+                    "precision": options.precision,
+                },
+                total_lines=total_lines,
                 lines_done=0,
                 bytes_done=0,
                 sums={},
@@ -138,6 +148,33 @@ def submit(
         shutil.rmtree(where, ignore_errors=True)
         raise
     return row
+
+
+def _store_upload(upload: BinaryIO, path: Path, settings: Settings) -> int:
+    """Copy an uploaded text to `path` in chunks, at most `max_upload_bytes`; returns its size."""
+    limit = settings.max_upload_bytes
+    with path.open("wb") as out:
+        while chunk := upload.read(COPY_CHUNK):
+            if out.tell() + len(chunk) > limit:
+                raise TooLarge(
+                    f"the file has more than {limit:,} bytes; this server accepts at most {limit:,}", limit=limit
+                )
+            out.write(chunk)
+        size = out.tell()
+        out.flush()
+        os.fsync(out.fileno())
+    return size
+
+
+def precision_of(options: dict[str, Any]) -> str:
+    """The precision a scoring computes in (scorings stored before there was a choice: fp32)."""
+    return str(options.get("precision", "fp32"))
+
+
+def requirements(options: dict[str, Any]) -> list[str]:
+    """What a worker must offer to run a scoring: its precision, unless fp32 (which every worker has)."""
+    precision = precision_of(options)
+    return [] if precision == "fp32" else [precision]
 
 
 def get(session: Session, scoring_id: str, viewer: Principal = LOCAL) -> Scoring:

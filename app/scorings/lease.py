@@ -8,17 +8,19 @@ scoring was claimed again matches no row and gets `LeaseLost`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select, update
 
+from app.scorings.jobs import requirements
 from app.store.db import rows_changed, write_session
 from app.store.tables import Scoring, utcnow
 from app.training.attempt import LeaseLost
 from app.training.jobs import ACTIVE, QUEUED, RUNNING
-from app.training.queue import expired_leases
+from app.training.queue import CLAIM_WINDOW, expired_leases
 
 
 @dataclass(frozen=True)
@@ -36,19 +38,26 @@ class ClaimedScoring:
     sums: dict[str, Any]
 
 
-def claim_next_scoring(engine: Engine, worker_id: str, lease_seconds: float) -> ClaimedScoring | None:
-    """Claim the oldest queued scoring for `worker_id`, or None when there is none."""
+def claim_next_scoring(
+    engine: Engine, worker_id: str, lease_seconds: float, capabilities: Sequence[str] | None = None
+) -> ClaimedScoring | None:
+    """Claim the oldest queued scoring that `worker_id` can run, or None when there is none.
+
+    With `capabilities`, a scoring in bf16 waits for a worker that offers bf16.
+    """
     with write_session(engine) as session:
-        candidate = session.execute(
-            select(Scoring.id, Scoring.attempt)
+        rows = session.execute(
+            select(Scoring.id, Scoring.attempt, Scoring.options)
             .where(Scoring.status == QUEUED)
             .order_by(Scoring.created_at, Scoring.id)
-            .limit(1)
+            .limit(1 if capabilities is None else CLAIM_WINDOW)
             .with_for_update(skip_locked=True)
-        ).first()
+        ).all()
+        have = set(capabilities or ())
+        candidate = next((r for r in rows if capabilities is None or set(requirements(r[2])) <= have), None)
         if candidate is None:
             return None
-        scoring_id, attempt = candidate
+        scoring_id, attempt, _ = candidate
         now = utcnow()
         won = rows_changed(
             session,

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from harness import Service, open_service, stored_state, wait_for, write_corpus
+
+from app.scorings.lease import claim_next_scoring
+from app.training.queue import register_worker, worker_stopped
+from model.network import supports_precision
 
 LINES = 100_000
 CHUNK = 250
@@ -129,6 +134,11 @@ def test_a_dataset_split_cancel_and_bad_inputs(trained: tuple[Service, str, str]
         assert fragment in response.json()["detail"]
     assert stored_state(service) == before
     assert service.client.get("/v1/scorings/scr_nope").status_code == 404
+    # Lines end at "\n" only (a "\r" stays in its line); a final line needs no newline.
+    mixed = submit(service, {"file": ("x.txt", b"the cat\r\nsat\n\nthe end", "text/plain")}, model=job_id).json()
+    assert mixed["total_lines"] == 4
+    assert (Path(service.settings.data_dir) / "scorings" / mixed["id"] / "input.txt").read_bytes().endswith(b"end")
+    assert service.client.post(f"/v1/scorings/{mixed['id']}/cancel").json()["status"] == "canceled"
 
     # No worker runs now: a queued scoring is canceled at once, and has no results.
     queued = submit(service, model=job_id, dataset_id=dataset_id, split="test", score_eos="false").json()
@@ -163,3 +173,49 @@ def test_a_dataset_split_cancel_and_bad_inputs(trained: tuple[Service, str, str]
     assert service.client.delete(f"/v1/scorings/{again['id']}").status_code == 404
     service.client.post(f"/v1/scorings/{pending['id']}/cancel")
     assert service.client.delete(f"/v1/scorings/{pending['id']}").status_code == 204
+
+
+def test_a_bf16_scoring_waits_for_a_worker_with_bf16_and_equals_score_in_bf16(tmp_path: Path) -> None:
+    service, close = open_service(tmp_path, max_upload_bytes=64 * 1024)
+    try:
+        dataset = service.upload(write_corpus(tmp_path / "corpus"), name="tiny")
+        job = service.submit(dataset["id"], max_max_epoch=1)
+        assert service.start_worker("--burst").wait(120) == 0
+        before = stored_state(service)
+        too_big = submit(service, {"file": ("big.txt", b"the cat\n" * 10_000, "text/plain")}, model=job["id"])
+        assert too_big.status_code == 413 and "at most 65,536" in too_big.json()["detail"]
+        assert stored_state(service) == before
+        lines = text_lines(300)
+        files = {"file": ("lines.txt", ("\n".join(lines) + "\n").encode(), "text/plain")}
+        plain = submit(service, files, model=job["id"]).json()
+        low = submit(service, files, model=job["id"], precision="bf16").json()
+        assert plain["options"]["precision"] == "fp32" and low["options"]["precision"] == "bf16"
+        refused = submit(service, files, model=job["id"], precision="fp16")
+        assert refused.status_code == 422 and "precision" in refused.text
+
+        # A worker without bf16 takes the fp32 scoring and leaves the bf16 one queued, which says why.
+        cpu_only = register_worker(service.engine, None, ["cpu"])
+        claimed = claim_next_scoring(service.engine, cpu_only, 30.0, ["cpu"])
+        assert claimed is not None and claimed.id == plain["id"]
+        assert claim_next_scoring(service.engine, cpu_only, 30.0, ["cpu"]) is None
+        waiting = service.client.get(f"/v1/scorings/{low['id']}").json()
+        assert waiting["status"] == "queued" and waiting["message"] == "waiting for a worker with bf16"
+        worker_stopped(service.engine, cpu_only)
+        service.client.post(f"/v1/scorings/{plain['id']}/cancel")
+
+        if not supports_precision(torch.device("cpu"), "bf16"):
+            return  # this machine's workers cannot run it either
+        worker = service.start_worker()
+        done = finished(service, low["id"], 120)
+        worker.stop()
+        assert done["status"] == "succeeded", done
+        records = [json.loads(r) for r in service.client.get(f"/v1/scorings/{low['id']}/results").text.splitlines()]
+        body = {"model": job["id"], "sentences": lines, "precision": "bf16"}
+        direct = service.client.post("/v1/score", json=body).json()
+        fp32 = service.client.post("/v1/score", json={**body, "precision": "fp32"}).json()
+        assert direct["precision"] == "bf16"
+        for record, sentence in zip(records, direct["sentences"], strict=True):
+            assert math.isclose(record["total_logprob"], sentence["total_logprob"], rel_tol=1e-5, abs_tol=1e-4)
+        assert [r["total_logprob"] for r in records] != [s["total_logprob"] for s in fp32["sentences"]]
+    finally:
+        close()
