@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
 from app.api.auth import AUTH_RESPONSES, AdminKey, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
-from app.api.schemas import CorpusRegistration, CorpusRoots, DatasetOut, DatasetPage, problem_responses
+from app.api.schemas import (
+    CorpusRegistration,
+    CorpusRoots,
+    DatasetOut,
+    DatasetPage,
+    PageCursor,
+    PageLimit,
+    problem_responses,
+)
 from app.training import datasets
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTH_RESPONSES)
@@ -57,8 +65,8 @@ def register_builtin_dataset(
 def list_datasets(
     principal: ReadKey,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> DatasetPage:
     """List the datasets this key may see (its uploads and the server-side corpora), newest first."""
     rows, next_cursor = datasets.list_datasets(session, limit, cursor, principal)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
-from app.api.schemas import JobCreate, JobOut, JobPage, problem_responses
+from app.api.schemas import JobCreate, JobOut, JobPage, PageCursor, PageLimit, problem_responses
 from app.store.tables import Job
 from app.training import jobs
 from app.training.queue import unmet_requirements
@@ -84,8 +84,8 @@ def list_jobs(
     status_filter: Annotated[
         list[str] | None, Query(alias="status", description="only these statuses (repeatable)")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> JobPage:
     """List this key's jobs (every job for an admin), newest first, optionally filtered by status."""
     rows, next_cursor = jobs.list_jobs(session, status_filter, limit, cursor, principal)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.store.tables import Checkpoint, Dataset, Job
@@ -47,6 +48,11 @@ class RequestModel(BaseModel):
         if _lone_surrogate(data):
             raise ValueError("text must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not a character")
         return data
+
+
+# The query parameters of every list route paged by (created_at, id): newest first.
+PageLimit = Annotated[int, Query(ge=1, le=200, description="items on a page")]
+PageCursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

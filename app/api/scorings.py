@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.inference_schemas import Precision, ScoreAggregate
 from app.api.jobs import LIVE_WORKERS
-from app.api.schemas import problem_responses
+from app.api.schemas import PageCursor, PageLimit, problem_responses
 from app.errors import Conflict
 from app.inference.scoring import ScoreOptions
 from app.scorings import jobs
@@ -124,8 +124,8 @@ def submit_scoring(
 def list_scorings(
     principal: ReadKey,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> ScoringPage:
     """Scoring jobs, newest first."""
     rows, next_cursor = jobs.page(session, limit, cursor, principal)
