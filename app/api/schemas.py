@@ -52,7 +52,7 @@ class RequestModel(BaseModel):
 
 # The query parameters of every list route paged by (created_at, id): newest first.
 PageLimit = Annotated[int, Query(ge=1, le=200, description="items on a page")]
-PageCursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
+PageCursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
