@@ -19,8 +19,8 @@ from app.scorings.jobs import requirements
 from app.store.db import rows_changed, write_session
 from app.store.tables import Scoring, utcnow
 from app.training.attempt import LeaseLost
-from app.training.jobs import ACTIVE, QUEUED, RUNNING
-from app.training.queue import CLAIM_WINDOW, expired_leases
+from app.training.jobs import ACTIVE, QUEUED
+from app.training.queue import claim_row, expired_leases, oldest_claimable
 
 
 @dataclass(frozen=True)
@@ -46,33 +46,13 @@ def claim_next_scoring(
     With `capabilities`, a scoring in bf16 waits for a worker that offers bf16.
     """
     with write_session(engine) as session:
-        rows = session.execute(
-            select(Scoring.id, Scoring.attempt, Scoring.options)
-            .where(Scoring.status == QUEUED)
-            .order_by(Scoring.created_at, Scoring.id)
-            .limit(1 if capabilities is None else CLAIM_WINDOW)
-            .with_for_update(skip_locked=True)
-        ).all()
-        have = set(capabilities or ())
-        candidate = next((r for r in rows if capabilities is None or set(requirements(r[2])) <= have), None)
+        candidate = oldest_claimable(session, Scoring, Scoring.options, requirements, capabilities)
         if candidate is None:
             return None
-        scoring_id, attempt, _ = candidate
+        scoring_id, attempt = candidate
         now = utcnow()
-        won = rows_changed(
-            session,
-            update(Scoring)
-            .where(Scoring.id == scoring_id, Scoring.status == QUEUED, Scoring.attempt == attempt)
-            .values(
-                status=RUNNING,
-                attempt=attempt + 1,
-                worker_id=worker_id,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                started_at=now,
-            )
-            .execution_options(synchronize_session=False),
-        )
-        if won != 1:
+        lease = now + timedelta(seconds=lease_seconds)
+        if not claim_row(session, Scoring, scoring_id, attempt, worker_id, lease, {"started_at": now}):
             return None
         row = session.get_one(Scoring, scoring_id)
         return ClaimedScoring(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,35 +56,20 @@ def claim_next(
     """
     now = utcnow()
     with write_session(engine) as session:
-        rows = session.execute(
-            select(Job.id, Job.attempt, Job.requirements)
-            .where(Job.status == QUEUED, or_(Job.run_after.is_(None), Job.run_after <= now))
-            .order_by(Job.created_at, Job.id)
-            .limit(1 if capabilities is None else CLAIM_WINDOW)
-            .with_for_update(skip_locked=True)
-        ).all()
-        have = set(capabilities or ())
-        candidate = next((r for r in rows if capabilities is None or set(r[2] or ()) <= have), None)
+        candidate = oldest_claimable(
+            session,
+            Job,
+            Job.requirements,
+            lambda required: required or (),
+            capabilities,
+            or_(Job.run_after.is_(None), Job.run_after <= now),
+        )
         if candidate is None:
             return None
-        job_id, attempt, _ = candidate
-        won = rows_changed(
-            session,
-            update(Job)
-            .where(Job.id == job_id, Job.status == QUEUED, Job.attempt == attempt)
-            .values(
-                status=RUNNING,
-                attempt=attempt + 1,
-                worker_id=worker_id,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                started_at=func.coalesce(Job.started_at, now),  # the first attempt's start
-                finished_at=None,
-                run_after=None,
-            )
-            .execution_options(synchronize_session=False),
-        )
-        if won != 1:  # unreachable under the lock; kept as the guard of last resort
-            return None
+        job_id, attempt = candidate
+        extra = {"started_at": func.coalesce(Job.started_at, now), "finished_at": None, "run_after": None}
+        if not claim_row(session, Job, job_id, attempt, worker_id, now + timedelta(seconds=lease_seconds), extra):
+            return None  # unreachable under the lock; kept as the guard of last resort
         job = session.get_one(Job, job_id)
         dataset = session.get_one(Dataset, job.dataset_id)
         resume = latest(session, job_id)
@@ -105,6 +90,53 @@ def claim_next(
             started_at=job.started_at or now,
             dataset_convention=dataset.convention,
         )
+
+
+def oldest_claimable(
+    session: Session,
+    table: type[Job] | type[Scoring],
+    requirements_column: Any,
+    requirements_of: Callable[[Any], Iterable[str]],
+    capabilities: Sequence[str] | None,
+    *conditions: Any,
+) -> tuple[str, int] | None:
+    """(id, attempt) of the oldest queued row of `table` that a worker with `capabilities` can run.
+
+    With `capabilities` (None: no check), the oldest `CLAIM_WINDOW` queued rows are read and the
+    first whose requirements (`requirements_of` the value of `requirements_column`) it has is taken.
+    """
+    rows = session.execute(
+        select(table.id, table.attempt, requirements_column)
+        .where(table.status == QUEUED, *conditions)
+        .order_by(table.created_at, table.id)
+        .limit(1 if capabilities is None else CLAIM_WINDOW)
+        .with_for_update(skip_locked=True)
+    ).all()
+    have = set(capabilities or ())
+    for row_id, attempt, required in rows:
+        if capabilities is None or set(requirements_of(required)) <= have:
+            return row_id, attempt
+    return None
+
+
+def claim_row(
+    session: Session,
+    table: type[Job] | type[Scoring],
+    row_id: str,
+    attempt: int,
+    worker_id: str,
+    lease_expires_at: datetime,
+    extra: dict[str, Any],
+) -> bool:
+    """Move a queued row to running under `worker_id`'s lease, as attempt + 1; False if it was not
+    queued at that attempt any more."""
+    stmt = (
+        update(table)
+        .where(table.id == row_id, table.status == QUEUED, table.attempt == attempt)
+        .values(status=RUNNING, attempt=attempt + 1, worker_id=worker_id, lease_expires_at=lease_expires_at, **extra)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_changed(session, stmt) == 1
 
 
 def requeue_expired(engine: Engine) -> int:
