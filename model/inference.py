@@ -175,7 +175,8 @@ def score_sentences(
 def packed_hidden(
     model: LSTMLanguageModel, x: Tensor, y: Tensor, lengths: Tensor, precision: str = "fp32"
 ) -> tuple[Tensor, Tensor]:
-    """Top-layer outputs from a zero state at the real positions t < lengths[b], row by row, and their targets: [N, H], [N].
+    """Top-layer outputs [N, H] from a zero state at the real positions t < lengths[b], row by row,
+    and their targets [N].
 
     In bf16 a batch of more than `BF16_LSTM_ROWS` rows is padded to a multiple of it (rows of length 0).
     """
