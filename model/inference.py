@@ -240,7 +240,8 @@ class _SoftmaxQueue:
     """Top-layer rows waiting for the softmax: they run in whole blocks as they come, the rest at the end.
 
     The groups of a scoring call share blocks, so only the call's last block is short (in bf16,
-    padded); at most `SOFTMAX_QUEUE_ROWS` rows wait, whatever the call's size.
+    padded). Rows run once `SOFTMAX_QUEUE_ROWS` of them wait, so the rows held stay bounded (by
+    that and one group's) whatever the call's size.
     """
 
     def __init__(self, model: LSTMLanguageModel, precision: str) -> None:
