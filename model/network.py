@@ -52,9 +52,13 @@ class LSTMLanguageModel(nn.Module):
     def hidden(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """Top-layer outputs [B, T, H] for input ids [B, T], and the final state."""
         emb = self.dropout(self.embedding(x))  # [B, T, H]
-        out, (h, c) = self.lstm(emb, state)  # [B, T, H]
-        # Under bf16 autocast the LSTM returns bf16 states; the carried state keeps the weights' dtype.
+        out, (h, c) = self.lstm(emb, state)  # [B, T, H], a transposed view of the LSTM's [T, B, H]
         dtype = self.decoder.weight.dtype
+        if out.dtype != dtype:
+            # Under bf16 autocast: made contiguous, the decoder adds its bias inside the product
+            # (addmm) instead of in a pass of its own. float32 keeps the path its recorded runs took.
+            out = out.contiguous()
+        # Under bf16 autocast the LSTM returns bf16 states; the carried state keeps the weights' dtype.
         return self.dropout(out), (h.to(dtype), c.to(dtype))
 
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
