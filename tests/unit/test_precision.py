@@ -122,8 +122,9 @@ class StepCosts(Callbacks):
 
 
 def test_fp32_steps_are_the_plain_torch_steps_bit_for_bit(corpus: Corpus) -> None:
-    """The trainer's fp32 step is the seed's step written with nothing but torch: same loss, same
-    gradients, same clipping, same update, to the last bit, on any machine."""
+    """The trainer's fp32 step is the seed's step written with nothing but torch (the model's layers
+    called one by one): same logits, loss, gradients, clipping and update, to the last bit, on any
+    machine."""
     config = preset(
         "test", hidden_size=24, num_layers=2, num_steps=5, batch_size=4, keep_prob=0.5, max_grad_norm=0.5, device="cpu"
     )
@@ -138,7 +139,8 @@ def test_fp32_steps_are_the_plain_torch_steps_bit_for_bit(corpus: Corpus) -> Non
     model.train()
     state, total, ppls = model.zero_state(config.batch_size), 0.0, []
     for step, (x, y) in enumerate(batches(corpus.train, config.batch_size, config.num_steps), start=1):
-        logits, state = model(x, state)
+        out, state = model.lstm(model.dropout(model.embedding(x)), state)
+        logits = model.decoder(model.dropout(out))
         loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
         loss = loss / config.batch_size
         optimizer.zero_grad()
