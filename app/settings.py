@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     )
     scoring_chunk_lines: int = Field(1000, ge=1, description="lines a scoring job scores and records at a time")
     inference_precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="precision of scoring and generation unless a request names one: fp32 or bf16"
+        "fp32", description="precision of scoring, scoring jobs and generation unless a request names one: fp32 or bf16"
     )
 
     @property
