@@ -67,6 +67,7 @@ def claim_next(
         if candidate is None:
             return None
         job_id, attempt = candidate
+        # started_at stays the first attempt's start: the job's wall time counts from there
         extra = {"started_at": func.coalesce(Job.started_at, now), "finished_at": None, "run_after": None}
         if not claim_row(session, Job, job_id, attempt, worker_id, now + timedelta(seconds=lease_seconds), extra):
             return None  # unreachable under the lock; kept as the guard of last resort
