@@ -60,7 +60,7 @@ class ScoringOut(BaseModel):
             source=row.source,
             dataset_id=row.dataset_id,
             split=row.split,
-            options={"precision": "fp32", **row.options},
+            options={**row.options, "precision": jobs.precision_of(row.options)},
             message=f"waiting for a worker with {', '.join(unmet)}" if unmet else None,
             total_lines=row.total_lines,
             lines_done=row.lines_done,

@@ -15,7 +15,6 @@ always start at the same lines, so the file comes out the same.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import ownership, quotas
 from app.auth.principal import LOCAL, Principal
-from app.errors import Conflict, Invalid, NotFound, TooLarge
+from app.errors import Conflict, Invalid, NotFound
 from app.inference import registry
 from app.inference.scoring import ScoreOptions, perplexity_of_logprobs
 from app.inference.text import tokenize
@@ -33,7 +32,7 @@ from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
 from app.store.tables import Dataset, Scoring, new_id
-from app.training.datasets import COPY_CHUNK
+from app.training.datasets import store_capped
 from app.training.jobs import QUEUED, TERMINAL, request_cancel
 from model.data import SPLITS, find_split
 
@@ -116,7 +115,8 @@ def submit(
     where.mkdir(parents=True)
     try:
         if upload is not None:
-            quotas.check_storage(session, settings, owner, _store_upload(upload, input_path, settings))
+            size = store_capped(upload, input_path, settings.max_upload_bytes, "the file")
+            quotas.check_storage(session, settings, owner, size)
         total_lines = count_lines(input_path, settings, field)
         with write_session(engine) as write:
             row = Scoring(
@@ -148,22 +148,6 @@ def submit(
         shutil.rmtree(where, ignore_errors=True)
         raise
     return row
-
-
-def _store_upload(upload: BinaryIO, path: Path, settings: Settings) -> int:
-    """Copy an uploaded text to `path` in chunks, at most `max_upload_bytes`; returns its size."""
-    limit = settings.max_upload_bytes
-    with path.open("wb") as out:
-        while chunk := upload.read(COPY_CHUNK):
-            if out.tell() + len(chunk) > limit:
-                raise TooLarge(
-                    f"the file has more than {limit:,} bytes; this server accepts at most {limit:,}", limit=limit
-                )
-            out.write(chunk)
-        size = out.tell()
-        out.flush()
-        os.fsync(out.fileno())
-    return size
 
 
 def precision_of(options: dict[str, Any]) -> str:

@@ -118,6 +118,22 @@ def parse_in_child(folder: Path, convention: str | None = None) -> CorpusStats:
         return pool.submit(folder_stats, str(folder), convention).result()
 
 
+def store_capped(source: BinaryIO, path: Path, limit: int, what: str, already: int = 0) -> int:
+    """Copy `source` to `path` in chunks, synced to disk; returns its size. `TooLarge` (naming `what`)
+    as soon as `already` plus the bytes copied would pass `limit`: nothing past it is written."""
+    with path.open("wb") as out:
+        while chunk := source.read(COPY_CHUNK):
+            if already + out.tell() + len(chunk) > limit:
+                raise TooLarge(
+                    f"{what} has more than {limit:,} bytes; this server accepts at most {limit:,}", limit=limit
+                )
+            out.write(chunk)
+        size = out.tell()
+        out.flush()
+        os.fsync(out.fileno())
+    return size
+
+
 def create_upload(
     engine: Engine,
     settings: Settings,
@@ -139,17 +155,9 @@ def create_upload(
     try:
         total = 0
         for split in SPLITS:
-            with (staging / f"{split}.txt").open("wb") as out:
-                shutil.copyfileobj(files[split], out, COPY_CHUNK)
-                total += out.tell()
-                out.flush()
-                os.fsync(out.fileno())
-            if total > settings.max_upload_bytes:
-                raise TooLarge(
-                    f"the upload has more than {settings.max_upload_bytes:,} bytes; this server accepts at most "
-                    f"{settings.max_upload_bytes:,}",
-                    limit=settings.max_upload_bytes,
-                )
+            total += store_capped(
+                files[split], staging / f"{split}.txt", settings.max_upload_bytes, "the upload", total
+            )
         large = total >= settings.upload_parse_process_bytes
         stats = parse_in_child(staging, convention) if large else folder_stats(str(staging), convention)
         os.replace(staging, folder)  # the folder appears whole or not at all
