@@ -43,9 +43,11 @@ class Settings(BaseSettings):
         default_factory=list, description='origins allowed to call the API from a browser, JSON: ["https://a.example"]'
     )
     max_stored_bytes_per_key: int | None = Field(
-        10 * 1024**3, ge=0, description="bytes of uploads and checkpoints a non-admin key may keep"
+        10 * 1024**3, ge=0, description="bytes of uploads, checkpoints and scoring results a non-admin key may keep"
     )
-    max_queued_jobs_per_key: int | None = Field(20, ge=0, description="queued jobs a non-admin key may have at once")
+    max_queued_jobs_per_key: int | None = Field(
+        20, ge=0, description="queued training jobs and scorings a non-admin key may have at once"
+    )
     # Inference
     model_cache_size: int = Field(4, ge=1, description="loaded models kept in memory (least recently used out)")
     max_sentences: int = Field(1000, ge=1, description="sentences per scoring request")

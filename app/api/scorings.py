@@ -39,6 +39,9 @@ class ScoringOut(BaseModel):
     total_lines: int
     lines_done: int
     fraction: float = Field(description="lines_done / total_lines")
+    size_bytes: int = Field(
+        description="bytes it keeps: the uploaded text and the results so far (they count in the key's storage quota)"
+    )
     aggregate: ScoreAggregate = Field(description="/v1/score's aggregates over the lines scored so far")
     attempt: int
     max_attempts: int
@@ -65,6 +68,7 @@ class ScoringOut(BaseModel):
             total_lines=row.total_lines,
             lines_done=row.lines_done,
             fraction=row.lines_done / row.total_lines if row.total_lines else 0.0,
+            size_bytes=row.input_bytes + row.bytes_done,
             aggregate=ScoreAggregate.model_validate(jobs.aggregate(row.sums, bool(row.options.get("log10")))),
             attempt=row.attempt,
             max_attempts=row.max_attempts,

@@ -1,9 +1,10 @@
-"""Per-key limits: bytes stored (uploaded corpora and checkpoints) and jobs waiting in the queue.
+"""Per-key limits: bytes stored (uploads, checkpoints, scoring results) and work waiting in the queue.
 
 Admin keys (and the local user when authentication is off) are not limited. A limit of None
 means no limit. Checks run inside the transaction that adds the row, so concurrent requests of
 one key cannot both pass on SQLite (write lock) and at worst overshoot by one row on PostgreSQL.
-Checkpoints are written by workers and never refused: they count against the key's next upload.
+Checkpoints and scoring results are written by workers and never refused: they count against the
+key's next upload.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from sqlalchemy.orm import Session
 from app.auth.principal import Principal
 from app.errors import OverQuota
 from app.settings import Settings
-from app.store.tables import Checkpoint, Dataset, Job
+from app.store.tables import Checkpoint, Dataset, Job, Scoring
 
 UPLOAD_SOURCE = "upload"
 QUEUED = "queued"
 
 
 def stored_bytes(session: Session, owner_id: str) -> int:
-    """Bytes of a key's uploaded corpora (not deleted) and of its jobs' checkpoints."""
+    """Bytes of a key's uploaded corpora (not deleted), its jobs' checkpoints, and its scorings' uploaded
+    texts and results files."""
     uploads = session.scalar(
         select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
             Dataset.owner_id == owner_id, Dataset.source == UPLOAD_SOURCE, Dataset.deleted_at.is_(None)
@@ -30,14 +32,19 @@ def stored_bytes(session: Session, owner_id: str) -> int:
     checkpoints = session.scalar(
         select(func.coalesce(func.sum(Checkpoint.size_bytes), 0)).where(Checkpoint.owner_id == owner_id)
     )
-    return int(uploads or 0) + int(checkpoints or 0)
-
-
-def queued_jobs(session: Session, owner_id: str) -> int:
-    """How many of a key's jobs are queued."""
-    return (
-        session.scalar(select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == QUEUED)) or 0
+    scorings = session.scalar(
+        select(func.coalesce(func.sum(Scoring.input_bytes + Scoring.bytes_done), 0)).where(Scoring.owner_id == owner_id)
     )
+    return int(uploads or 0) + int(checkpoints or 0) + int(scorings or 0)
+
+
+def queued_work(session: Session, owner_id: str) -> int:
+    """How many of a key's training jobs and scorings are queued."""
+    jobs = session.scalar(select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status == QUEUED))
+    scorings = session.scalar(
+        select(func.count()).select_from(Scoring).where(Scoring.owner_id == owner_id, Scoring.status == QUEUED)
+    )
+    return int(jobs or 0) + int(scorings or 0)
 
 
 def _limited(owner: Principal, limit: int | None) -> str | None:
@@ -54,7 +61,8 @@ def check_storage(session: Session, settings: Settings, owner: Principal, adding
     used = stored_bytes(session, key_id)
     if used + adding > limit:
         raise OverQuota(
-            f"this key stores {used:,} bytes (uploads and checkpoints); {adding:,} more would exceed its limit "
+            f"this key stores {used:,} bytes (uploads, checkpoints and scoring results); {adding:,} more would exceed "
+            f"its limit "
             f"of {limit:,} bytes: delete datasets or jobs first",
             used_bytes=used,
             adding_bytes=adding,
@@ -63,15 +71,16 @@ def check_storage(session: Session, settings: Settings, owner: Principal, adding
 
 
 def check_queue(session: Session, settings: Settings, owner: Principal) -> None:
-    """`OverQuota` when the key already has its limit of queued jobs."""
+    """`OverQuota` when the key already has its limit of queued training jobs and scorings together."""
     limit = settings.max_queued_jobs_per_key
     key_id = _limited(owner, limit)
     if key_id is None or limit is None:
         return
-    queued = queued_jobs(session, key_id)
+    queued = queued_work(session, key_id)
     if queued >= limit:
         raise OverQuota(
-            f"this key has {queued} queued job(s), its limit is {limit}: wait for them to start or cancel some",
+            f"this key has {queued} queued job(s) and scoring(s), its limit is {limit}: "
+            "wait for them to start or cancel some",
             queued_jobs=queued,
             limit_jobs=limit,
         )

@@ -114,11 +114,11 @@ def submit(
         input_path, field = where / INPUT, "file"
     where.mkdir(parents=True)
     try:
-        if upload is not None:
-            size = store_capped(upload, input_path, settings.max_upload_bytes, "the file")
-            quotas.check_storage(session, settings, owner, size)
+        size = 0 if upload is None else store_capped(upload, input_path, settings.max_upload_bytes, "the file")
         total_lines = count_lines(input_path, settings, field)
         with write_session(engine) as write:
+            quotas.check_queue(write, settings, owner)
+            quotas.check_storage(write, settings, owner, size)
             row = Scoring(
                 id=scoring_id,
                 owner_id=owner.owner_id,
@@ -130,6 +130,7 @@ def submit(
                 dataset_id=dataset_id,
                 split=split,
                 input_path=str(input_path),
+                input_bytes=size,
                 options={
                     "log10": options.log10,
                     "score_eos": options.score_eos,

@@ -134,7 +134,9 @@ class Scoring(Base):
     dataset_id: Mapped[str | None] = mapped_column(String(40))
     split: Mapped[str | None] = mapped_column(String(10))
     input_path: Mapped[str] = mapped_column(Text)
-    options: Mapped[dict[str, Any]] = mapped_column(default=dict)  # log10, score_eos, normalize
+    # bytes of an uploaded text (counted in the key's storage with the results); 0 for a dataset split
+    input_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)  # log10, score_eos, normalize, precision
     total_lines: Mapped[int] = mapped_column(Integer)
     lines_done: Mapped[int] = mapped_column(Integer, default=0)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -420,7 +420,7 @@ def test_quotas_per_key(tmp_path: Path, tiny_corpus: Path) -> None:
         assert svc.client.post("/v1/jobs", json=job_body, headers=user).status_code == 201
         before = stored_state(svc)
         body = assert_problem(svc.client.post("/v1/jobs", json=job_body, headers=user), 429)
-        assert "1 queued job(s), its limit is 1" in body["detail"]
+        assert "1 queued job(s) and scoring(s), its limit is 1" in body["detail"]
         assert stored_state(svc) == before
 
         # admin keys are not limited

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import torch
-from harness import Service, open_service, stored_state, wait_for, write_corpus
+from harness import TINY, Service, open_service, stored_state, wait_for, write_corpus
 
+from app.auth import keys
 from app.scorings.lease import claim_next_scoring
 from app.training.queue import register_worker, worker_stopped
 from model.network import supports_precision
@@ -217,5 +218,53 @@ def test_a_bf16_scoring_waits_for_a_worker_with_bf16_and_equals_score_in_bf16(tm
         for record, sentence in zip(records, direct["sentences"], strict=True):
             assert math.isclose(record["total_logprob"], sentence["total_logprob"], rel_tol=1e-5, abs_tol=1e-4)
         assert [r["total_logprob"] for r in records] != [s["total_logprob"] for s in fp32["sentences"]]
+    finally:
+        close()
+
+
+def test_scoring_texts_and_results_count_in_the_keys_quotas(tmp_path: Path) -> None:
+    limit = 1_000_000
+    service, close = open_service(tmp_path, auth=True, max_stored_bytes_per_key=limit, max_queued_jobs_per_key=2)
+    try:
+        service.client.headers["Authorization"] = f"Bearer {keys.create_key(service.engine, 'u', 'write')[1]}"
+        dataset = service.upload(write_corpus(tmp_path / "corpus"), name="tiny")
+        job = service.submit(dataset["id"], max_max_epoch=1)
+        assert service.start_worker("--burst").wait(120) == 0
+        checkpoints = service.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
+        used = dataset["size_bytes"] + sum(c["size_bytes"] for c in checkpoints)
+        assert used < 100_000
+
+        def text(size: int) -> dict[str, Any]:
+            return {"file": ("t.txt", b"the cat\n" * (size // 8), "text/plain")}
+
+        first = submit(service, text(600_000), model=job["id"]).json()
+        assert first["size_bytes"] == 600_000
+        # 500,000 more bytes fit beside the key's dataset and checkpoints, not beside the first text too.
+        before = stored_state(service)
+        over = submit(service, text(500_000), model=job["id"])
+        assert over.status_code == 429, over.text
+        assert f"this key stores {used + 600_000:,} bytes" in over.json()["detail"]
+        assert stored_state(service) == before
+
+        # Queued scorings and training jobs share the key's queue limit.
+        second = submit(service, text(800), model=job["id"]).json()
+        for refused in (
+            submit(service, text(8), model=job["id"]),
+            service.client.post("/v1/jobs", json={"dataset_id": dataset["id"], "preset": "test", "overrides": TINY}),
+        ):
+            assert refused.status_code == 429 and "2 queued job(s) and scoring(s)" in refused.json()["detail"]
+
+        # Deleting a scoring frees its bytes and its place in the queue.
+        service.client.post(f"/v1/scorings/{first['id']}/cancel")
+        assert service.client.delete(f"/v1/scorings/{first['id']}").status_code == 204
+        third = submit(service, text(500_000), model=job["id"]).json()
+
+        # Results files count once written.
+        assert service.start_worker("--burst").wait(120) == 0
+        done = [finished(service, s["id"]) for s in (second, third)]
+        results = [len(service.client.get(f"/v1/scorings/{s['id']}/results").content) for s in done]
+        assert [s["size_bytes"] for s in done] == [800 + results[0], 500_000 + results[1]]
+        over = submit(service, text(limit), model=job["id"])
+        assert f"this key stores {used + 500_800 + sum(results):,} bytes" in over.json()["detail"]
     finally:
         close()
