@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -55,6 +55,17 @@ PageLimit = Annotated[int, Query(ge=1, le=200, description="items on a page")]
 PageCursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 
 
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """One page of a list: its items and where the next page starts. Each resource names its own
+    (`class JobPage(Page[JobOut])`), which is the name its OpenAPI schema gets."""
+
+    items: list[ItemT]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting problem+json bodies for these status codes."""
     return {code: {"model": ProblemDetail, "content": {"application/problem+json": {}}} for code in codes}
@@ -83,9 +94,8 @@ class DatasetOut(BaseModel):
         return cls.model_validate(dataset, from_attributes=True)
 
 
-class DatasetPage(BaseModel):
-    items: list[DatasetOut]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+class DatasetPage(Page[DatasetOut]):
+    pass
 
 
 class CorpusRegistration(RequestModel):
@@ -218,9 +228,8 @@ class JobOut(BaseModel):
         )
 
 
-class JobPage(BaseModel):
-    items: list[JobOut]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+class JobPage(Page[JobOut]):
+    pass
 
 
 # --- metrics ---
@@ -254,8 +263,7 @@ class LogLineOut(BaseModel):
     message: str
 
 
-class LogPage(BaseModel):
-    items: list[LogLineOut]
+class LogPage(Page[LogLineOut]):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null when no more lines yet")
 
 

@@ -14,7 +14,7 @@ from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.inference_schemas import Precision, ScoreAggregate
 from app.api.jobs import LIVE_WORKERS
-from app.api.schemas import PageCursor, PageLimit, problem_responses
+from app.api.schemas import Page, PageCursor, PageLimit, problem_responses
 from app.errors import Conflict
 from app.inference.scoring import ScoreOptions
 from app.scorings import jobs
@@ -87,9 +87,8 @@ def scoring_out(session: Session, row: Scoring) -> ScoringOut:
     return ScoringOut.of(row, unmet)
 
 
-class ScoringPage(BaseModel):
-    items: list[ScoringOut]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+class ScoringPage(Page[ScoringOut]):
+    pass
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ScoringOut, responses=PROBLEMS)
