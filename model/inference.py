@@ -214,7 +214,7 @@ def softmax_logprobs(model: LSTMLanguageModel, hidden: Tensor, target: Tensor, p
         hidden = hidden.to(torch.bfloat16)
         hidden = torch.cat([hidden, hidden.new_zeros((-count) % SOFTMAX_ROWS, hidden.size(1))])  # whole blocks
     exp_bias = bias.exp()  # [V]
-    exp_bias_low = exp_bias.to(torch.bfloat16)
+    exp_bias_low = exp_bias.to(torch.bfloat16).unsqueeze(1)  # [V, 1]: a product, 2x faster than bf16 `mv`
     logprobs = torch.empty(count, device=hidden.device)
     for start in range(0, count, SOFTMAX_ROWS):
         end = min(start + SOFTMAX_ROWS, count)
@@ -225,7 +225,7 @@ def softmax_logprobs(model: LSTMLanguageModel, hidden: Tensor, target: Tensor, p
             # is rounded once, to bf16's 3 significant digits (at most 0.004 in its log)
             chosen = scores[: end - start].gather(1, target[start:end].unsqueeze(1)).squeeze(1).float()
             chosen += bias[target[start:end]]
-            norm = torch.mv(scores.exp_(), exp_bias_low)[: end - start].float()  # the whole block: same shape
+            norm = (scores.exp_() @ exp_bias_low)[: end - start, 0].float()  # the whole block: same shape
         else:
             chosen = scores.gather(1, target[start:end].unsqueeze(1)).squeeze(1) + bias[target[start:end]]
             norm = torch.mv(scores.exp_(), exp_bias)  # sum_v exp(logit_v)
