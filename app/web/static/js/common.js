@@ -170,6 +170,96 @@ const Dash = (() => {
     return datasetNames.get(id);
   }
 
+  // The datasets a key may see as the options of a <select>, `wanted` chosen when it is among them.
+  async function datasetOptions(select, wanted) {
+    const page = await api("/v1/datasets?limit=200");
+    select.replaceChildren(
+      ...page.items.map((d) =>
+        el("option", { value: d.id, text: `${d.name} (${num(d.train_tokens, 0)} train tokens, vocabulary ${num(d.vocab_size, 0)})` }),
+      ),
+    );
+    if (!page.items.length) select.append(el("option", { value: "", text: "no datasets: upload one" }));
+    if (wanted) select.value = wanted;
+    return page.items;
+  }
+
+  // The trained models a key may use (each job, its best checkpoint, aliases) as the options of a <select>.
+  async function modelOptions(select, wanted) {
+    const { data } = await api("/v1/models");
+    const options = [];
+    for (const card of data) {
+      const label = card.id === card.job_id ? `job ${card.id}` : `alias ${card.id}`;
+      options.push(el("option", { value: card.id, text: `${label} · epoch ${card.epoch} · valid ppl ${num(card.valid_ppl)}` }));
+      if (card.id === card.job_id) {
+        options.push(el("option", { value: card.checkpoint_id, text: `  checkpoint ${card.checkpoint_id} (${card.kind})` }));
+      }
+    }
+    if (!options.length) options.push(el("option", { value: "", text: "no trained models yet" }));
+    select.replaceChildren(...options);
+    if (wanted) select.value = wanted;
+  }
+
+  // POST a multipart form (file uploads) with its upload progress shown in `bar` and `status`;
+  // resolves to { status, body } (body: the parsed JSON answer, {} when it is not JSON).
+  function upload(path, form, bar, status) {
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", path);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.addEventListener("progress", (e) => {
+        if (!e.lengthComputable) return;
+        bar.style.width = `${((e.loaded / e.total) * 100).toFixed(1)}%`;
+        status.textContent = `${bytes(e.loaded)} of ${bytes(e.total)}`;
+      });
+      xhr.addEventListener("load", () => {
+        if (xhr.status === 401) toLogin();
+        let body = {};
+        try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+        bar.style.width = xhr.status < 300 ? "100%" : "0";
+        resolve({ status: xhr.status, body });
+      });
+      xhr.addEventListener("error", () => resolve({ status: 0, body: { detail: "the server did not answer" } }));
+      status.textContent = "uploading…";
+      bar.style.width = "0";
+      xhr.send(form);
+    });
+  }
+
+  // The pager under a list: keyset pages of the API ("Older" follows `next_cursor`, "Newer" goes
+  // back, "Newest" to the first page). `onChange` reloads the list; `shown(next)` after each load.
+  function pager(onChange, cursor = null) {
+    const before = []; // cursors of the pages before this one
+    let next = null;
+    const [newest, newer, older] = ["newest", "newer", "older"].map((id) => document.getElementById(id));
+    older.addEventListener("click", () => {
+      before.push(cursor);
+      cursor = next;
+      onChange();
+    });
+    newer.addEventListener("click", () => {
+      cursor = before.pop() || null;
+      onChange();
+    });
+    newest.addEventListener("click", () => {
+      before.length = 0;
+      cursor = null;
+      onChange();
+    });
+    return {
+      get cursor() { return cursor; },
+      reset() {
+        before.length = 0;
+        cursor = null;
+      },
+      shown(nextCursor) {
+        next = nextCursor;
+        older.disabled = !next;
+        newer.disabled = before.length === 0;
+        newest.disabled = !cursor;
+      },
+    };
+  }
+
   const TERMINAL = ["succeeded", "failed", "canceled"];
   const PHASE_WORDS = { validate: "validating", test: "testing" };
 
@@ -195,5 +285,8 @@ const Dash = (() => {
     };
   }
 
-  return { api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, datasetName, standing, TERMINAL };
+  return {
+    api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, datasetName, datasetOptions,
+    modelOptions, upload, pager, standing, TERMINAL,
+  };
 })();

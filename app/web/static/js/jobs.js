@@ -7,9 +7,7 @@
   const POLL_MS = 2000;
   const params = new URLSearchParams(location.search);
   const statuses = params.getAll("status");
-  const cursors = []; // cursors of the pages before this one (for "Newer")
-  let cursor = params.get("cursor");
-  let nextCursor = null;
+  const pages = Dash.pager(load, params.get("cursor"));
   let timer = null;
 
   const form = document.getElementById("filter");
@@ -20,8 +18,7 @@
       const query = new URLSearchParams(chosen.map((s) => ["status", s]));
       history.replaceState(null, "", query.toString() ? `/?${query}` : "/");
       statuses.splice(0, statuses.length, ...chosen);
-      cursors.length = 0;
-      cursor = null;
+      pages.reset();
       load();
     });
   });
@@ -60,15 +57,12 @@
     clearTimeout(timer);
     const query = new URLSearchParams(statuses.map((s) => ["status", s]));
     query.set("limit", String(PAGE_SIZE));
-    if (cursor) query.set("cursor", cursor);
+    if (pages.cursor) query.set("cursor", pages.cursor);
     try {
       const page = await api(`/v1/jobs?${query}`);
-      nextCursor = page.next_cursor;
       document.querySelector("#jobs tbody").replaceChildren(...page.items.map(row));
       document.getElementById("empty").classList.toggle("hidden", page.items.length > 0);
-      document.getElementById("older").disabled = !nextCursor;
-      document.getElementById("newer").disabled = cursors.length === 0;
-      document.getElementById("newest").disabled = !cursor;
+      pages.shown(page.next_cursor);
       flash("");
     } catch (err) {
       flash(`could not load the jobs: ${err.message}`);
@@ -76,20 +70,6 @@
     timer = setTimeout(load, document.hidden ? POLL_MS * 5 : POLL_MS);
   }
 
-  document.getElementById("older").addEventListener("click", () => {
-    cursors.push(cursor);
-    cursor = nextCursor;
-    load();
-  });
-  document.getElementById("newer").addEventListener("click", () => {
-    cursor = cursors.pop() || null;
-    load();
-  });
-  document.getElementById("newest").addEventListener("click", () => {
-    cursors.length = 0;
-    cursor = null;
-    load();
-  });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) load(); });
 
   Dash.ready.then(load);

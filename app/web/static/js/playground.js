@@ -7,20 +7,7 @@
   const modelSelect = document.getElementById("model");
   const wanted = new URLSearchParams(location.search).get("model");
 
-  async function loadModels() {
-    const { data } = await api("/v1/models");
-    const options = [];
-    for (const card of data) {
-      const label = card.id === card.job_id ? `job ${card.id}` : `alias ${card.id}`;
-      options.push(el("option", { value: card.id, text: `${label} · epoch ${card.epoch} · valid ppl ${num(card.valid_ppl)}` }));
-      if (card.id === card.job_id) {
-        options.push(el("option", { value: card.checkpoint_id, text: `  checkpoint ${card.checkpoint_id} (${card.kind})` }));
-      }
-    }
-    if (!options.length) options.push(el("option", { value: "", text: "no trained models yet" }));
-    modelSelect.replaceChildren(...options);
-    if (wanted) modelSelect.value = wanted;
-  }
+  const loadModels = () => Dash.modelOptions(modelSelect, wanted);
 
   // Colour a log-probability: natural log, 0 (certain) green to -12 (very unlikely) red.
   function colour(logprob, base10) {

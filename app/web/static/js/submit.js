@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { api, el, num, bytes, flash } = Dash;
+  const { api, el, num, flash } = Dash;
   const form = document.getElementById("job-form");
   const datasetSelect = document.getElementById("dataset_id");
   const presetSelect = document.getElementById("preset");
@@ -53,16 +53,7 @@
 
   // --- datasets and presets ---
 
-  async function loadDatasets(select) {
-    const page = await api("/v1/datasets?limit=200");
-    datasetSelect.replaceChildren(
-      ...page.items.map((d) =>
-        el("option", { value: d.id, text: `${d.name} (${num(d.train_tokens, 0)} train tokens, vocabulary ${num(d.vocab_size, 0)})` }),
-      ),
-    );
-    if (!page.items.length) datasetSelect.append(el("option", { value: "", text: "no datasets: upload one" }));
-    if (select) datasetSelect.value = select;
-  }
+  const loadDatasets = (wanted) => Dash.datasetOptions(datasetSelect, wanted);
 
   function renderOverrides() {
     const config = presets[presetSelect.value] || {};
@@ -139,37 +130,20 @@
   // --- upload, with progress ---
 
   const upload = document.getElementById("upload-form");
-  upload.addEventListener("submit", (event) => {
+  upload.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const bar = document.getElementById("upload-bar");
     const status = document.getElementById("upload-status");
     const body = new FormData(upload);
     if (!body.get("name")) body.delete("name");
-    const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/v1/datasets");
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.upload.addEventListener("progress", (e) => {
-      if (!e.lengthComputable) return;
-      bar.style.width = `${((e.loaded / e.total) * 100).toFixed(1)}%`;
-      status.textContent = `${bytes(e.loaded)} of ${bytes(e.total)}`;
-    });
-    xhr.addEventListener("load", async () => {
-      let answer = {};
-      try { answer = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
-      if (xhr.status === 201) {
-        bar.style.width = "100%";
-        // Chosen in the job form by the time the status says "uploaded".
-        await loadDatasets(answer.id).catch((err) => flash(`could not list the datasets: ${err.message}`));
-        status.textContent = `uploaded ${answer.name}: ${num(answer.train_tokens, 0)} training tokens, vocabulary ${num(answer.vocab_size, 0)}`;
-      } else {
-        bar.style.width = "0";
-        status.textContent = `upload refused: ${answer.detail || xhr.status}`;
-      }
-    });
-    xhr.addEventListener("error", () => { status.textContent = "upload failed: the server did not answer"; });
-    status.textContent = "uploading…";
-    bar.style.width = "0";
-    xhr.send(body);
+    const answer = await Dash.upload("/v1/datasets", body, document.getElementById("upload-bar"), status);
+    if (answer.status === 201) {
+      // Chosen in the job form by the time the status says "uploaded".
+      await loadDatasets(answer.body.id).catch((err) => flash(`could not list the datasets: ${err.message}`));
+      const d = answer.body;
+      status.textContent = `uploaded ${d.name}: ${num(d.train_tokens, 0)} training tokens, vocabulary ${num(d.vocab_size, 0)}`;
+    } else {
+      status.textContent = `upload refused: ${answer.body.detail || answer.status}`;
+    }
   });
 
   // --- server-side corpora ---
