@@ -1,4 +1,4 @@
-"""Routes: the dashboard's pages (jobs, a job, compare, submit, playground, login) and its static files.
+"""Routes: the dashboard's pages (jobs, a job, compare, submit, scorings, playground, login) and its static files.
 
 Each route renders a page shell only; the page's script fetches its data from the JSON API.
 """
@@ -50,6 +50,12 @@ def compare_page(request: Request) -> HTMLResponse:
 def submit_page(request: Request) -> HTMLResponse:
     """The job form and the corpus upload form."""
     return page(request, "submit.html", "Submit", active="submit")
+
+
+@router.get("/scorings")
+def scorings_page(request: Request) -> HTMLResponse:
+    """Whole texts scored by the workers: the form and the list with live progress."""
+    return page(request, "scorings.html", "Scorings", active="scorings")
 
 
 @router.get("/playground")

@@ -178,6 +178,11 @@ def test_a_read_key_sees_no_submit_upload_cancel_or_delete(world: World, page: A
     expect(page.locator("#flash")).to_be_hidden()
     screenshot(page, "auth-submit-read")
 
+    page.goto("/scorings")  # the list, without the form
+    expect(page.locator("#empty")).to_be_visible()
+    expect(page.locator("#scoring-form")).to_be_hidden()
+    expect(page.locator("#flash")).to_be_hidden()
+
     # The API agrees with what the page hides.
     refused = world.live.http.post(f"/v1/jobs/{carol.queued['id']}/cancel", headers=bearer(carol.secret))
     assert refused.status_code == 403

@@ -8,6 +8,7 @@ may answer late."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,3 +173,56 @@ def test_playground_scores_with_unk_marked_and_streams_generation(live: LiveServ
     page.wait_for_function("document.querySelectorAll('#summary tbody tr').length === 2")
     page.wait_for_function("Number(document.getElementById('compare-chart').dataset.points) === 3")
     screenshot(page, "compare")
+
+
+def test_scorings_page_scores_an_uploaded_text_and_a_split_then_deletes(
+    live: LiveService, page: Any, dataset: dict, tmp_path: Path
+) -> None:
+    job = live.submit(dataset["id"], max_max_epoch=1)
+    live.wait_status(job["id"], "succeeded")
+    lines = 5000
+    text = tmp_path / "lines.txt"
+    text.write_text("the cat sat on the mat\n" * lines, encoding="utf-8")
+
+    page.goto(f"/jobs/{job['id']}")
+    page.get_by_role("link", name="Score a text").click()
+    page.wait_for_url(re.compile(r"/scorings\?model=job_"))
+    page.wait_for_function(f"document.getElementById('model').value === '{job['id']}'")
+    page.evaluate("window.stillHere = true")
+    page.set_input_files("#file", str(text))
+    page.select_option("#precision", "fp32")
+    page.click("#submit-scoring")
+    expect(page.locator("#scoring-status")).to_have_text(re.compile(rf"^queued scr_\w+: {lines:,} lines$"))
+    assert page.locator("#scoring-bar").evaluate("bar => bar.style.width") == "100%"
+    uploaded = page.locator("#scoring-status").inner_text().split()[1].rstrip(":")
+
+    # A dataset's split, from the same form.
+    page.check("input[name=source][value=dataset]")
+    expect(page.locator("#file-field")).to_be_hidden()
+    page.select_option("#dataset_id", dataset["id"])
+    page.select_option("#split", "valid")
+    page.uncheck("input[name=score_eos]")
+    page.click("#submit-scoring")
+    expect(page.locator("#scoring-status")).to_have_text(re.compile(r"^queued scr_\w+: \d+ lines$"))
+    split = page.locator("#scoring-status").inner_text().split()[1].rstrip(":")
+
+    # Both finish on the page (polled, no reload), with the API's numbers.
+    for scoring_id in (uploaded, split):
+        row = page.locator(f'tr[data-scoring-id="{scoring_id}"][data-status="succeeded"]')
+        row.wait_for()
+        body = live.http.get(f"/v1/scorings/{scoring_id}").json()
+        cells = row.locator("td")
+        expect(cells.nth(5)).to_contain_text(f"{body['total_lines']:,}/{body['total_lines']:,} lines")
+        ppl = body["aggregate"]["corpus_perplexity"]
+        expect(cells.nth(6)).to_have_text(f"{ppl:,.2f}".rstrip("0").rstrip("."))
+        expect(row.get_by_role("link", name="Results")).to_have_attribute("href", f"/v1/scorings/{scoring_id}/results")
+    split_row = page.locator(f'tr[data-scoring-id="{split}"] td')
+    expect(split_row.nth(3)).to_have_text("tiny · valid")
+    assert live.http.get(f"/v1/scorings/{split}").json()["options"]["score_eos"] is False
+    assert page.evaluate("window.stillHere") is True
+    screenshot(page, "scorings")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(f'tr[data-scoring-id="{uploaded}"] button.delete').click()
+    expect(page.locator(f'tr[data-scoring-id="{uploaded}"]')).to_have_count(0)
+    assert live.http.get(f"/v1/scorings/{uploaded}").status_code == 404

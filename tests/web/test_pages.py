@@ -12,7 +12,7 @@ from service.test_lifecycle import parse_events
 from app.web.pages import HERE
 from model.config import PRESETS
 
-PAGES = ["/", "/jobs/job_0123456789abcdef", "/compare", "/submit", "/playground", "/login"]
+PAGES = ["/", "/jobs/job_0123456789abcdef", "/compare", "/submit", "/scorings", "/playground", "/login"]
 
 
 def test_every_page_is_served_with_its_scripts_and_nothing_from_another_site(service: Service) -> None:

@@ -148,7 +148,7 @@
     );
     if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "muted", text: "none yet" })));
     document.querySelector("#checkpoints tbody").replaceChildren(...rows);
-    document.getElementById("play-link").classList.toggle("hidden", list.items.length === 0);
+    for (const id of ["play-link", "score-link"]) document.getElementById(id).classList.toggle("hidden", list.items.length === 0);
   }
 
   // --- logs (GET /v1/jobs/{id}/logs, then `log` events of ?follow=true) and the attempts they tell of ---

@@ -1,0 +1,147 @@
+// Scoring jobs: the form (a file, with its upload progress, or a dataset's split), and the list,
+// polled for live progress, with each scoring's results, cancel and delete.
+"use strict";
+
+(() => {
+  const { api, el, num, bytes, age, flash, TERMINAL } = Dash;
+  const PAGE_SIZE = 50;
+  const POLL_MS = 2000;
+  const form = document.getElementById("scoring-form");
+  const pages = Dash.pager(load);
+  let timer = null;
+
+  // --- the form ---
+
+  function source() {
+    return form.querySelector("input[name=source]:checked").value;
+  }
+
+  form.querySelectorAll("input[name=source]").forEach((radio) => {
+    radio.addEventListener("change", () => {
+      document.getElementById("file-field").classList.toggle("hidden", source() !== "file");
+      document.getElementById("dataset-field").classList.toggle("hidden", source() !== "dataset");
+    });
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const status = document.getElementById("scoring-status");
+    const body = new FormData();
+    body.set("model", document.getElementById("model").value);
+    if (source() === "file") {
+      const file = document.getElementById("file").files[0];
+      if (!file) {
+        status.textContent = "choose a file to score";
+        return;
+      }
+      body.set("file", file);
+    } else {
+      body.set("dataset_id", document.getElementById("dataset_id").value);
+      body.set("split", document.getElementById("split").value);
+    }
+    for (const name of ["score_eos", "normalize", "log10"]) body.set(name, String(form.elements[name].checked));
+    const precision = document.getElementById("precision").value;
+    if (precision) body.set("precision", precision);
+    const button = document.getElementById("submit-scoring");
+    button.disabled = true;
+    const answer = await Dash.upload("/v1/scorings", body, document.getElementById("scoring-bar"), status);
+    button.disabled = false;
+    if (answer.status === 201) {
+      status.textContent = `queued ${answer.body.id}: ${num(answer.body.total_lines, 0)} lines`;
+      pages.reset();
+      load();
+    } else {
+      status.textContent = `refused: ${answer.body.detail || answer.status}`;
+    }
+  });
+
+  // --- the list ---
+
+  function progressCell(s) {
+    const done = s.status === "succeeded" ? 1 : s.fraction;
+    return el(
+      "td",
+      { class: "progress-cell", title: `${Math.floor(done * 100)}% of the lines` },
+      el("div", { class: "progress" }, el("div", { class: `bar ${s.status}`, style: `width: ${(done * 100).toFixed(1)}%` })),
+      el("span", { class: "muted phase", text: `${num(s.lines_done, 0)}/${num(s.total_lines, 0)} lines` }),
+    );
+  }
+
+  function textCell(s) {
+    if (s.source !== "dataset") return el("td", { text: "uploaded file" });
+    const name = el("span", { text: s.dataset_id });
+    Dash.datasetName(s.dataset_id).then((n) => { name.textContent = n; });
+    return el("td", {}, name, ` · ${s.split}`);
+  }
+
+  async function act(s, verb) {
+    const question = verb === "cancel"
+      ? `Cancel scoring ${s.id}? A running scoring stops after its current chunk of lines.`
+      : `Delete scoring ${s.id} with its results? This cannot be undone.`;
+    if (!confirm(question)) return;
+    try {
+      if (verb === "cancel") await api(`/v1/scorings/${s.id}/cancel`, { method: "POST" });
+      else await api(`/v1/scorings/${s.id}`, { method: "DELETE" });
+      load();
+    } catch (err) {
+      flash(`${verb} failed: ${err.message}`);
+    }
+  }
+
+  function actions(s) {
+    const cell = el("td", { class: "actions" });
+    if (s.results_url) cell.append(el("a", { class: "button", href: s.results_url, download: `${s.id}.jsonl`, text: "Results" }));
+    if (!TERMINAL.includes(s.status) && s.status !== "canceling") {
+      cell.append(el("button", { type: "button", class: "cancel", "data-needs": "write", text: "Cancel", onclick: () => act(s, "cancel") }));
+    }
+    if (TERMINAL.includes(s.status)) {
+      cell.append(el("button", { type: "button", class: "danger delete", "data-needs": "write", text: "Delete", onclick: () => act(s, "delete") }));
+    }
+    Dash.applyScope(cell);
+    return cell;
+  }
+
+  function row(s) {
+    const ppl = s.aggregate.num_tokens ? s.aggregate.corpus_perplexity : null;
+    return el(
+      "tr",
+      { "data-scoring-id": s.id, "data-status": s.status },
+      el("td", { text: s.id }),
+      el("td", {}, el("span", { class: `badge ${s.status}`, text: s.status, title: s.message || s.error || "" })),
+      el("td", {}, s.model.startsWith("job_") ? el("a", { href: `/jobs/${s.model}`, text: s.model }) : s.model),
+      textCell(s),
+      el("td", { text: s.options.precision }),
+      progressCell(s),
+      el("td", { class: "num", text: num(ppl) }),
+      el("td", { class: "num", text: bytes(s.size_bytes) }),
+      el("td", { text: age(s.created_at) }),
+      actions(s),
+    );
+  }
+
+  async function load() {
+    clearTimeout(timer);
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (pages.cursor) query.set("cursor", pages.cursor);
+    try {
+      const page = await api(`/v1/scorings?${query}`);
+      document.querySelector("#scorings tbody").replaceChildren(...page.items.map(row));
+      document.getElementById("empty").classList.toggle("hidden", page.items.length > 0);
+      pages.shown(page.next_cursor);
+      flash("");
+    } catch (err) {
+      flash(`could not load the scorings: ${err.message}`);
+    }
+    timer = setTimeout(load, document.hidden ? POLL_MS * 5 : POLL_MS);
+  }
+
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) load(); });
+
+  Dash.ready.then(() => {
+    load();
+    if (!Dash.can("write")) return;
+    const wanted = new URLSearchParams(location.search).get("model");
+    Dash.modelOptions(document.getElementById("model"), wanted).catch((err) => flash(`could not list the models: ${err.message}`));
+    Dash.datasetOptions(document.getElementById("dataset_id")).catch((err) => flash(`could not list the datasets: ${err.message}`));
+  });
+})();
