@@ -10,6 +10,7 @@ import csv
 import functools
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,15 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from client.api import DEFAULT_URL, Api, ApiError, error_of, read_events, resolve_key
@@ -366,20 +375,30 @@ def download(
         raise ApiError(f"job {job} has no checkpoint yet")
     chosen = next(c for c in body["items"] if c["id"] == body["best_id"]) if best else body["items"][-1]
     target = output or Path(f"{chosen['id']}.pt")
+    save(client, chosen["download_url"], target)
+    out.print(f"{chosen['id']} ({chosen['kind']}, epoch {chosen['epoch']}) -> {target}")
+
+
+def save(client: Api, path: str, target: Path) -> None:
+    """Download `path` to the file `target` with a progress bar; the file appears only once whole."""
     partial = target.with_name(target.name + ".part")
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("download", total=chosen["size_bytes"])
-        with client.http.stream("GET", chosen["download_url"]) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise error_of(response)
-            with partial.open("wb") as f:
-                for chunk in response.iter_bytes():
-                    f.write(chunk)
-                    progress.advance(task, len(chunk))
+        try:
+            with client.http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_of(response)
+                length = response.headers.get("content-length")
+                task = progress.add_task("download", total=int(length) if length else None)
+                with partial.open("wb") as f:
+                    for chunk in response.iter_bytes():
+                        f.write(chunk)
+                        progress.advance(task, len(chunk))
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise ApiError(f"download from {client.url} broke: {exc}") from None
     partial.replace(target)
-    out.print(f"{chosen['id']} ({chosen['kind']}, epoch {chosen['epoch']}) -> {target}")
 
 
 @app.command()
@@ -527,6 +546,169 @@ def alias(
         print_json(body)
         return
     out.print(f"alias {body['name']} -> {body['target']}")
+
+
+# --- scoring jobs ---
+
+scorings = typer.Typer(
+    help="Score whole texts in the background (a file or a dataset's split, a sentence a line) and fetch the results.",
+    no_args_is_help=True,
+)
+app.add_typer(scorings, name="scorings")
+SCORING_POLL_SECONDS = 1.0
+
+
+def scoring_line(s: dict[str, Any]) -> str:
+    """One line about a scoring: its status, lines done and corpus perplexity so far."""
+    a = s["aggregate"]
+    text = "uploaded file" if s["source"] == "upload" else f"{s['dataset_id']} {s['split']}"
+    return (
+        f"scoring {s['id']} {s['status']}: {s['lines_done']:,}/{s['total_lines']:,} lines of {text} "
+        f"with {s['model']} ({s['options']['precision']}), corpus perplexity {fmt(a['corpus_perplexity'])}"
+        + (f"; {s['message']}" if s.get("message") else "")
+        + (f"; error: {s['error']}" if s.get("error") else "")
+    )
+
+
+@scorings.command("submit")
+@handled
+def scorings_submit(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="job id, checkpoint id or alias")],
+    file: Annotated[Path | None, typer.Argument(help="a UTF-8 text file, one sentence a line")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="score a dataset's split instead of a file")] = None,
+    split: Annotated[str, typer.Option(help="the dataset's split: train, valid or test")] = "test",
+    precision: Annotated[str | None, typer.Option(help="fp32 or bf16 (default: the server's)")] = None,
+    normalize: Annotated[bool, typer.Option("--normalize", help="the model's text convention first")] = False,
+    log10: Annotated[bool, typer.Option("--log10", help="log-probabilities in base 10")] = False,
+    eos: Annotated[bool, typer.Option("--eos/--no-eos", help="score each line's end of sentence")] = True,
+    follow: Annotated[bool, typer.Option("--watch", help="then follow it to its end, as `scorings watch`")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Queue the scoring of a file (uploaded with a progress bar) or of a dataset's split."""
+    if (file is None) == (dataset is None):
+        raise ApiError("give a file or --dataset (with --split), not both")
+    fields = {"model": model, "normalize": str(normalize).lower(), "log10": str(log10).lower()}
+    fields |= {"score_eos": str(eos).lower()} | ({"precision": precision} if precision else {})
+    client = api(ctx)
+    if file is None:
+        body = client.post("/v1/scorings", data=fields | {"dataset_id": str(dataset), "split": split})
+    else:
+        if not file.is_file():
+            raise ApiError(f"{file} is not a file")
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            content, content_type, length = multipart({"file": file}, fields, progress)
+            headers = {"Content-Type": content_type, "Content-Length": str(length)}
+            body = client.post("/v1/scorings", content=content, headers=headers)
+    if as_json:
+        print_json(body)
+    else:
+        out.print(f"scoring {body['id']} queued: {body['total_lines']:,} lines", markup=False)
+    if follow:
+        watch_scoring(client, body["id"])
+
+
+def watch_scoring(client: Api, scoring_id: str) -> None:
+    """A bar of the lines scored until the scoring ends; exit 3 unless it succeeded."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("queued", total=None)
+            while True:
+                s = client.get(f"/v1/scorings/{scoring_id}")
+                progress.update(task, description=s["status"], completed=s["lines_done"], total=s["total_lines"])
+                if s["status"] in ("succeeded", "failed", "canceled"):
+                    break
+                time.sleep(SCORING_POLL_SECONDS)
+    except KeyboardInterrupt:
+        err.print(f"stopped watching; scoring {scoring_id} goes on")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    out.print(scoring_line(s), markup=False)
+    if s["status"] != "succeeded":
+        raise typer.Exit(EXIT_JOB_NOT_SUCCEEDED)
+
+
+@scorings.command("watch")
+@handled
+def scorings_watch(ctx: typer.Context, scoring: Annotated[str, typer.Argument(help="scoring id")]) -> None:
+    """Follow a scoring to its end with a bar of the lines scored; exit 0 if it succeeded, 3 if not."""
+    watch_scoring(api(ctx), scoring)
+
+
+@scorings.command("list")
+@handled
+def scorings_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="scorings to show, newest first")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """List scorings, newest first."""
+    page = api(ctx).get("/v1/scorings", params={"limit": limit})
+    if as_json:
+        print_json(page)
+        return
+    table = Table("scoring", "status", "model", "text", "lines", "corpus ppl", "precision", "age", box=None)
+    for s in page["items"]:
+        text = "uploaded file" if s["source"] == "upload" else f"{s['dataset_id']} {s['split']}"
+        table.add_row(
+            s["id"],
+            s["status"],
+            s["model"],
+            text,
+            f"{s['lines_done']:,}/{s['total_lines']:,}",
+            fmt(s["aggregate"]["corpus_perplexity"]),
+            s["options"]["precision"],
+            age(s["created_at"]),
+        )
+    out.print(table)
+
+
+@scorings.command("status")
+@handled
+def scorings_status(
+    ctx: typer.Context, scoring: Annotated[str, typer.Argument(help="scoring id")], as_json: JsonFlag = False
+) -> None:
+    """A scoring's status, progress and corpus perplexity so far."""
+    body = api(ctx).get(f"/v1/scorings/{scoring}")
+    if as_json:
+        print_json(body)
+        return
+    out.print(scoring_line(body), markup=False)
+
+
+@scorings.command("results")
+@handled
+def scorings_results(
+    ctx: typer.Context,
+    scoring: Annotated[str, typer.Argument(help="scoring id")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write (default: <id>.jsonl)")] = None,
+) -> None:
+    """Download a finished scoring's results: one JSON object a line."""
+    target = output or Path(f"{scoring}.jsonl")
+    save(api(ctx), f"/v1/scorings/{scoring}/results", target)
+    out.print(f"scoring {scoring} -> {target}", markup=False)
+
+
+@scorings.command("cancel")
+@handled
+def scorings_cancel(
+    ctx: typer.Context, scoring: Annotated[str, typer.Argument(help="scoring id")], as_json: JsonFlag = False
+) -> None:
+    """Cancel a queued or running scoring (a running one stops after its current chunk)."""
+    body = api(ctx).post(f"/v1/scorings/{scoring}/cancel")
+    if as_json:
+        print_json(body)
+        return
+    out.print(f"scoring {body['id']} {body['status']}", markup=False)
+
+
+@scorings.command("delete")
+@handled
+def scorings_delete(ctx: typer.Context, scoring: Annotated[str, typer.Argument(help="scoring id")]) -> None:
+    """Delete a finished scoring with its results (and its uploaded text)."""
+    api(ctx).request("DELETE", f"/v1/scorings/{scoring}")
+    out.print(f"scoring {scoring} deleted", markup=False)
 
 
 def main() -> None:

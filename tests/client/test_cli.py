@@ -148,6 +148,47 @@ def test_score_from_stdin(server: Server, trained: dict[str, Any]) -> None:
     assert f"corpus perplexity {body['aggregate']['corpus_perplexity']:.2f}" in table
 
 
+def test_scorings_submit_watch_results_list_delete(server: Server, trained: dict[str, Any], tmp_path: Path) -> None:
+    job_id, lines = trained["job"]["id"], 3000
+    text = tmp_path / "lines.txt"
+    text.write_text("the cat sat on the mat\n" * (lines - 1) + "a big red dog ran fast\n", encoding="utf-8")
+    done = server.cli("scorings", "submit", "--model", job_id, str(text), "--watch")
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, last = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
+    scoring_id = first.split()[1]
+    assert first == f"scoring {scoring_id} queued: {lines:,} lines"
+    body = server.json("scorings", "status", scoring_id)
+    assert body["status"] == "succeeded" and body["lines_done"] == lines
+    ppl = body["aggregate"]["corpus_perplexity"]
+    assert last.startswith(f"scoring {scoring_id} succeeded: {lines:,}/{lines:,} lines of uploaded file with {job_id}")
+    assert last.endswith(f"corpus perplexity {ppl:.2f}")
+
+    out = tmp_path / "results.jsonl"
+    assert server.ok("scorings", "results", scoring_id, "-o", str(out)).strip() == f"scoring {scoring_id} -> {out}"
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in records] == list(range(1, lines + 1))
+    direct = server.json("score", "--model", job_id, stdin="a big red dog ran fast\n")
+    assert records[-1]["total_logprob"] == pytest.approx(direct["sentences"][0]["total_logprob"], abs=1e-4)
+
+    dataset = trained["dataset"]
+    split = server.cli("scorings", "submit", "-m", job_id, "--dataset", dataset["id"], "--split", "valid", "--no-eos")
+    split_id = split.stdout.split()[1]
+    assert split.returncode == 0 and server.cli("scorings", "watch", split_id).returncode == 0
+    assert server.json("scorings", "status", split_id)["options"]["score_eos"] is False
+    listed = server.ok("scorings", "list")
+    assert scoring_id in listed and f"{dataset['id']} valid" in listed
+
+    refused = server.cli("scorings", "cancel", scoring_id)  # finished: nothing to cancel
+    assert refused.returncode == 1 and refused.stderr.startswith("error: 409: ")
+    neither = server.cli("scorings", "submit", "-m", job_id)
+    assert neither.returncode == 1 and neither.stderr.splitlines() == [
+        "error: give a file or --dataset (with --split), not both"
+    ]
+    assert server.ok("scorings", "delete", scoring_id).strip() == f"scoring {scoring_id} deleted"
+    gone = server.cli("scorings", "status", scoring_id)
+    assert gone.returncode == 1 and gone.stderr.startswith("error: 404: ")
+
+
 def test_a_failing_command_exits_non_zero_with_one_line(server: Server) -> None:
     done = server.cli("status", "job_nope")
     assert done.returncode == 1 and done.stdout == ""
