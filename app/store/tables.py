@@ -122,7 +122,12 @@ class Scoring(Base):
     """
 
     __tablename__ = "scorings"
-    __table_args__ = (Index("ix_scorings_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_scorings_created_id", "created_at", "id"),  # keyset pages of every scoring
+        Index("ix_scorings_status_created_id", "status", "created_at", "id"),  # claims in queue order
+        Index("ix_scorings_status_lease", "status", "lease_expires_at"),  # expired leases
+        Index("ix_scorings_owner_created", "owner_id", "created_at"),  # a key's scorings, its quotas
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner_id: Mapped[str | None] = mapped_column(String(40))  # the API key that submitted it
