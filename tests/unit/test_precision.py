@@ -1,6 +1,6 @@
 """Training precision: bf16 trains to the fp32 run's perplexities (within 1%), fp32 stays
-bit-identical to the recorded PTB run, and tf32 is refused where there is no CUDA device. bf16
-tests are skipped on CPUs without bf16 support."""
+bit-identical to the recorded PTB run, and tf32 is refused where there is no CUDA device (on a GPU,
+tf32 and bf16 train within 1% of fp32). bf16 tests are skipped on CPUs without bf16 support."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ import torch
 from model.checkpoint import trainer_payload
 from model.config import ConfigError, ModelConfig, preset
 from model.data import Corpus, batches
-from model.network import LSTMLanguageModel, PrecisionError, supported_precisions, supports_precision
+from model.network import (
+    LSTMLanguageModel,
+    PrecisionError,
+    set_matmul_precision,
+    supported_precisions,
+    supports_precision,
+)
 from model.train import Callbacks, StepProgress, Trainer, seed_everything
 
 CPU = torch.device("cpu")
@@ -37,7 +43,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def short_run(corpus: Corpus, precision: str) -> list[float]:
+def short_run(corpus: Corpus, precision: str, device: str = "cpu") -> list[float]:
     """Train, validation and test perplexities of a 3-epoch run on the tiny corpus."""
     config = preset(
         "test",
@@ -47,7 +53,7 @@ def short_run(corpus: Corpus, precision: str) -> list[float]:
         batch_size=4,
         max_epoch=2,
         max_max_epoch=3,
-        device="cpu",
+        device=device,
         precision=precision,
     )
     trainer = Trainer(config, corpus)
@@ -86,6 +92,30 @@ def test_tf32_is_refused_on_the_cpu(corpus: Corpus) -> None:
     if not torch.cuda.is_available():  # device auto lands on the CPU: the trainer refuses before training
         with pytest.raises(PrecisionError, match="precision 'tf32' is not supported on this machine's cpu"):
             Trainer(preset("test", device="auto", precision="tf32"), corpus)
+
+
+def test_tf32_switches_the_cuda_matmul_flags_exactly_for_tf32() -> None:
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        for precision, allowed in (("tf32", True), ("fp32", False), ("tf32", True), ("bf16", False)):
+            set_matmul_precision(torch.device("cuda"), precision)
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (allowed, allowed)
+        set_matmul_precision(CPU, "tf32")  # the CPU has no TF32: nothing changes
+        assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="tf32 and bf16 on a GPU need a CUDA device")
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_tf32_and_bf16_on_cuda_are_within_one_percent_of_fp32(corpus: Corpus, precision: str) -> None:
+    if not supports_precision(torch.device("cuda"), precision):
+        pytest.skip(f"this GPU has no {precision}")
+    fp32 = short_run(corpus, "fp32", "cuda")
+    low = short_run(corpus, precision, "cuda")
+    assert low[2] < low[1] < low[0]  # it really trained
+    for value, full in zip(low, fp32, strict=True):
+        assert value == pytest.approx(full, rel=0.01)
 
 
 def test_unknown_precision_is_a_config_error() -> None:
