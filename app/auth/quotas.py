@@ -61,9 +61,8 @@ def check_storage(session: Session, settings: Settings, owner: Principal, adding
     used = stored_bytes(session, key_id)
     if used + adding > limit:
         raise OverQuota(
-            f"this key stores {used:,} bytes (uploads, checkpoints and scoring results); {adding:,} more would exceed "
-            f"its limit "
-            f"of {limit:,} bytes: delete datasets or jobs first",
+            f"this key stores {used:,} bytes (uploads, checkpoints and scoring results); {adding:,} more would "
+            f"exceed its limit of {limit:,} bytes: delete datasets, jobs or scorings first",
             used_bytes=used,
             adding_bytes=adding,
             limit_bytes=limit,
