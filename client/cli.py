@@ -587,7 +587,7 @@ def scorings_submit(
 ) -> None:
     """Queue the scoring of a file (uploaded with a progress bar) or of a dataset's split."""
     if (file is None) == (dataset is None):
-        raise ApiError("give a file or --dataset (with --split), not both")
+        raise ApiError("give a file to score or --dataset (with --split), not both")
     fields = {"model": model, "normalize": str(normalize).lower(), "log10": str(log10).lower()}
     fields |= {"score_eos": str(eos).lower()} | ({"precision": precision} if precision else {})
     client = api(ctx)
@@ -601,16 +601,18 @@ def scorings_submit(
             content, content_type, length = multipart({"file": file}, fields, progress)
             headers = {"Content-Type": content_type, "Content-Length": str(length)}
             body = client.post("/v1/scorings", content=content, headers=headers)
-    if as_json:
+    if follow:  # with --json, only the finished scoring is printed
+        if not as_json:
+            out.print(f"scoring {body['id']} queued: {body['total_lines']:,} lines", markup=False)
+        watch_scoring(client, body["id"], as_json)
+    elif as_json:
         print_json(body)
     else:
         out.print(f"scoring {body['id']} queued: {body['total_lines']:,} lines", markup=False)
-    if follow:
-        watch_scoring(client, body["id"])
 
 
-def watch_scoring(client: Api, scoring_id: str) -> None:
-    """A bar of the lines scored until the scoring ends; exit 3 unless it succeeded."""
+def watch_scoring(client: Api, scoring_id: str, as_json: bool = False) -> None:
+    """A bar of the lines scored until the scoring ends, then the scoring; exit 3 unless it succeeded."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=err, transient=True) as progress:
@@ -624,16 +626,21 @@ def watch_scoring(client: Api, scoring_id: str) -> None:
     except KeyboardInterrupt:
         err.print(f"stopped watching; scoring {scoring_id} goes on")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    out.print(scoring_line(s), markup=False)
+    if as_json:
+        print_json(s)
+    else:
+        out.print(scoring_line(s), markup=False)
     if s["status"] != "succeeded":
         raise typer.Exit(EXIT_JOB_NOT_SUCCEEDED)
 
 
 @scorings.command("watch")
 @handled
-def scorings_watch(ctx: typer.Context, scoring: Annotated[str, typer.Argument(help="scoring id")]) -> None:
+def scorings_watch(
+    ctx: typer.Context, scoring: Annotated[str, typer.Argument(help="scoring id")], as_json: JsonFlag = False
+) -> None:
     """Follow a scoring to its end with a bar of the lines scored; exit 0 if it succeeded, 3 if not."""
-    watch_scoring(api(ctx), scoring)
+    watch_scoring(api(ctx), scoring, as_json)
 
 
 @scorings.command("list")

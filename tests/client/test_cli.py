@@ -173,8 +173,9 @@ def test_scorings_submit_watch_results_list_delete(server: Server, trained: dict
     dataset = trained["dataset"]
     split = server.cli("scorings", "submit", "-m", job_id, "--dataset", dataset["id"], "--split", "valid", "--no-eos")
     split_id = split.stdout.split()[1]
-    assert split.returncode == 0 and server.cli("scorings", "watch", split_id).returncode == 0
-    assert server.json("scorings", "status", split_id)["options"]["score_eos"] is False
+    assert split.returncode == 0
+    watched = server.json("scorings", "watch", split_id)  # --json: the finished scoring only
+    assert watched["status"] == "succeeded" and watched["options"]["score_eos"] is False
     listed = server.ok("scorings", "list")
     assert scoring_id in listed and f"{dataset['id']} valid" in listed
 
@@ -182,7 +183,7 @@ def test_scorings_submit_watch_results_list_delete(server: Server, trained: dict
     assert refused.returncode == 1 and refused.stderr.startswith("error: 409: ")
     neither = server.cli("scorings", "submit", "-m", job_id)
     assert neither.returncode == 1 and neither.stderr.splitlines() == [
-        "error: give a file or --dataset (with --split), not both"
+        "error: give a file to score or --dataset (with --split), not both"
     ]
     assert server.ok("scorings", "delete", scoring_id).strip() == f"scoring {scoring_id} deleted"
     gone = server.cli("scorings", "status", scoring_id)
