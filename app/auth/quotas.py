@@ -2,9 +2,10 @@
 
 Admin keys (and the local user when authentication is off) are not limited. A limit of None
 means no limit. Checks run inside the transaction that adds the row, so concurrent requests of
-one key cannot both pass on SQLite (write lock) and at worst overshoot by one row on PostgreSQL.
+one key cannot both pass on SQLite (write lock); on PostgreSQL (read committed) requests of one key
+that run at the same moment can each pass, each adding at most its own row over the limit.
 Checkpoints and scoring results are written by workers and never refused: they count against the
-key's next upload.
+key's next upload (or its next scoring, refused while the key is over its limit).
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def check_storage(session: Session, settings: Settings, owner: Principal, adding
         return
     used = stored_bytes(session, key_id)
     if used + adding > limit:
+        over = f"{adding:,} more would exceed its limit" if adding else "over its limit"
         raise OverQuota(
-            f"this key stores {used:,} bytes (uploads, checkpoints and scoring results); {adding:,} more would "
-            f"exceed its limit of {limit:,} bytes: delete datasets, jobs or scorings first",
+            f"this key stores {used:,} bytes (uploads, checkpoints and scoring results); {over} of {limit:,} "
+            "bytes: delete datasets, jobs or scorings first",
             used_bytes=used,
             adding_bytes=adding,
             limit_bytes=limit,

@@ -112,11 +112,13 @@ def submit(
         input_path, field = find_split(Path(dataset.path), split), split
     else:
         input_path, field = where / INPUT, "file"
+    quotas.check_queue(session, settings, owner)  # early, before any copying; decided again below
     where.mkdir(parents=True)
     try:
         size = 0 if upload is None else store_capped(upload, input_path, settings.max_upload_bytes, "the file")
+        quotas.check_storage(session, settings, owner, size)  # before reading every line
         total_lines = count_lines(input_path, settings, field)
-        with write_session(engine) as write:
+        with write_session(engine) as write:  # the deciding checks, in the transaction that adds the row
             quotas.check_queue(write, settings, owner)
             quotas.check_storage(write, settings, owner, size)
             row = Scoring(

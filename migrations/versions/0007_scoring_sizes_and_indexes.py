@@ -8,6 +8,7 @@ Create Date: 2026-11-27
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,9 +21,23 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Scorings stored before this revision count their results only.
     with op.batch_alter_table("scorings") as batch:
         batch.add_column(sa.Column("input_bytes", sa.BigInteger(), server_default="0", nullable=False))
+    # Texts uploaded before this revision: their size from the file, where it is still on disk.
+    scorings = sa.table(
+        "scorings",
+        sa.column("id", sa.String),
+        sa.column("source", sa.String),
+        sa.column("input_path", sa.Text),
+        sa.column("input_bytes", sa.BigInteger),
+    )
+    bind = op.get_bind()
+    uploads = bind.execute(sa.select(scorings.c.id, scorings.c.input_path).where(scorings.c.source == "upload"))
+    for scoring_id, input_path in uploads.all():
+        path = Path(input_path)
+        if path.is_file():
+            size = path.stat().st_size
+            bind.execute(scorings.update().where(scorings.c.id == scoring_id).values(input_bytes=size))
     op.drop_index("ix_scorings_status_created", table_name="scorings")
     op.create_index("ix_scorings_created_id", "scorings", ["created_at", "id"])
     op.create_index("ix_scorings_status_created_id", "scorings", ["status", "created_at", "id"])

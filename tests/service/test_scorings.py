@@ -264,7 +264,13 @@ def test_scoring_texts_and_results_count_in_the_keys_quotas(tmp_path: Path) -> N
         done = [finished(service, s["id"]) for s in (second, third)]
         results = [len(service.client.get(f"/v1/scorings/{s['id']}/results").content) for s in done]
         assert [s["size_bytes"] for s in done] == [800 + results[0], 500_000 + results[1]]
+        stored = used + 500_800 + sum(results)
+        assert stored > limit  # results are never refused: the key is over its limit now
         over = submit(service, text(limit), model=job["id"])
-        assert f"this key stores {used + 500_800 + sum(results):,} bytes" in over.json()["detail"]
+        assert f"this key stores {stored:,} bytes" in over.json()["detail"]
+        # ... and a dataset split, which uploads nothing, is refused too while it is over.
+        split = submit(service, model=job["id"], dataset_id=dataset["id"], split="valid")
+        assert split.status_code == 429 and f"stores {stored:,} bytes" in split.json()["detail"]
+        assert f"over its limit of {limit:,} bytes" in split.json()["detail"]
     finally:
         close()
