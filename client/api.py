@@ -18,7 +18,12 @@ TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
 class ApiError(Exception):
-    """A failed request, said in one line (the problem+json `detail` when the server sent one)."""
+    """A failed request, said in one line (the problem+json `detail` when the server sent one);
+    `status` is the HTTP status, None when no answer came."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def resolve_key(flag: str | None) -> str | None:
@@ -44,7 +49,7 @@ def error_of(response: httpx.Response) -> ApiError:
     if not isinstance(detail, str):
         text = response.text.strip().splitlines()
         detail = text[0] if text else response.reason_phrase
-    return ApiError(f"{response.status_code}: {detail}")
+    return ApiError(f"{response.status_code}: {detail}", response.status_code)
 
 
 @dataclass(frozen=True)

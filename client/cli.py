@@ -32,7 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from client.api import DEFAULT_URL, Api, ApiError, error_of, read_events, resolve_key
-from client.watch import watch_job
+from client.watch import RECONNECTS, watch_job
 
 EXIT_ERROR = 1
 EXIT_JOB_NOT_SUCCEEDED = 3
@@ -614,12 +614,22 @@ def scorings_submit(
 def watch_scoring(client: Api, scoring_id: str, as_json: bool = False) -> None:
     """A bar of the lines scored until the scoring ends, then the scoring; exit 3 unless it succeeded."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    failures = 0
     try:
         with Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task("queued", total=None)
             while True:
-                s = client.get(f"/v1/scorings/{scoring_id}")
-                progress.update(task, description=s["status"], completed=s["lines_done"], total=s["total_lines"])
+                try:
+                    s = client.get(f"/v1/scorings/{scoring_id}")
+                    failures = 0
+                except ApiError as exc:  # the server unreachable for a moment: ask again, a few times
+                    failures += 1
+                    if exc.status is not None or failures > RECONNECTS:
+                        raise
+                    time.sleep(SCORING_POLL_SECONDS)
+                    continue
+                described = s["status"] + (f" ({s['message']})" if s.get("message") else "")
+                progress.update(task, description=described, completed=s["lines_done"], total=s["total_lines"])
                 if s["status"] in ("succeeded", "failed", "canceled"):
                     break
                 time.sleep(SCORING_POLL_SECONDS)
