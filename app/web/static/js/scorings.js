@@ -16,12 +16,12 @@
     return form.querySelector("input[name=source]:checked").value;
   }
 
-  form.querySelectorAll("input[name=source]").forEach((radio) => {
-    radio.addEventListener("change", () => {
-      document.getElementById("file-field").classList.toggle("hidden", source() !== "file");
-      document.getElementById("dataset-field").classList.toggle("hidden", source() !== "dataset");
-    });
-  });
+  function showSource() {
+    document.getElementById("file-field").classList.toggle("hidden", source() !== "file");
+    document.getElementById("dataset-field").classList.toggle("hidden", source() !== "dataset");
+  }
+  form.querySelectorAll("input[name=source]").forEach((radio) => radio.addEventListener("change", showSource));
+  showSource(); // a browser may restore the checked source on reload without a change event
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -51,7 +51,7 @@
       pages.reset();
       load();
     } else {
-      status.textContent = `refused: ${answer.body.detail || answer.status}`;
+      status.textContent = `${answer.status ? "refused" : "failed"}: ${answer.body.detail || answer.status}`;
     }
   });
 

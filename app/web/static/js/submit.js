@@ -142,7 +142,7 @@
       const d = answer.body;
       status.textContent = `uploaded ${d.name}: ${num(d.train_tokens, 0)} training tokens, vocabulary ${num(d.vocab_size, 0)}`;
     } else {
-      status.textContent = `upload refused: ${answer.body.detail || answer.status}`;
+      status.textContent = `upload ${answer.status ? "refused" : "failed"}: ${answer.body.detail || answer.status}`;
     }
   });
 
