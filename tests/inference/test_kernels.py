@@ -1,6 +1,7 @@
 """The fast paths in `model.inference` that the API relies on, against their plain definitions:
 the softmax normaliser of scoring (and its fallback for extreme logits), the nucleus filter's
-partial sort, inverse-CDF sampling and the single-step LSTM cell of generation."""
+partial sort, inverse-CDF sampling, the single-step LSTM cell of generation and its bf16 decode of
+a single row."""
 
 from __future__ import annotations
 
@@ -121,3 +122,22 @@ def test_one_lstm_cell_step_equals_the_sequence_kernel(small_model: LSTMLanguage
         want_logits, (want_h, want_c) = small_model(ids.unsqueeze(-1), state)
     assert torch.allclose(logits, want_logits[:, -1], atol=1e-6)
     assert torch.allclose(h, want_h, atol=1e-6) and torch.allclose(c, want_c, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 support (AVX512-BF16 or AMX)"
+)
+def test_a_single_rows_bf16_decode_agrees_with_either_kernel(
+    small_model: LSTMLanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One row in bf16 goes through `mv` on CPUs with AMX and the product elsewhere: both are the
+    fp32 logits to bf16's precision, and a row decoded alone is the same row decoded in a batch to it."""
+    hidden = torch.randn(1, 1, small_model.hidden_size)
+    full = inference.decode(small_model, hidden)
+    batch = inference.decode(small_model, torch.cat([hidden, torch.randn(1, 3, small_model.hidden_size)], 1), "bf16")
+    for amx in (True, False):
+        monkeypatch.setattr(inference, "AMX", amx)
+        low = inference.decode(small_model, hidden, "bf16")
+        assert low.shape == full.shape and low.dtype == torch.float32
+        torch.testing.assert_close(low, full, rtol=0.02, atol=0.02)
+        torch.testing.assert_close(low[0, 0], batch[0, 0], rtol=0.01, atol=0.01)

@@ -111,8 +111,12 @@ def test_tf32_switches_the_cuda_matmul_flags_exactly_for_tf32() -> None:
 def test_tf32_and_bf16_on_cuda_are_within_one_percent_of_fp32(corpus: Corpus, precision: str) -> None:
     if not supports_precision(torch.device("cuda"), precision):
         pytest.skip(f"this GPU has no {precision}")
-    fp32 = short_run(corpus, "fp32", "cuda")
-    low = short_run(corpus, precision, "cuda")
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        fp32 = short_run(corpus, "fp32", "cuda")
+        low = short_run(corpus, precision, "cuda")
+    finally:  # a trainer switches TF32 for the process: later tests get the flags as they were
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
     assert low[2] < low[1] < low[0]  # it really trained
     for value, full in zip(low, fp32, strict=True):
         assert value == pytest.approx(full, rel=0.01)
