@@ -199,3 +199,36 @@ def test_a_write_key_deletes_its_finished_job_from_the_page(world: World, page: 
     expect(page.locator("#jobs tbody tr")).to_have_count(1)
     gone = world.live.http.get(f"/v1/jobs/{alice.canceled['id']}", headers=bearer(alice.secret))
     assert gone.status_code == 404
+
+
+def test_the_pager_walks_a_keys_jobs_page_by_page(world: World, page: Any) -> None:
+    engine = make_engine(world.live.settings.resolved_database_url)
+    try:
+        secret = keys.create_key(engine, "dave", "write")[1]
+    finally:
+        engine.dispose()
+    dataset = world.live.upload("dave's corpus", headers=bearer(secret))
+    made = []
+    for _ in range(52):  # canceled at once: the key's queue quota stays free
+        job = world.live.submit(dataset["id"], headers=bearer(secret))
+        world.live.http.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer(secret))
+        made.append(job["id"])
+    newest_first = made[::-1]
+    rows, buttons = page.locator("#jobs tbody tr"), {b: page.locator(f"#{b}") for b in ("newest", "newer", "older")}
+
+    def shows(ids: list[str], newest: bool, newer: bool, older: bool) -> None:
+        expect(rows).to_have_count(len(ids))
+        assert [rows.nth(i).get_attribute("data-job-id") for i in range(len(ids))] == ids
+        for name, enabled in (("newest", newest), ("newer", newer), ("older", older)):
+            expect(buttons[name]).to_be_enabled(enabled=enabled)
+
+    log_in(page, secret)
+    shows(newest_first[:50], newest=False, newer=False, older=True)
+    buttons["older"].click()
+    shows(newest_first[50:], newest=True, newer=True, older=False)
+    buttons["newer"].click()
+    shows(newest_first[:50], newest=False, newer=False, older=True)
+    buttons["older"].click()
+    expect(rows).to_have_count(2)
+    buttons["newest"].click()
+    shows(newest_first[:50], newest=False, newer=False, older=True)

@@ -260,6 +260,34 @@ const Dash = (() => {
     };
   }
 
+  // A live list: one keyset page of `path` (query from `params()`), a row each drawn by `row` into
+  // `#<table> tbody`, `#empty` when there is none, the pager under it; polled every 2 s (10 s while
+  // the tab is hidden). Returns { load, pages }: call `load` to show the list now.
+  const LIST_PAGE_SIZE = 50;
+  const LIST_POLL_MS = 2000;
+  function liveList({ path, params = () => new URLSearchParams(), row, table, what, cursor = null }) {
+    let timer = null;
+    const pages = pager(load, cursor);
+    async function load() {
+      clearTimeout(timer);
+      const query = params();
+      query.set("limit", String(LIST_PAGE_SIZE));
+      if (pages.cursor) query.set("cursor", pages.cursor);
+      try {
+        const page = await api(`${path}?${query}`);
+        document.querySelector(`#${table} tbody`).replaceChildren(...page.items.map(row));
+        document.getElementById("empty").classList.toggle("hidden", page.items.length > 0);
+        pages.shown(page.next_cursor);
+        flash("");
+      } catch (err) {
+        flash(`could not load the ${what}: ${err.message}`);
+      }
+      timer = setTimeout(load, document.hidden ? LIST_POLL_MS * 5 : LIST_POLL_MS);
+    }
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) load(); });
+    return { load, pages };
+  }
+
   const TERMINAL = ["succeeded", "failed", "canceled"];
   const PHASE_WORDS = { validate: "validating", test: "testing" };
 
@@ -287,6 +315,6 @@ const Dash = (() => {
 
   return {
     api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, datasetName, datasetOptions,
-    modelOptions, upload, pager, standing, TERMINAL,
+    modelOptions, upload, pager, liveList, standing, TERMINAL,
   };
 })();

@@ -2,13 +2,17 @@
 "use strict";
 
 (() => {
-  const { api, el, num, age, flash } = Dash;
-  const PAGE_SIZE = 50;
-  const POLL_MS = 2000;
+  const { el, num, age } = Dash;
   const params = new URLSearchParams(location.search);
   const statuses = params.getAll("status");
-  const pages = Dash.pager(load, params.get("cursor"));
-  let timer = null;
+  const list = Dash.liveList({
+    path: "/v1/jobs",
+    params: () => new URLSearchParams(statuses.map((s) => ["status", s])),
+    row,
+    table: "jobs",
+    what: "jobs",
+    cursor: params.get("cursor"),
+  });
 
   const form = document.getElementById("filter");
   form.querySelectorAll("input[name=status]").forEach((box) => {
@@ -18,8 +22,8 @@
       const query = new URLSearchParams(chosen.map((s) => ["status", s]));
       history.replaceState(null, "", query.toString() ? `/?${query}` : "/");
       statuses.splice(0, statuses.length, ...chosen);
-      pages.reset();
-      load();
+      list.pages.reset();
+      list.load();
     });
   });
 
@@ -53,24 +57,5 @@
     );
   }
 
-  async function load() {
-    clearTimeout(timer);
-    const query = new URLSearchParams(statuses.map((s) => ["status", s]));
-    query.set("limit", String(PAGE_SIZE));
-    if (pages.cursor) query.set("cursor", pages.cursor);
-    try {
-      const page = await api(`/v1/jobs?${query}`);
-      document.querySelector("#jobs tbody").replaceChildren(...page.items.map(row));
-      document.getElementById("empty").classList.toggle("hidden", page.items.length > 0);
-      pages.shown(page.next_cursor);
-      flash("");
-    } catch (err) {
-      flash(`could not load the jobs: ${err.message}`);
-    }
-    timer = setTimeout(load, document.hidden ? POLL_MS * 5 : POLL_MS);
-  }
-
-  document.addEventListener("visibilitychange", () => { if (!document.hidden) load(); });
-
-  Dash.ready.then(load);
+  Dash.ready.then(list.load);
 })();

@@ -4,11 +4,8 @@
 
 (() => {
   const { api, el, num, bytes, age, flash, TERMINAL } = Dash;
-  const PAGE_SIZE = 50;
-  const POLL_MS = 2000;
   const form = document.getElementById("scoring-form");
-  const pages = Dash.pager(load);
-  let timer = null;
+  const list = Dash.liveList({ path: "/v1/scorings", row, table: "scorings", what: "scorings" });
 
   // --- the form ---
 
@@ -48,8 +45,8 @@
     button.disabled = false;
     if (answer.status === 201) {
       status.textContent = `queued ${answer.body.id}: ${num(answer.body.total_lines, 0)} lines`;
-      pages.reset();
-      load();
+      list.pages.reset();
+      list.load();
     } else {
       status.textContent = `${answer.status ? "refused" : "failed"}: ${answer.body.detail || answer.status}`;
     }
@@ -82,7 +79,7 @@
     try {
       if (verb === "cancel") await api(`/v1/scorings/${s.id}/cancel`, { method: "POST" });
       else await api(`/v1/scorings/${s.id}`, { method: "DELETE" });
-      load();
+      list.load();
     } catch (err) {
       flash(`${verb} failed: ${err.message}`);
     }
@@ -119,26 +116,8 @@
     );
   }
 
-  async function load() {
-    clearTimeout(timer);
-    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
-    if (pages.cursor) query.set("cursor", pages.cursor);
-    try {
-      const page = await api(`/v1/scorings?${query}`);
-      document.querySelector("#scorings tbody").replaceChildren(...page.items.map(row));
-      document.getElementById("empty").classList.toggle("hidden", page.items.length > 0);
-      pages.shown(page.next_cursor);
-      flash("");
-    } catch (err) {
-      flash(`could not load the scorings: ${err.message}`);
-    }
-    timer = setTimeout(load, document.hidden ? POLL_MS * 5 : POLL_MS);
-  }
-
-  document.addEventListener("visibilitychange", () => { if (!document.hidden) load(); });
-
   Dash.ready.then(() => {
-    load();
+    list.load();
     if (!Dash.can("write")) return;
     const wanted = new URLSearchParams(location.search).get("model");
     Dash.modelOptions(document.getElementById("model"), wanted).catch((err) => flash(`could not list the models: ${err.message}`));
