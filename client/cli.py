@@ -558,12 +558,16 @@ app.add_typer(scorings, name="scorings")
 SCORING_POLL_SECONDS = 1.0
 
 
+def scoring_text(s: dict[str, Any]) -> str:
+    """What a scoring scores: an uploaded file, or a dataset's split."""
+    return "uploaded file" if s["source"] == "upload" else f"{s['dataset_id']} {s['split']}"
+
+
 def scoring_line(s: dict[str, Any]) -> str:
     """One line about a scoring: its status, lines done and corpus perplexity so far."""
     a = s["aggregate"]
-    text = "uploaded file" if s["source"] == "upload" else f"{s['dataset_id']} {s['split']}"
     return (
-        f"scoring {s['id']} {s['status']}: {s['lines_done']:,}/{s['total_lines']:,} lines of {text} "
+        f"scoring {s['id']} {s['status']}: {s['lines_done']:,}/{s['total_lines']:,} lines of {scoring_text(s)} "
         f"with {s['model']} ({s['options']['precision']}), corpus perplexity {fmt(a['corpus_perplexity'])}"
         + (f"; {s['message']}" if s.get("message") else "")
         + (f"; error: {s['error']}" if s.get("error") else "")
@@ -601,14 +605,12 @@ def scorings_submit(
             content, content_type, length = multipart({"file": file}, fields, progress)
             headers = {"Content-Type": content_type, "Content-Length": str(length)}
             body = client.post("/v1/scorings", content=content, headers=headers)
-    if follow:  # with --json, only the finished scoring is printed
-        if not as_json:
-            out.print(f"scoring {body['id']} queued: {body['total_lines']:,} lines", markup=False)
-        watch_scoring(client, body["id"], as_json)
-    elif as_json:
-        print_json(body)
-    else:
+    if not as_json:
         out.print(f"scoring {body['id']} queued: {body['total_lines']:,} lines", markup=False)
+    elif not follow:  # with --json --watch, only the finished scoring is printed
+        print_json(body)
+    if follow:
+        watch_scoring(client, body["id"], as_json)
 
 
 def watch_scoring(client: Api, scoring_id: str, as_json: bool = False) -> None:
@@ -667,12 +669,11 @@ def scorings_list(
         return
     table = Table("scoring", "status", "model", "text", "lines", "corpus ppl", "precision", "age", box=None)
     for s in page["items"]:
-        text = "uploaded file" if s["source"] == "upload" else f"{s['dataset_id']} {s['split']}"
         table.add_row(
             s["id"],
             s["status"],
             s["model"],
-            text,
+            scoring_text(s),
             f"{s['lines_done']:,}/{s['total_lines']:,}",
             fmt(s["aggregate"]["corpus_perplexity"]),
             s["options"]["precision"],
