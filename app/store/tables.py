@@ -158,13 +158,15 @@ class Scoring(Base):
 
 
 class Metric(Base):
-    """One point of a job's metric history, in MLflow's shape (key, value, step, timestamp)."""
+    """One point of a job's metric history, in MLflow's shape (key, value, step, timestamp); at most
+    one point per job, key and step."""
 
     __tablename__ = "metrics"
     __table_args__ = (
         Index("ix_metrics_job_id", "job_id", "id"),  # a job's history in recorded order, event streams
         Index("ix_metrics_job_key_id", "job_id", "key", "id"),  # one key's history in recorded order
         Index("ix_metrics_job_key_step", "job_id", "key", "step", "id"),  # downsampling: seeks by step
+        Index("uq_metrics_job_key_step", "job_id", "key", "step", unique=True),  # one point per key and step
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -252,3 +254,20 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the secret
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class BrowserSession(Base):
+    """A dashboard login (`POST /v1/session`): the cookie holds a random secret, only its sha256 is
+    stored. It ends at `expires_at` (pushed on while it is used), on logout, or when its key is revoked."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_key_created", "key_id", "created_at"),)  # a key's sessions
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # `ses_...`, shown in listings
+    key_id: Mapped[str] = mapped_column(String(40))  # the API key it logged in with
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the cookie's value
+    user_agent: Mapped[str | None] = mapped_column(String(200))  # the browser's, cut to 200 characters
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]  # logged out, or its key revoked
