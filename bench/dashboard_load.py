@@ -68,6 +68,8 @@ def build(data_dir: Path) -> tuple[str, str]:
         for tenth in range(1, 11):
             step = (epoch - 1) * STEPS + tenth * STEPS // 10
             for key, value in (("train_ppl_running", 300 / epoch**0.5 + 40), ("wps", 5000.0), ("lr", lr)):
+                if tenth == 10 and key != "train_ppl_running":
+                    continue  # the epoch's summary below writes lr and wps at its last step
                 points.append(
                     Metric(job_id=job.id, key=key, value=value, step=step, epoch=epoch, timestamp=now, attempt=1)
                 )

@@ -92,7 +92,13 @@ def metric_rows(job_id: str, count: int) -> Iterator[tuple[Any, ...]]:
     while True:
         epoch += 1
         base = (epoch - 1) * STEPS_PER_EPOCH
-        batch = [(key, base + (p + 1) * STEPS_PER_EPOCH // 10) for p in range(10) for key in PROGRESS_KEYS]
+        # the last progress point falls on the epoch's last step, where the summary writes lr and wps
+        batch = [
+            (key, base + (p + 1) * STEPS_PER_EPOCH // 10)
+            for p in range(10)
+            for key in PROGRESS_KEYS
+            if p < 9 or key not in EPOCH_KEYS
+        ]
         batch += [(key, base + STEPS_PER_EPOCH) for key in EPOCH_KEYS]
         for key, step in batch:
             if n == count:

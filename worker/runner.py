@@ -43,7 +43,22 @@ log = logging.getLogger("worker")
 
 PROGRESS_SECONDS = 1.0  # progress rows at most this often between the seed's ten log points
 CANCEL_CHECK_SECONDS = 0.5
-PERMANENT_ERRORS = (ConfigError, CorpusError, CheckpointError, Diverged, PrecisionError)  # retrying cannot help
+
+
+class WorseThanUniform(RuntimeError):
+    """An epoch's validation perplexity is above the vocabulary size: the model predicts worse than
+    guessing every word with the same probability, so the run has diverged (with a finite loss)."""
+
+    def __init__(self, valid_ppl: float, vocab_size: int, epoch: int) -> None:
+        super().__init__(
+            f"diverged: validation perplexity {valid_ppl:.6g} is above the vocabulary size {vocab_size} "
+            f"at epoch {epoch}"
+        )
+        self.valid_ppl, self.vocab_size, self.epoch = valid_ppl, vocab_size, epoch
+
+
+# retrying cannot help
+PERMANENT_ERRORS = (ConfigError, CorpusError, CheckpointError, Diverged, WorseThanUniform, PrecisionError)
 
 
 def finite(value: float) -> float | None:
@@ -171,11 +186,9 @@ class JobCallbacks(Callbacks):
 
     def on_log(self, p: StepProgress) -> None:
         step = (p.epoch - 1) * p.steps + p.step
-        points = [
-            MetricPoint("train_ppl_running", p.ppl, step, p.epoch),
-            MetricPoint("wps", p.wps, step, p.epoch),
-            MetricPoint("lr", p.lr, step, p.epoch),
-        ]
+        points = [MetricPoint("train_ppl_running", p.ppl, step, p.epoch)]
+        if p.step < p.steps:  # at the epoch's last step the epoch's summary (`on_epoch`) writes lr and wps
+            points += [MetricPoint("wps", p.wps, step, p.epoch), MetricPoint("lr", p.lr, step, p.epoch)]
         # The seed's progress line: fraction of the epoch, running perplexity, words per second.
         self.note(logs.info(f"{p.fraction:.3f} perplexity: {p.ppl:.3f} speed: {p.wps:.0f} wps"))
         self._report(self.progress(p), [m for m in points if math.isfinite(m.value)])
@@ -203,6 +216,9 @@ class JobCallbacks(Callbacks):
         )
 
     def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
+        vocab_size = len(trainer.vocab)
+        if result.valid_ppl > vocab_size:
+            raise WorseThanUniform(result.valid_ppl, vocab_size, result.epoch)
         ckpt = self.save(trainer, EPOCH, finite(result.valid_ppl))
         step = result.epoch * trainer.train_steps
         points = [
@@ -358,7 +374,7 @@ def _train(
         raise
     except PERMANENT_ERRORS as exc:
         log.error("job %s failed: %s", job.id, exc)
-        reason = error_text(exc)
+        reason = public_text(str(exc)) if isinstance(exc, WorseThanUniform) else error_text(exc)
         attempt.fail(reason, [logs.error(f"failed: {reason}")])
         return "failed"
     except Exception as exc:

