@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_queued_jobs_per_key: int | None = Field(
         20, ge=0, description="queued training jobs and scorings a non-admin key may have at once"
     )
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 365, description="a dashboard login lasts this long after its last use (sliding)"
+    )
     # Inference
     model_cache_size: int = Field(4, ge=1, description="loaded models kept in memory (least recently used out)")
     max_sentences: int = Field(1000, ge=1, description="sentences per scoring request")

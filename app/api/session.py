@@ -1,8 +1,10 @@
-"""Routes: dashboard login (`POST /v1/session` sets the key cookie, `DELETE` clears it) and `GET /v1/whoami`."""
+"""Routes: dashboard sessions (`POST /v1/session` logs in with a key and sets the session cookie,
+`DELETE` logs out, `GET` lists the key's sessions, `DELETE /v1/session/{id}` ends one) and `GET /v1/whoami`."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -11,11 +13,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
-from app.api.auth import AUTH_RESPONSES, CHALLENGE, COOKIE, ReadKey
+from app.api.auth import AUTH_RESPONSES, CHALLENGE, COOKIE, LEGACY_COOKIE, ReadKey, session_cookie
 from app.api.problems import Problem
 from app.api.schemas import problem_responses
-from app.auth import keys
+from app.auth import keys, sessions
 from app.auth.principal import Principal
+from app.store.tables import BrowserSession
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
@@ -28,6 +31,30 @@ class WhoAmI(BaseModel):
     @classmethod
     def of(cls, principal: Principal) -> WhoAmI:
         return cls(id=principal.key_id, name=principal.name, scope=principal.scope.value)
+
+
+class SessionOut(BaseModel):
+    id: str = Field(description="the session's id (ses_...); the cookie's value is never shown")
+    created_at: datetime = Field(description="when it logged in")
+    last_seen_at: datetime = Field(description="when it was last used (to the minute)")
+    expires_at: datetime = Field(description="when it ends unless used again (LSTMLM_SESSION_HOURS after its last use)")
+    user_agent: str | None = Field(description="the browser that logged in, as it named itself")
+    current: bool = Field(description="the session this request came with")
+
+    @classmethod
+    def of(cls, row: BrowserSession, current: str | None) -> SessionOut:
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            last_seen_at=row.last_seen_at,
+            expires_at=row.expires_at,
+            user_agent=row.user_agent,
+            current=row.id == current,
+        )
+
+
+class SessionList(BaseModel):
+    items: list[SessionOut] = Field(description="the key's live sessions, newest first")
 
 
 class SessionIn(BaseModel):
@@ -66,28 +93,61 @@ async def _key_of(request: Request) -> str:
     "/session", response_model=WhoAmI, responses=problem_responses(400, 401, 403, 422), openapi_extra=LOGIN_BODY
 )
 async def login(request: Request, response: Response) -> WhoAmI:
-    """Check a key and keep it in the HttpOnly, SameSite=Strict cookie `lstmlm_key` (the dashboard's login)."""
+    """Check a key and start a dashboard session: the HttpOnly, SameSite=Strict cookie `lstmlm_session`
+    holds a random session id (not the key), valid for `LSTMLM_SESSION_HOURS` after its last use."""
     secret = await _key_of(request)
+    engine = request.app.state.engine
+    hours = request.app.state.settings.session_hours
 
-    def check() -> Principal | None:
-        with Session(request.app.state.engine) as session:
-            return keys.authenticate(session, secret)
+    def start() -> tuple[Principal, str] | None:
+        with Session(engine) as session:
+            principal = keys.authenticate(session, secret)
+        if principal is None or principal.key_id is None:
+            return None
+        _, cookie_value = sessions.create(engine, principal.key_id, hours, request.headers.get("user-agent"))
+        return principal, cookie_value
 
-    principal = await anyio.to_thread.run_sync(check)
-    if principal is None:
+    started = await anyio.to_thread.run_sync(start)
+    if started is None:
         raise HTTPException(401, "the API key is not valid (unknown or revoked)", headers=CHALLENGE)
-    response.set_cookie(
-        COOKIE, secret, httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https"
-    )
+    principal, cookie_value = started
+    secure = request.url.scheme == "https"
+    response.headers.append("set-cookie", session_cookie(cookie_value, hours, secure))
+    if LEGACY_COOKIE in request.cookies:
+        response.delete_cookie(LEGACY_COOKIE, path="/", httponly=True, samesite="strict", secure=secure)
     return WhoAmI.of(principal)
 
 
 @router.delete("/session", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(403))
 def logout(request: Request) -> Response:
-    """Forget the key cookie (log out)."""
+    """Log out: end the session of the cookie (it is refused from now on) and clear the cookie."""
+    sessions.end(request.app.state.engine, request.cookies.get(COOKIE))
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    secure = request.url.scheme == "https"
+    for name in (COOKIE, LEGACY_COOKIE):
+        response.delete_cookie(name, path="/", httponly=True, samesite="strict", secure=secure)
     return response
+
+
+@router.get("/session", response_model=SessionList, responses=AUTH_RESPONSES)
+def list_sessions(request: Request, principal: ReadKey) -> SessionList:
+    """The live dashboard sessions of the key this request authenticated with (none with authentication off)."""
+    if principal.key_id is None:
+        return SessionList(items=[])
+    with Session(request.app.state.engine) as session:
+        rows = sessions.live(session, principal.key_id)
+    return SessionList(items=[SessionOut.of(row, principal.session_id) for row in rows])
+
+
+@router.delete(
+    "/session/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 403, 404)
+)
+def end_session(request: Request, session_id: str, principal: ReadKey) -> Response:
+    """End one of this key's live sessions (a browser left logged in elsewhere); 404 for any other."""
+    if principal.key_id is None:
+        raise Problem(404, f"no session {session_id!r} of this key")
+    sessions.end_one(request.app.state.engine, principal.key_id, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/whoami", response_model=WhoAmI, responses=AUTH_RESPONSES)

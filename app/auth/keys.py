@@ -63,13 +63,17 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def revoke_key(engine: Engine, key_id: str) -> ApiKey:
-    """Revoke a key (idempotent); its rows keep it as their owner. `NotFound` for an unknown id."""
+    """Revoke a key (idempotent) and end its dashboard sessions; its rows keep it as their owner.
+    `NotFound` for an unknown id."""
+    from app.auth import sessions
+
     with write_session(engine) as session:
         row = session.get(ApiKey, key_id, with_for_update=True)
         if row is None:
             raise NotFound(f"no API key {key_id!r}")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+        sessions.end_all(session, key_id)
     return row
 
 

@@ -9,11 +9,13 @@ from app.auth.scopes import Scope
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller. `key_id` is None only when authentication is off."""
+    """An authenticated caller. `key_id` is None only when authentication is off; `session_id` names
+    the dashboard session the request came with (None for a key in the Authorization header)."""
 
     key_id: str | None
     name: str
     scope: Scope
+    session_id: str | None = None
 
     @property
     def is_admin(self) -> bool:

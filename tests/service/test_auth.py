@@ -1,13 +1,16 @@
 """API keys through the real app with authentication on: no key, a wrong or revoked key, a read key
 on every write route, another owner's datasets, jobs and checkpoints (404, absent from lists) and
 admin-only routes are all refused with problem+json and change nothing stored; aliases publish a
-model to every key; dashboard login by cookie; idempotency keys are per owner."""
+model to every key; dashboard sessions (a cookie that is not the key, that expires, ends on logout
+and with its key's revocation); idempotency keys are per owner."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from harness import TINY, Service, open_service, stored_state, write_corpus
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from app.auth import keys
+from app.store.tables import BrowserSession, utcnow
 
 SENTENCES = ["the cat sat on the mat"]
 
@@ -103,13 +109,14 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def api_routes(world: World) -> list[tuple[str, str]]:
-    """(method, path) of every /v1 operation the app documents but the login, path parameters filled in."""
+    """(method, path) of every /v1 operation the app documents but logging in and out, path parameters filled in."""
     paths = world.svc.client.get("/openapi.json").json()["paths"]
     return [
         (method.upper(), re.sub(r"\{[^}]+\}", "x_1", path))
         for path, operations in paths.items()
-        if path.startswith("/v1/") and path != "/v1/session"
+        if path.startswith("/v1/")
         for method in operations
+        if (method.upper(), path) not in {("POST", "/v1/session"), ("DELETE", "/v1/session")}
     ]
 
 
@@ -336,8 +343,8 @@ def test_dashboard_login_by_cookie(world: World) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["name"] == "alice" and response.json()["scope"] == "write"
         cookie = response.headers["set-cookie"]
-        assert cookie.startswith("lstmlm_key=") and world.alice in cookie
-        for flag in ("HttpOnly", "SameSite=strict", "Path=/"):
+        assert cookie.startswith("lstmlm_session=lss_") and world.alice not in cookie  # a session, not the key
+        for flag in ("HttpOnly", "SameSite=strict", "Path=/", "Max-Age=43200"):
             assert flag.lower() in cookie.lower(), cookie
         assert "secure" not in cookie.lower()  # plain http here
         assert browser.get("/v1/whoami").json()["name"] == "alice"
@@ -357,7 +364,7 @@ def test_dashboard_login_by_cookie(world: World) -> None:
         assert same.status_code == 200
 
         assert browser.delete("/v1/session").status_code == 204
-        assert "lstmlm_key" not in browser.cookies
+        assert "lstmlm_session" not in browser.cookies
         assert_problem(browser.get("/v1/whoami"), 401)
 
 
@@ -435,3 +442,101 @@ def test_quotas_per_key(tmp_path: Path, tiny_corpus: Path) -> None:
         assert svc.client.post("/v1/jobs", json=job_body, headers=user).status_code == 201
     finally:
         close()
+
+
+def login(client: TestClient, key: str) -> str:
+    """Log in with `key`; returns the session cookie's value."""
+    response = client.post("/v1/session", json={"key": key})
+    assert response.status_code == 200, response.text
+    return str(client.cookies["lstmlm_session"])
+
+
+def session_rows(svc: Service) -> list[BrowserSession]:
+    with Session(svc.engine) as session:
+        return list(session.scalars(select(BrowserSession).order_by(BrowserSession.created_at)))
+
+
+def test_a_session_cookie_is_a_random_id_whose_hash_only_is_stored(world: World) -> None:
+    with TestClient(world.svc.client.app) as browser:
+        value = login(browser, world.bob)
+        assert value.startswith("lss_") and value != world.bob and world.bob not in value
+        row = next(r for r in session_rows(world.svc) if r.id == browser.get("/v1/session").json()["items"][0]["id"])
+        assert row.secret_hash == keys.hash_secret(value) and value not in repr(row.__dict__)
+        assert row.expires_at - row.created_at == timedelta(hours=12)
+        # the key still works as a bearer key, and a bearer "key" holding a session id does not
+        assert browser.get("/v1/whoami", headers=world.as_(world.bob)).json()["name"] == "bob"
+        with TestClient(world.svc.client.app) as other:
+            assert_problem(other.get("/v1/whoami", headers={"Authorization": f"Bearer {value}"}), 401)
+        # a cookie that holds a key (what the old login set) is not a session
+        with TestClient(world.svc.client.app, cookies={"lstmlm_session": world.bob}) as forged:
+            body = assert_problem(forged.get("/v1/whoami"), 401)
+            assert "session" in body["detail"]
+        with TestClient(world.svc.client.app, cookies={"lstmlm_key": world.bob}) as old:
+            assert_problem(old.get("/v1/whoami"), 401)
+            assert "lstmlm_key=" in old.post("/v1/session", json={"key": world.bob}).headers.get_list("set-cookie")[1]
+        browser.delete("/v1/session")
+
+
+def test_a_logged_out_session_is_refused_even_with_its_cookie(world: World) -> None:
+    with TestClient(world.svc.client.app) as browser:
+        value = login(browser, world.reader)
+        assert browser.get("/v1/whoami").json()["name"] == "reader"
+        assert browser.delete("/v1/session").status_code == 204
+    with TestClient(world.svc.client.app, cookies={"lstmlm_session": value}) as replay:  # the cookie kept
+        body = assert_problem(replay.get("/v1/whoami"), 401)
+        assert body["detail"] == "the session has ended (logged out, expired or its key revoked): log in again"
+        assert_problem(replay.get("/v1/jobs"), 401)
+
+
+def test_sessions_expire_and_slide_with_use(tmp_path: Path) -> None:
+    svc, close = open_service(tmp_path, auth=True, session_hours=1.5 / 3600)  # 1.5 s
+    try:
+        _, secret = keys.create_key(svc.engine, "carol", "read")
+        with TestClient(svc.client.app) as browser:
+            login(browser, secret)
+            assert "max-age=2" in browser.post("/v1/session", json={"key": secret}).headers["set-cookie"].lower()
+            assert browser.get("/v1/whoami").status_code == 200
+            # In use: a request more than a minute after the last one moves the expiry on and sends the cookie again.
+            earlier = utcnow() - timedelta(minutes=2)
+            with Session(svc.engine) as session, session.begin():
+                session.execute(update(BrowserSession).values(last_seen_at=earlier))
+            slid = browser.get("/v1/whoami")
+            assert slid.status_code == 200 and slid.headers["set-cookie"].startswith("lstmlm_session=")
+            time.sleep(1.7)  # past its lifetime without use
+            body = assert_problem(browser.get("/v1/whoami"), 401)
+            assert "expired" in body["detail"]
+    finally:
+        close()
+
+
+def test_a_key_lists_and_ends_its_own_sessions_and_revoking_it_ends_them_all(world: World) -> None:
+    row, secret = keys.create_key(world.svc.engine, "dave", "write")
+    with (
+        TestClient(world.svc.client.app, headers={"User-Agent": "laptop"}) as laptop,
+        TestClient(world.svc.client.app, headers={"User-Agent": "phone"}) as phone,
+        TestClient(world.svc.client.app) as alice,
+    ):
+        login(laptop, secret)
+        login(phone, secret)
+        login(alice, world.alice)
+        listed = laptop.get("/v1/session").json()["items"]
+        assert [(s["user_agent"], s["current"]) for s in listed] == [("phone", False), ("laptop", True)]
+        assert set(listed[0]) == {"id", "created_at", "last_seen_at", "expires_at", "user_agent", "current"}
+        by_bearer = world.svc.client.get("/v1/session", headers={"Authorization": f"Bearer {secret}"}).json()
+        assert [s["user_agent"] for s in by_bearer["items"]] == ["phone", "laptop"]
+        assert all(s["user_agent"] != "laptop" for s in alice.get("/v1/session").json()["items"])
+        # another key cannot end them; the owner can end one from another session
+        assert_problem(alice.delete(f"/v1/session/{listed[0]['id']}"), 404)
+        assert_problem(laptop.delete("/v1/session/ses_unknown"), 404)
+        assert laptop.delete(f"/v1/session/{listed[0]['id']}").status_code == 204
+        assert_problem(phone.get("/v1/whoami"), 401)
+        assert [s["user_agent"] for s in laptop.get("/v1/session").json()["items"]] == ["laptop"]
+        # revoking the key ends every session it has; other keys' sessions live on
+        login(phone, secret)
+        keys.revoke_key(world.svc.engine, row.id)
+        assert_problem(laptop.get("/v1/whoami"), 401)
+        assert_problem(phone.get("/v1/jobs"), 401)
+        assert all(r.ended_at is not None for r in session_rows(world.svc) if r.key_id == row.id)
+        assert alice.get("/v1/whoami").json()["name"] == "alice"
+        assert_problem(laptop.post("/v1/session", json={"key": secret}), 401)
+        alice.delete("/v1/session")

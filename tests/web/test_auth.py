@@ -1,6 +1,7 @@
 """The dashboard with authentication on, in a real browser: it asks for a key once (the login form),
-keeps it in the HttpOnly, SameSite=Strict cookie `lstmlm_key`, shows only what the key may see and
-hides the actions its scope does not allow; logging out clears the cookie.
+keeps a session (not the key) in the HttpOnly, SameSite=Strict cookie `lstmlm_session`, shows only
+what the key may see and hides the actions its scope does not allow; logging out ends the session
+and clears the cookie, and revoking the key sends its browsers back to the login form.
 
 No worker runs here: queued jobs and jobs canceled while queued are all these pages need.
 """
@@ -8,6 +9,7 @@ No worker runs here: queued jobs and jobs canceled while queued are all these pa
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +23,7 @@ from app.store.db import make_engine, write_session
 from app.store.tables import ApiKey
 from web.live import LiveService, open_page, screenshot, serve
 
-COOKIE = "lstmlm_key"
+COOKIE = "lstmlm_session"
 
 
 @dataclass
@@ -106,7 +108,9 @@ def test_login_once_in_an_httponly_strict_cookie_shows_only_the_keys_jobs_and_lo
     page.click("button[type=submit]")
     page.wait_for_url(f"{world.live.url}/")
     [cookie] = key_cookies(page)
-    assert cookie["value"] == alice.secret and cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert cookie["value"].startswith("lss_") and alice.secret not in cookie["value"]  # a session id, not the key
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert 11.9 * 3600 < cookie["expires"] - time.time() <= 12 * 3600  # LSTMLM_SESSION_HOURS
     assert cookie["path"] == "/" and cookie["secure"] is False  # plain http here; https sets Secure
     assert COOKIE not in page.evaluate("document.cookie")  # the page's scripts cannot read it
     expect(page.locator("#whoami")).to_have_text("alice · write")
@@ -232,3 +236,33 @@ def test_the_pager_walks_a_keys_jobs_page_by_page(world: World, page: Any) -> No
     expect(rows).to_have_count(2)
     buttons["newest"].click()
     shows(newest_first[:50], newest=False, newer=False, older=True)
+
+
+def test_a_logged_out_or_revoked_session_is_sent_back_to_the_login_form(world: World, page: Any) -> None:
+    engine = make_engine(world.live.settings.resolved_database_url)
+    try:
+        row, secret = keys.create_key(engine, "erin", "read")
+        log_in(page, secret, "/scorings")
+        expect(page.locator("#whoami")).to_have_text("erin · read")
+        [cookie] = key_cookies(page)
+        listed = world.live.http.get("/v1/session", headers=bearer(secret)).json()["items"]
+        assert [s["current"] for s in listed] == [False]  # asked with the key, not the session
+
+        page.click("#logout")
+        page.wait_for_url(re.compile(r"/login$"))
+        page.context.add_cookies([cookie])  # the cookie kept after logging out is refused
+        page.goto("/")
+        page.wait_for_url(re.compile(r"/login\?next="))
+
+        log_in(page, secret, "/compare")
+        keys.revoke_key(engine, row.id)
+        page.goto("/playground")
+        page.wait_for_url(re.compile(r"/login\?next="))
+        assert (
+            world.live.http.get(
+                "/v1/whoami", headers={"Cookie": f"{COOKIE}={key_cookies(page)[0]['value']}"}
+            ).status_code
+            == 401
+        )
+    finally:
+        engine.dispose()
