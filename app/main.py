@@ -39,6 +39,7 @@ from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
 from app.training.sweep import sweep_datasets
 from app.web import pages
+from app.web.headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         )
+    app.add_middleware(SecurityHeaders)  # CSP, nosniff, no framing, same-origin referrers on every answer
     app.add_middleware(RequestMetrics, observability=app.state.observability)  # outermost: counts every answer
     app.include_router(health.router)
     app.include_router(prometheus.router)

@@ -98,20 +98,39 @@ def serve(tmp: Path, worker: bool, **settings_overrides: Any) -> Iterator[LiveSe
 
 @contextmanager
 def open_page(browser: Any, url: str) -> Iterator[Any]:
-    """A page in a fresh browser context (its own cookies) on `url`; uncaught page errors fail the test."""
+    """A page in a fresh browser context (its own cookies) on `url`; uncaught page errors and anything
+    the content security policy refused (reported on the console) fail the test."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=WAIT_MS)
     context = browser.new_context(base_url=url, viewport={"width": 1400, "height": 1000})
+    # Every violation, also of what reports no console line of its own (an inline style, an eval).
+    context.add_init_script(CSP_LISTENER)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     errors: list[str] = []
+    violations: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda message: violations.append(message.text) if is_csp_violation(message.text) else None)
     try:
         yield page
     finally:
         context.close()
     assert errors == [], f"errors in the page: {errors}"
+    assert violations == [], f"content security policy violations: {violations}"
+
+
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  const what = event.blockedURI || "inline";
+  console.error(`CSP violation: ${event.violatedDirective} blocked ${what} in ${event.sourceFile}`);
+});
+"""
+
+
+def is_csp_violation(text: str) -> bool:
+    """A console line of a refused load or script: Chromium's own, or the listener's above."""
+    return text.startswith("CSP violation:") or "Content Security Policy" in text
 
 
 def screenshot(page: Any, name: str) -> Path:

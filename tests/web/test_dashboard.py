@@ -226,3 +226,42 @@ def test_scorings_page_scores_an_uploaded_text_and_a_split_then_deletes(
     page.locator(f'tr[data-scoring-id="{uploaded}"] button.delete').click()
     expect(page.locator(f'tr[data-scoring-id="{uploaded}"]')).to_have_count(0)
     assert live.http.get(f"/v1/scorings/{uploaded}").status_code == 404
+
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+}
+
+
+def test_every_page_works_under_the_content_security_policy(live: LiveService, page: Any, dataset: dict) -> None:
+    # `page` fails the test on any violation the browser reports (see web.live.open_page).
+    jobs = [live.submit(dataset["id"], max_max_epoch=2)["id"] for _ in range(2)]
+    for job_id in jobs:
+        live.wait_status(job_id, "succeeded")
+    ready = {
+        "/": f'tr[data-job-id="{jobs[0]}"][data-status="succeeded"]',
+        f"/jobs/{jobs[0]}": "#ppl-chart .uplot canvas",
+        f"/compare?job={jobs[0]}&job={jobs[1]}": "#compare-chart .uplot canvas",
+        "/submit": f'#dataset_id option[value="{dataset["id"]}"]',
+        "/scorings": "#scoring-form",
+        "/playground": "#model option",
+        "/login": "#login-form",
+    }
+    for path, selector in ready.items():
+        response = page.goto(path)
+        assert response is not None and response.status == 200, path
+        headers = response.headers
+        policy = headers["content-security-policy"]
+        for directive in ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'"):
+            assert directive in policy, (path, policy)
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert {name: headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS, path
+        page.locator(selector).first.wait_for(state="attached")  # its script ran and fetched its data
+    # the job page's curves are drawn by the vendored uPlot, styled by the page's own stylesheets
+    page.goto(f"/jobs/{jobs[0]}")
+    expect(page.locator("#status")).to_have_text("succeeded")
+    expect(page.locator("#lr-chart .uplot canvas")).to_have_count(1)
+    assert page.evaluate("getComputedStyle(document.querySelector('.uplot')).boxSizing") == "border-box"
+    screenshot(page, "job-under-csp")

@@ -75,3 +75,23 @@ def test_events_without_history_send_only_new_points(service: Service, tiny_corp
     missing = service.client.get("/v1/jobs/job_0123456789abcdef/events?history=false")
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")
+
+
+def test_every_answer_carries_the_security_headers_and_pages_a_strict_policy(service: Service) -> None:
+    for path in [*PAGES, "/static/js/common.js", "/static/dashboard.css", "/v1/jobs", "/healthz", "/v1/jobs/nope"]:
+        response = service.client.get(path)
+        headers = response.headers
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "same-origin", path
+        policy = dict(d.strip().partition(" ")[::2] for d in headers["content-security-policy"].split(";"))
+        assert policy["default-src"] == "'self'" and policy["script-src"] == "'self'", path
+        assert policy["style-src"] == "'self'" and policy["frame-ancestors"] == "'none'", path
+        assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'", path
+    # The pages have no inline script or style for the policy to refuse.
+    for path in PAGES:
+        html = service.client.get(path).text
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html) and "<style" not in html and " style=" not in html
+        assert not re.search(r"\son[a-z]+=", html), path
+    # FastAPI's API documentation loads Swagger UI from its CDN: it is only kept out of frames.
+    docs = service.client.get("/docs")
+    assert docs.status_code == 200 and docs.headers["content-security-policy"] == "frame-ancestors 'none'"
