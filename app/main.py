@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(scoring.router)
     app.include_router(generation.router)
     app.include_router(completions.router)
+    app.include_router(completions.scoped_router)
     app.include_router(presets.router)
     app.include_router(login_session.router)
     pages.install(app)  # the dashboard at /, apart from the API

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     upload_parse_process_bytes: int = Field(
         1024 * 1024, ge=0, description="uploads at least this large are parsed in a child process"
     )
+    subword_train_sentences: int = Field(
+        300_000, ge=1, description="training lines a bpe or unigram model is trained on at most (spread evenly)"
+    )
+    max_tokenizer_vocab_size: int = Field(
+        64_000, ge=300, description="largest tokenizer_vocab_size an upload may ask a subword model for"
+    )
+    unk_warn_rate: float = Field(
+        0.05, ge=0, le=1, description="share of <unk> tokens past which a score carries a warning"
+    )
     scoring_chunk_lines: int = Field(1000, ge=1, description="lines a scoring job scores and records at a time")
     inference_precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="precision of scoring, scoring jobs and generation unless a request names one: fp32 or bf16"

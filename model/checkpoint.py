@@ -17,28 +17,29 @@ import torch
 from model.config import ModelConfig
 from model.data import Corpus, Vocabulary
 from model.network import LSTMLanguageModel, resolve_device
+from model.tokenizers import Tokenizer, TokenizerError, detect, legacy
 from model.train import Trainer, TrainState, rng_state, set_rng_state
 
-FORMAT = "lstm-lm-checkpoint/1"
+FORMAT = "lstm-lm-checkpoint/2"  # 2: the tokenizer travels with the model
+READABLE_FORMATS = ("lstm-lm-checkpoint/1", FORMAT)
 
 
 class CheckpointError(ValueError):
     """A file is not a readable checkpoint of this format."""
 
 
-def trainer_payload(trainer: Trainer, text_convention: str | None = None) -> dict[str, Any]:
-    """Everything needed to rebuild the model and continue training exactly where it stands.
-
-    `text_convention` names how the corpus' text is tokenized (`ptb`, `wikitext`, `plain`), so that
-    raw text can be brought to the model's vocabulary; files without it stay loadable.
+def trainer_payload(trainer: Trainer, tokenizer: Tokenizer | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild the model, continue training exactly where it stands, and read
+    raw text as its training text was read: `tokenizer`, else the one the corpus folder records,
+    else the word-level kind its vocabulary is in (`model.tokenizers.detect`: PTB's text -> ptb).
     """
+    tokenizer = tokenizer or trainer.corpus.tokenizer or Tokenizer(detect(trainer.vocab.words))
     state = asdict(trainer.state)
     if trainer.carried is not None:  # stopped mid-epoch: keep the LSTM state flowing
         state["carried_h"], state["carried_c"] = (t.detach().cpu() for t in trainer.carried)
-    extra = {} if text_convention is None else {"text_convention": text_convention}
     return {
-        **extra,
         "format": FORMAT,
+        "tokenizer": tokenizer.to_payload(),
         "config": trainer.config.to_dict(),
         "vocab": list(trainer.vocab.words),
         "model": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
@@ -89,15 +90,24 @@ def load(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"{path}: not a {FORMAT} file")
     return payload
 
 
-def text_convention(payload: dict[str, Any]) -> str | None:
-    """How the training text was tokenized, when the checkpoint says (older files do not)."""
-    value = payload.get("text_convention")
-    return value if isinstance(value, str) else None
+def tokenizer_of(payload: dict[str, Any]) -> Tokenizer:
+    """The tokenizer a checkpoint's model reads text with. Format-1 files name a text convention
+    (`text_convention`: plain, ptb or wikitext) or, the oldest, nothing: then the vocabulary tells
+    (`model.tokenizers.detect`), as it did when they were written."""
+    stored = payload.get("tokenizer")
+    if isinstance(stored, dict):
+        try:
+            return Tokenizer.from_payload(stored)
+        except TokenizerError as exc:
+            raise CheckpointError(f"unusable tokenizer in the checkpoint: {exc}") from None
+    convention = payload.get("text_convention")
+    found = legacy(convention if isinstance(convention, str) else None)
+    return found if found is not None else Tokenizer(detect(payload.get("vocab") or ()))
 
 
 def load_model(payload: dict[str, Any], device: str = "auto") -> tuple[LSTMLanguageModel, Vocabulary, ModelConfig]:

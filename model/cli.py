@@ -82,7 +82,7 @@ class ConsoleCallbacks(Callbacks):
         print(f"Epoch: {result.epoch} Valid Perplexity: {result.valid_ppl:.3f}")
         print(f"Epoch: {result.epoch} took {result.seconds:.1f} s at {result.wps:.0f} wps", flush=True)
         if self.out is not None:
-            payload = checkpoint.trainer_payload(trainer)
+            payload = checkpoint.trainer_payload(trainer, trainer.corpus.tokenizer)
             path = checkpoint.save(payload, self.out / f"epoch-{result.epoch:03d}.pt")
             checkpoint.save(payload, self.out / "last.pt")
             if trainer.state.best_valid_ppl == result.valid_ppl:
@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"Test Perplexity: {trainer.state.test_ppl:.3f}")
     print(f"wall time {time.perf_counter() - started:.1f} s", flush=True)
     if args.out:
-        checkpoint.save(checkpoint.trainer_payload(trainer), Path(args.out) / "last.pt")
+        checkpoint.save(checkpoint.trainer_payload(trainer, trainer.corpus.tokenizer), Path(args.out) / "last.pt")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Corpus reading, the vocabulary and the seed's batch layout (`reader.ptb_producer`).
 
 A corpus is a folder with `ptb.{train,valid,test}.txt` or `{train,valid,test}.txt`. Tokens of a
-file are, for every line, `line.split()` followed by `<eos>`.
+file are, for every line, `line.split()` followed by `<eos>`: the text is already tokenized. A folder
+made from raw text by a tokenizer (`model.tokenizers`) records it in `tokenizer.json`; its
+vocabulary then follows the tokenizer's rules (`min_count`; a subword model's every piece).
 
 The batch layout, for a stream of N ids, B = batch_size and T = num_steps::
 
@@ -30,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-EOS = "<eos>"
-UNK = "<unk>"
+from model.tokenizers import EOS, UNK, Tokenizer
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -85,21 +87,32 @@ class Vocabulary:
     _index: dict[str, int] = None  # type: ignore[assignment]  # set in __post_init__
 
     @classmethod
-    def build(cls, tokens: Iterable[str], max_size: int | None = None) -> Vocabulary:
+    def build(
+        cls, tokens: Iterable[str], max_size: int | None = None, min_count: int = 1, always: Iterable[str] = ()
+    ) -> Vocabulary:
         """Vocabulary of a training stream.
 
-        `<unk>` is always present so unseen words are never dropped; when the stream has more than
-        `max_size` types, the rarest are folded into `<unk>`. On PTB (10,000 types counting `<eos>`
-        and `<unk>`) this is exactly the seed's vocabulary.
+        `<unk>` is always present so unseen words are never dropped; words seen fewer than
+        `min_count` times, and past `max_size` types the rarest, are folded into `<unk>`. The words
+        of `always` (a subword model's pieces) are in it whatever their count, and no cap applies to
+        them. On PTB (10,000 types counting `<eos>` and `<unk>`) this is exactly the seed's vocabulary.
         """
-        counts = Counter(tokens)
-        counts.setdefault(EOS, 0)
-        counts.setdefault(UNK, 0)
+        return cls.from_counts(Counter(tokens), max_size, min_count, always)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Counter[str], max_size: int | None = None, min_count: int = 1, always: Iterable[str] = ()
+    ) -> Vocabulary:
+        """`build` from the token counts of a training stream."""
+        counts, always = Counter(counts), tuple(always)
+        required = {EOS, UNK, *always}
+        for word in required:
+            counts.setdefault(word, 0)
         ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        words = [w for w, _ in ordered]
-        if max_size is not None and len(words) > max_size:
-            kept = [w for w in words if w not in (EOS, UNK)][: max_size - 2]
-            keep = {*kept, EOS, UNK}
+        words = [w for w, n in ordered if n >= min_count or w in required]
+        if max_size is not None and len(words) > max_size and not always:
+            kept = [w for w in words if w not in required][: max_size - len(required)]
+            keep = {*kept, *required}
             words = [w for w in words if w in keep]
         return cls(tuple(words))
 
@@ -152,6 +165,7 @@ class Corpus:
     valid: torch.Tensor  # [N_valid]
     test: torch.Tensor  # [N_test]
     unk_counts: dict[str, int]  # out-of-vocabulary tokens per split, mapped to <unk>
+    tokenizer: Tokenizer | None = None  # what cut the text into tokens, when the folder records it
 
     def unk_count(self, split: str) -> int:
         """Tokens of a split that are `<unk>`: out of the vocabulary, or `<unk>` in the text itself."""
@@ -159,16 +173,32 @@ class Corpus:
         return 0 if unk is None else int((getattr(self, split) == unk).sum())
 
     @classmethod
-    def load(cls, directory: str | Path, max_vocab_size: int | None = None) -> Corpus:
-        """Read a corpus folder; the vocabulary comes from the training file only."""
+    def load(
+        cls, directory: str | Path, max_vocab_size: int | None = None, tokenizer: Tokenizer | None = None
+    ) -> Corpus:
+        """Read a corpus folder; the vocabulary comes from the training file only, by the rules of the
+        tokenizer the folder records (or of `tokenizer`, for a folder that records none)."""
         directory = Path(directory)
         if not directory.is_dir():
             raise CorpusError(f"{directory}: not a directory")
+        try:
+            tokenizer = Tokenizer.load(directory) or tokenizer
+        except ValueError as exc:
+            raise CorpusError(str(exc)) from None
         tokens = {split: read_tokens(find_split(directory, split)) for split in SPLITS}
-        vocab = Vocabulary.build(tokens["train"], max_vocab_size)
+        vocab = vocabulary_of(tokens["train"], tokenizer, max_vocab_size)
         unk = {split: sum(1 for t in toks if t not in vocab) for split, toks in tokens.items()}
         streams = {split: vocab.encode(toks) for split, toks in tokens.items()}
-        return cls(vocab, streams["train"], streams["valid"], streams["test"], unk)
+        return cls(vocab, streams["train"], streams["valid"], streams["test"], unk, tokenizer)
+
+
+def vocabulary_of(train_tokens: Iterable[str], tokenizer: Tokenizer | None, max_size: int | None = None) -> Vocabulary:
+    """The vocabulary a model trains with on tokens cut by `tokenizer`: a subword model's pieces (no
+    cap: every text must stay expressible), else the training words from `min_count` times on,
+    the `max_size` most frequent."""
+    if tokenizer is not None and tokenizer.subword:
+        return Vocabulary.build(train_tokens, always=tokenizer.pieces())
+    return Vocabulary.build(train_tokens, max_size, tokenizer.min_count if tokenizer is not None else 1)
 
 
 def epoch_size(num_tokens: int, batch_size: int, num_steps: int) -> int:

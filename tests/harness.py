@@ -96,6 +96,34 @@ def write_corpus(folder: Path, train: int = 600, valid: int = 80, test: int = 40
     return folder
 
 
+LICENSES = Path("/usr/share/common-licenses")  # Debian's base-files: real English, always there
+
+
+def raw_english_lines() -> list[str]:
+    """The non-blank lines of the license texts Debian ships (about 5,000 lines, 48,000 words): raw
+    English with case, punctuation, numbers and quotes, never seen by the PTB models."""
+    if not LICENSES.is_dir():
+        import pytest
+
+        pytest.skip(f"no license texts at {LICENSES} (Debian's base-files)")
+    lines: list[str] = []
+    for path in sorted(p for p in LICENSES.iterdir() if p.is_file() and not p.is_symlink()):
+        lines += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines
+
+
+def write_raw_corpus(folder: Path) -> Path:
+    """A raw-English corpus folder of the license texts: every 20th line valid, the next test, the rest train."""
+    lines = raw_english_lines()
+    splits: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
+    for i, line in enumerate(lines):
+        splits["valid" if i % 20 == 0 else "test" if i % 20 == 1 else "train"].append(line)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, chosen in splits.items():
+        (folder / f"{split}.txt").write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    return folder
+
+
 def make_settings(root: Path, **overrides: Any) -> Settings:
     """Settings for one test service: everything under `root`, short leases, no .env file."""
     values: dict[str, Any] = {
@@ -192,12 +220,17 @@ class Service:
         self.client, self.settings, self.engine, self.tmp = client, settings, engine, tmp
         self.workers: list[WorkerProcess] = []
 
-    def upload(self, folder: Path, name: str | None = None) -> dict[str, Any]:
+    def upload(self, folder: Path, name: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Upload a corpus folder; `fields` are the upload's form fields (tokenizer, min_count, ...)."""
         files = {
             split: (f"{split}.txt", (folder / f"{split}.txt").read_bytes(), "text/plain")
             for split in ("train", "valid", "test")
         }
-        response = self.client.post("/v1/datasets", files=files, data={"name": name} if name else None)
+        data = {
+            **({"name": name} if name else {}),
+            **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()},
+        }
+        response = self.client.post("/v1/datasets", files=files, data=data or None)
         assert response.status_code == 201, response.text
         return response.json()
 

@@ -37,6 +37,7 @@ from model.checkpoint import CheckpointError
 from model.config import ConfigError, ModelConfig
 from model.data import Corpus, CorpusError
 from model.network import PrecisionError, resolve_device, supports_precision
+from model.tokenizers import WORD_LEVEL, Tokenizer
 from model.train import Callbacks, Diverged, EpochResult, EvalProgress, StepProgress, Trainer
 
 log = logging.getLogger("worker")
@@ -102,7 +103,7 @@ class JobCallbacks(Callbacks):
         epochs: int,
     ) -> None:
         self.attempt, self.heartbeat, self.shutdown = attempt, heartbeat, shutdown
-        self.text_convention: str | None = None  # the corpus', stored in every checkpoint
+        self.tokenizer: Tokenizer | None = None  # the corpus', stored in every checkpoint
         self.settings, self.job_dir, self.epochs = settings, job_dir, epochs
         self.last_report = 0.0
         self.last_check = time.monotonic()
@@ -202,7 +203,7 @@ class JobCallbacks(Callbacks):
     def save(self, trainer: Trainer, kind: str, valid_ppl: float | None) -> NewCheckpoint:
         """Write a checkpoint file for the trainer as it stands (recorded by the caller)."""
         ckpt_id = new_checkpoint_id()
-        payload = checkpoint.trainer_payload(trainer, self.text_convention)
+        payload = checkpoint.trainer_payload(trainer, self.tokenizer)
         path = checkpoint.save(payload, self.job_dir / f"{ckpt_id}.pt")
         s = trainer.state
         return NewCheckpoint(
@@ -348,7 +349,8 @@ def _train(
         config = ModelConfig.from_dict(job.config)
         device = worker_device(config, settings)
         check_worker_precision(config, device)
-        corpus = Corpus.load(job.dataset_path, config.vocab_size)
+        recorded = Tokenizer(job.dataset_tokenizer) if job.dataset_tokenizer in WORD_LEVEL else None
+        corpus = Corpus.load(job.dataset_path, config.vocab_size, recorded)
         attempt.record_vocabulary(vocabulary_report(corpus, config.vocab_size))
         resumed = resume_point(attempt, job, corpus, device) if job.checkpoint_path is not None else None
         if resumed is not None:
@@ -368,7 +370,7 @@ def _train(
             callbacks.last_checkpoint = resumed_from  # this run's last one until it writes another
         spent = (utcnow() - job.started_at).total_seconds()
         callbacks.deadline = time.monotonic() + settings.max_job_seconds - spent
-        callbacks.text_convention = job.dataset_convention
+        callbacks.tokenizer = corpus.tokenizer
         finished = trainer.fit(callbacks)
     except LeaseLost:
         raise

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from app.inference import conventions
-from app.inference.scoring import summarize
+from app.inference.scoring import sentence_of, summarize
 from app.scorings import jobs
 from app.scorings.lease import ClaimedScoring, ScoringAttempt
 from app.settings import Settings
@@ -27,6 +26,7 @@ from app.training.jobs import CANCELED, CANCELING, FAILED, QUEUED, SUCCEEDED
 from model import checkpoint
 from model.checkpoint import CheckpointError
 from model.inference import score_sentences
+from model.tokenizers import Tokenizer
 
 log = logging.getLogger("worker")
 
@@ -51,10 +51,15 @@ def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring,
     except (CheckpointError, OSError, UnicodeDecodeError) as exc:
         attempt.finish(FAILED, f"{type(exc).__name__}: {exc}")
         return FAILED
-    convention = checkpoint.text_convention(payload) or conventions.detect(vocab.words)
-    lines = jobs.lines_of(text)
     options = claimed.options
-    log10, score_eos, normalize = bool(options["log10"]), bool(options["score_eos"]), bool(options["normalize"])
+    pretokenized = jobs.pretokenized(options)
+    try:
+        tokenizer = Tokenizer() if pretokenized else checkpoint.tokenizer_of(payload)
+    except CheckpointError as exc:
+        attempt.finish(FAILED, f"{type(exc).__name__}: {exc}")
+        return FAILED
+    lines = jobs.lines_of(text)
+    log10, score_eos = bool(options["log10"]), bool(options.get("score_eos", True))
     precision = jobs.precision_of(options)
     chunk = settings.scoring_chunk_lines
     done, size, sums = claimed.lines_done, claimed.bytes_done, dict(claimed.sums)
@@ -69,19 +74,26 @@ def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring,
                 attempt.finish(QUEUED, f"handed back at line {done} (worker shutting down)")
                 return QUEUED
             block = lines[done : done + chunk]
-            words = [conventions.words_of(line, convention, normalize) for line in block]
-            with_tokens = score_sentences(model, vocab, words, score_eos=score_eos, precision=precision)
+            sentences = [sentence_of(line, tokenizer, pretokenized) for line in block]
+            with_tokens = score_sentences(
+                model, vocab, [s.tokens for s in sentences], score_eos=score_eos, precision=precision
+            )
             records = []
-            for offset, score in enumerate(with_tokens):
-                scored = summarize(score, log10)
-                jobs.add_to_sums(sums, score.logprobs, score.is_unk)
+            for offset, (score, sentence) in enumerate(zip(with_tokens, sentences, strict=True)):
+                scored = summarize(score, log10, sentence.num_words, sentence.num_bytes)
+                jobs.add_to_sums(sums, score.logprobs, score.is_unk, sentence.num_words, sentence.num_bytes)
                 record = {
                     "line": done + offset + 1,
                     "num_tokens": scored.num_tokens,
                     "num_unk": scored.num_unk,
+                    "num_words": scored.num_words,
+                    "num_bytes": scored.num_bytes,
                     "total_logprob": scored.total_logprob,
                     "perplexity": scored.perplexity,
                     "perplexity_without_unk": scored.perplexity_without_unk,
+                    "word_perplexity": scored.word_perplexity,
+                    "bits_per_byte": scored.bits_per_byte,
+                    "unk_rate": scored.unk_rate,
                 }
                 records.append(json.dumps(record) + "\n")
             data = "".join(records).encode("utf-8")

@@ -38,13 +38,14 @@ from app.api.inference_schemas import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+    ModelPath,
+    ScopedCompletionRequest,
     Usage,
 )
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.auth.principal import Principal
 from app.errors import Invalid
-from app.inference import conventions
 from app.inference.generation import (
     FINISH_EOS,
     FINISH_STOP,
@@ -56,13 +57,15 @@ from app.inference.generation import (
     generate_events,
 )
 from app.inference.precision import request_precision
-from app.inference.registry import LoadedModel, ModelCache
-from app.inference.slots import Slot
-from app.inference.text import decode, detokenize, split_start, tokenize, word_offsets
+from app.inference.registry import LoadedModel, ModelCache, same_model
+from app.inference.slots import Slot, Slots
+from app.inference.text import decode, split_start, word_offsets
 from app.observability.prometheus import Observability
 from app.settings import Settings
+from model.tokenizers import Tokenizer, words_of
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=AUTH_RESPONSES)
+scoped_router = APIRouter(tags=["openai"], responses=AUTH_RESPONSES)
 
 
 class PromptCompletions:
@@ -72,10 +75,16 @@ class PromptCompletions:
     """
 
     def __init__(
-        self, prompt: str, starts: bool, words: list[str], first_index: int, body: CompletionRequest, convention: str
+        self,
+        prompt: str,
+        starts: bool,
+        words: list[str],
+        first_index: int,
+        body: CompletionRequest,
+        tokenizer: Tokenizer,
     ) -> None:
         self.prompt, self.starts, self.words, self.first_index = prompt, starts, words, first_index
-        self.convention = convention  # how generated words are written: the model's when normalising, else plain
+        self.tokenizer = tokenizer  # how generated tokens are written as text
         self.generated: list[list[str]] = [[] for _ in range(body.n)]
         self.k = body.logprobs  # None: no logprobs at all
         self.echo = body.echo
@@ -103,10 +112,10 @@ class PromptCompletions:
         )
 
     def word(self, token: Token) -> CompletionChoice:
-        """One generated word as the text it adds (`conventions.text_delta`: a space before it unless
-        the convention joins it, as `'s`; none before the first of an empty prompt)."""
+        """One generated token as the text it adds (`Tokenizer.text_delta`: a space before it unless
+        the tokenizer joins it, as `'s` or a subword piece; none before the first of an empty prompt)."""
         i = token.index
-        text = conventions.text_delta(self.generated[i], token.token, self.convention)
+        text = self.tokenizer.text_delta(self.generated[i], token.token)
         if self.emitted[i] == 0:
             text = self.separator + text.lstrip()
         self.generated[i].append(token.token)
@@ -119,7 +128,8 @@ class PromptCompletions:
     def finish(self, finish: Finish) -> CompletionChoice:
         """The end of a choice: OpenAI knows `stop` and `length`; the end of sentence is a stop."""
         reason = "stop" if finish.reason in (FINISH_EOS, FINISH_STOP) else "length"
-        return CompletionChoice(text="", index=self.first_index + finish.index, logprobs=None, finish_reason=reason)
+        rest = self.tokenizer.text_rest(self.generated[finish.index])  # a character's bytes held back
+        return CompletionChoice(text=rest, index=self.first_index + finish.index, logprobs=None, finish_reason=reason)
 
     def pieces(self, loaded: LoadedModel, sampling: Sampling, precision: str) -> Iterator[CompletionChoice]:
         """Every piece of this prompt's n choices, in the order they are produced."""
@@ -164,6 +174,43 @@ def create_completion(
     observability: ObservabilityDep,
 ) -> Response:
     """OpenAI-compatible completions: continue each prompt n times; echo + logprobs score the prompt."""
+    return complete(body, principal, sessions, settings, cache, slots, observability)
+
+
+@scoped_router.post(
+    "/models/{model}/v1/completions",
+    response_model=CompletionResponse,
+    responses={**STREAM_RESPONSES, **problem_responses(*INFERENCE_PROBLEMS)},
+)
+def create_scoped_completion(
+    model: ModelPath,
+    body: ScopedCompletionRequest,
+    principal: ReadKey,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    cache: ModelCacheDep,
+    slots: InferenceSlotsDep,
+    observability: ObservabilityDep,
+) -> Response:
+    """Completions of the URL's model, for clients that find the tokenizer routes beside their base URL
+    (lm-evaluation-harness: `base_url=$BASE/models/<model>/v1/completions`); a body naming another
+    model is a 422."""
+    with sessions() as session:
+        same_model(session, settings.data_dir, principal, model, body.model)
+    request = CompletionRequest.model_validate({**body.model_dump(exclude_unset=True), "model": model})
+    return complete(request, principal, sessions, settings, cache, slots, observability)
+
+
+def complete(
+    body: CompletionRequest,
+    principal: Principal,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    cache: ModelCache,
+    slots: Slots,
+    observability: Observability,
+) -> Response:
+    """Continue each prompt n times (see `create_completion`)."""
     sampling = body.sampling(16 if body.max_tokens is None else body.max_tokens)
     if body.echo:
         sampling = dataclasses.replace(sampling, stop_at_eos=False)
@@ -171,7 +218,7 @@ def create_completion(
         raise Invalid(f"prompt: {len(body.prompts)} prompts, at most {settings.max_completion_prompts} per request")
     total_words = 0
     for given in body.prompts:  # the limits first: no model load for nothing
-        words = given if isinstance(given, list) else tokenize(given)
+        words = given if isinstance(given, list) else words_of(given)
         check_request(words, sampling, settings)
         total_words += len(words)
     if total_words > settings.max_request_tokens:
@@ -209,18 +256,18 @@ def _complete(
         precision=precision,
     )
     groups: list[PromptCompletions] = []
-    convention = loaded.convention if body.normalize else conventions.PLAIN
+    tokenizer = Tokenizer() if body.is_pretokenized else loaded.tokenizer
     prompt_tokens = 0
     for p, given in enumerate(body.prompts):
         if isinstance(given, list):
             words = decode(loaded.vocab, given, f"prompt[{p}]" if len(body.prompts) > 1 else "prompt")
-            text = detokenize(words)
+            text = tokenizer.text(words)
         else:
-            text, words = given, conventions.words_of(given, loaded.convention, body.normalize)
+            text, words = given, tokenizer.tokens(given)
             check_request(words, sampling, settings)
         prompt_tokens += len(words)
         starts, words = split_start(words)
-        groups.append(PromptCompletions(text, starts, words, p * sampling.n, body, convention))
+        groups.append(PromptCompletions(text, starts, words, p * sampling.n, body, tokenizer))
 
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

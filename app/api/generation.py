@@ -32,13 +32,12 @@ from app.api.inference_schemas import (
 )
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
-from app.inference import conventions
 from app.inference.generation import FINISH_LENGTH, Finish, Sampling, Token, check_request, generate_events
 from app.inference.precision import request_precision
-from app.inference.registry import LoadedModel, ModelRef
+from app.inference.registry import ModelRef
 from app.inference.slots import Slot
-from app.inference.text import detokenize, tokenize
 from app.observability.prometheus import Observability
+from model.tokenizers import Tokenizer, words_of
 
 router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 log = logging.getLogger(__name__)
@@ -133,29 +132,27 @@ def generate(
     observability: ObservabilityDep,
 ) -> Response:
     """Continue a prompt `n` times (temperature 0 is greedy); `stream: true` sends each word as an event."""
-    words = tokenize(body.prompt)
     sampling = body.sampling(body.max_tokens)
-    check_request(words, sampling, settings)  # limits first: no model load for nothing
+    check_request(words_of(body.prompt), sampling, settings)  # limits first: no model load for nothing
     precision = request_precision(body.precision, settings, cache.device)
     slot = slots.acquire()
     streaming = False  # once the stream owns the slot, it releases it when it ends
     try:
         ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
-        if body.normalize:  # the model's own text convention, both ways
-            words = conventions.to_words(body.prompt, loaded.convention)
-            check_request(words, sampling, settings)
+        tokenizer = Tokenizer() if body.is_pretokenized else loaded.tokenizer  # both ways: prompt and text
+        words = tokenizer.tokens(body.prompt)
+        check_request(words, sampling, settings)
         top = body.top_logprobs if body.top_logprobs > 0 else None
         events = generate_events(loaded, words, sampling, top_logprobs=top, precision=precision)
         if body.stream:
             head = GenerateChunk(
                 id=new_id("gen"), created=int(time.time()), model=body.model, precision=precision, choices=[]
             )
-            convention = loaded.convention if body.normalize else conventions.PLAIN
-            chunks = _chunks(events, head, len(words), body.logprobs, observability, convention)
+            chunks = _chunks(events, head, len(words), body.logprobs, observability, tokenizer)
             response = event_stream(chunks, slot)
             streaming = True
             return response
-        return _whole(body, ref, loaded, words, sampling, events, observability, precision)
+        return _whole(body, ref, tokenizer, words, sampling, events, observability, precision)
     finally:
         if not streaming:
             slot.release()
@@ -164,7 +161,7 @@ def generate(
 def _whole(
     body: GenerateRequest,
     ref: ModelRef,
-    loaded: LoadedModel,
+    tokenizer: Tokenizer,
     words: list[str],
     sampling: Sampling,
     events: Iterable[Token | Finish],
@@ -188,7 +185,7 @@ def _whole(
         GenerateChoice.model_validate(
             {
                 "index": i,
-                "text": conventions.to_text(tokens[i], loaded.convention) if body.normalize else detokenize(tokens[i]),
+                "text": tokenizer.text(tokens[i]),
                 "tokens": tokens[i],
                 "logprobs": logprobs[i] if body.logprobs else None,
                 "top_logprobs": tops[i] if top else None,
@@ -219,12 +216,12 @@ def _chunks(
     prompt_tokens: int,
     with_logprobs: bool,
     observability: Observability,
-    convention: str,
+    tokenizer: Tokenizer,
 ) -> Iterator[GenerateChunk]:
-    """One chunk per word and one per finished choice (copies of `head`); the last one carries the usage.
+    """One chunk per token and one per finished choice (copies of `head`); the last one carries the usage.
 
-    A chunk's `text` is what its word adds to the readable text in `convention` (the model's when
-    the request normalises, else plain), so the pieces join to the non-streamed answer's text."""
+    A chunk's `text` is what its token adds to the readable text (`Tokenizer.text_delta`), so the
+    pieces join to the non-streamed answer's text."""
     emitted: dict[int, int] = {}
     words: dict[int, list[str]] = {}
     for event in events:
@@ -235,14 +232,15 @@ def _chunks(
             choice = GenerateChunkChoice(
                 index=event.index,
                 token=event.token,
-                text=conventions.text_delta(before, event.token, convention),
+                text=tokenizer.text_delta(before, event.token),
                 logprob=event.logprob if with_logprobs else None,
                 top_logprobs=event.top,
             )
             before.append(event.token)
         else:
+            rest = tokenizer.text_rest(words.get(event.index, []))  # a character's bytes held back
             choice = GenerateChunkChoice.model_validate(
-                {"index": event.index, "token": None, "text": "", "finish_reason": event.reason}
+                {"index": event.index, "token": None, "text": rest, "finish_reason": event.reason}
             )
         yield head.model_copy(update={"choices": [choice]})
     generated = sum(emitted.values())

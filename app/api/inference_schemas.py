@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.api.schemas import RequestModel
@@ -35,6 +36,28 @@ StopField = Field(
     description="a string (its words are one stop sequence) or a list of strings (one sequence each); "
     "a stop sequence ends the continuation and is not emitted",
 )
+
+PRETOKENIZED_DESCRIPTION = (
+    "the text is the model's tokens already, separated by spaces: they are looked up as they are. "
+    "Default false: raw text, cut by the model's own tokenizer (the one its training text was cut with)"
+)
+NORMALIZE_DESCRIPTION = (
+    "deprecated, the earlier name: true is the default (the model's tokenizer), false is pretokenized: true"
+)
+
+
+class TextFields(RequestModel):
+    """How a request's text meets the model: raw text through its tokenizer, or tokens as given."""
+
+    pretokenized: bool | None = Field(None, description=PRETOKENIZED_DESCRIPTION)
+    normalize: bool | None = Field(None, description=NORMALIZE_DESCRIPTION)
+
+    @property
+    def is_pretokenized(self) -> bool:
+        if self.pretokenized is not None:
+            return self.pretokenized
+        return self.normalize is False
+
 
 # --- models and aliases ---
 
@@ -96,22 +119,25 @@ class AliasList(BaseModel):
 # --- scoring ---
 
 
-class ScoreRequest(RequestModel):
+class ScoreRequest(TextFields):
     model_config = ConfigDict(extra="forbid")
 
     model: str = ModelName
     sentences: list[str] = Field(
         min_length=1,
-        description="each text is one sentence, split on whitespace; an empty one is allowed (a blank line)",
+        description="each text is one sentence of raw text (or tokens, with pretokenized); an empty one is "
+        "allowed (a blank line)",
     )
     log10: bool = Field(False, description="log-probabilities in base 10 (KenLM's convention) instead of base e")
     score_eos: bool = Field(True, description="also score the end of sentence (<eos>) after the last word")
-    normalize: bool = Field(
-        False,
-        description="bring raw text to the model's text convention before lookup (ptb: Treebank tokens, lower "
-        "case, numbers to N; wikitext: punctuation split, @-@; plain: nothing); tokens show the result",
-    )
     precision: Precision | None = PrecisionField
+    max_unk_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="refuse (422) when the share of <unk> tokens, in all or in one sentence, is above it",
+    )
 
 
 class SentenceOut(BaseModel):
@@ -128,6 +154,21 @@ class SentenceOut(BaseModel):
         "(an empty one with score_eos off) and when it overflows"
     )
     perplexity_without_unk: float | None = Field(description="the same over the tokens that are not <unk>")
+    num_words: int = Field(description="whitespace-separated words of the text as given")
+    num_bytes: int = Field(description="UTF-8 bytes of the text as given")
+    word_perplexity: float | None = Field(
+        description="exp(-total natural-log p / num_words): comparable across tokenizers; null with no word"
+    )
+    bits_per_byte: float | None = Field(description="-total log2 p / num_bytes; null for an empty text")
+    unk_rate: float | None = Field(description="num_unk / num_tokens; null with no token")
+
+
+class ScoreWarning(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    sentence: int | None = Field(description="the sentence's index; null: all the sentences together")
+    unk_rate: float
+    message: str
 
 
 class ScoreAggregate(BaseModel):
@@ -145,6 +186,11 @@ class ScoreAggregate(BaseModel):
         description="the mean of the per-sentence perplexities of the sentences that have a token; null on overflow"
     )
     mean_sentence_perplexity_without_unk: float | None
+    num_words: int
+    num_bytes: int
+    word_perplexity: float | None = Field(description="exp(-total natural-log p / num_words)")
+    bits_per_byte: float | None = Field(description="-total log2 p / num_bytes")
+    unk_rate: float | None = Field(description="num_unk / num_tokens")
 
 
 class ScoreResponse(BaseModel):
@@ -152,10 +198,16 @@ class ScoreResponse(BaseModel):
     job_id: str
     checkpoint_id: str
     log_base: Literal["e", "10"]
-    convention: str = Field(description="the model's text convention (ptb, wikitext or plain), what normalize applies")
+    tokenizer: str = Field(description="the model's tokenizer: whitespace, ptb, wikitext, bpe or unigram")
+    pretokenized: bool = Field(description="whether the sentences were taken as tokens, not cut by the tokenizer")
+    convention: str = Field(description="deprecated: the tokenizer's earlier name (plain for whitespace)")
     precision: Precision = PrecisionOut
     sentences: list[SentenceOut]
     aggregate: ScoreAggregate
+    warnings: list[ScoreWarning] = Field(
+        description="texts whose share of <unk> tokens is above the server's LSTMLM_UNK_WARN_RATE: unknown words "
+        "score as the likely <unk> token and flatter a perplexity"
+    )
 
 
 # --- native generation ---
@@ -194,24 +246,19 @@ class SamplingFields(RequestModel):
         )
 
 
-class GenerateRequest(SamplingFields):
+class GenerateRequest(SamplingFields, TextFields):
     model_config = ConfigDict(extra="forbid")
 
     model: str = ModelName
     prompt: str = Field("", description="the start of a sentence; empty starts one from scratch")
-    max_tokens: int = Field(30, ge=0, description="words to generate at most")
-    logprobs: bool = Field(False, description="return each word's log p (natural log, untempered model)")
-    top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="also the k most likely words per position")
-    normalize: bool = Field(
-        False,
-        description="bring the raw prompt to the model's text convention, and write the generated words back "
-        "as readable text by the same convention (`text`; `tokens` keep the words)",
-    )
+    max_tokens: int = Field(30, ge=0, description="tokens to generate at most")
+    logprobs: bool = Field(False, description="return each token's log p (natural log, untempered model)")
+    top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="also the k most likely tokens per position")
 
 
 class GenerateChoice(BaseModel):
     index: int
-    text: str = Field(description="the generated words joined by spaces")
+    text: str = Field(description="the generated tokens as readable text (the model's tokenizer detokenizes them)")
     tokens: list[str]
     logprobs: list[float] | None = None
     top_logprobs: list[dict[str, float]] | None = None
@@ -233,7 +280,7 @@ class GenerateResponse(BaseModel):
     model: str
     job_id: str
     checkpoint_id: str
-    prompt_words: list[str] = Field(description="the prompt as the model read it (normalised if asked)")
+    prompt_words: list[str] = Field(description="the prompt as the model read it: its tokens")
     precision: Precision = PrecisionOut
     choices: list[GenerateChoice]
     usage: Usage
@@ -265,7 +312,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionRequest(SamplingFields):
+class CompletionRequest(SamplingFields, TextFields):
     """OpenAI's legacy completions request. Unknown fields are ignored, as OpenAI-compatible servers do."""
 
     model_config = ConfigDict(extra="ignore")
@@ -282,9 +329,6 @@ class CompletionRequest(SamplingFields):
     )
     echo: bool = Field(False, description="return the prompt before the completion (with its logprobs)")
     stream_options: StreamOptions | None = None
-    normalize: bool = Field(
-        False, description="extension: bring text prompts to the model's text convention (ptb, wikitext or plain)"
-    )
     # Accepted for compatibility; only their neutral values are supported.
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -316,6 +360,14 @@ class CompletionRequest(SamplingFields):
         if all(isinstance(item, int) for item in prompt):
             return [[int(item) for item in prompt]]  # type: ignore[arg-type]
         return list(prompt)  # type: ignore[arg-type]
+
+
+class ScopedCompletionRequest(CompletionRequest):
+    """A completions request under a model's URL: `model` may be left out (it is the URL's)."""
+
+    model: str | None = Field(  # type: ignore[assignment]
+        None, min_length=1, max_length=200, description="the URL's model, or left out; another model is a 422"
+    )
 
 
 class CompletionLogprobs(BaseModel):
@@ -353,14 +405,29 @@ ModelOrDefault = Field(
 )
 
 
+ModelPath = Annotated[
+    str,
+    PathParam(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="the model this URL serves: a job id, checkpoint id or alias",
+    ),
+]
+
+
 class TokenizerInfo(BaseModel):
     model: str = Field(description="the model whose vocabulary this is")
     checkpoint_id: str
-    tokenizer_class: Literal["word-level"] = "word-level"
+    tokenizer_class: Literal["word-level", "subword"]
+    tokenizer: str = Field(description="whitespace, ptb, wikitext, bpe or unigram")
+    lowercase: bool = Field(description="whether the tokenizer lower-cases text first")
     eos_token: str = Field(description="the end of a sentence; before a text it is the start-of-sentence context")
     bos_token: None = Field(None, description="none: every sentence starts after an <eos>")
     pad_token: None = None
-    unk_token: str | None = Field(description="the token every out-of-vocabulary word becomes")
+    unk_token: str | None = Field(
+        description="the token every out-of-vocabulary word becomes; null for a subword model, which has none"
+    )
     vocab_size: int
     model_max_length: int = Field(description="most tokens in one scored sentence or prompt on this server")
 
@@ -369,8 +436,9 @@ class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = ModelOrDefault
-    prompt: str = Field(max_length=10_000_000, description="text, split on whitespace as scoring splits it")
+    prompt: str = Field(max_length=10_000_000, description="raw text, cut by the model's tokenizer as scoring cuts it")
     add_special_tokens: bool = Field(False, description="accepted for compatibility: no token is ever added")
+    pretokenized: bool = Field(False, description="the prompt is tokens already: split on whitespace")
 
 
 class TokenizeResponse(BaseModel):
@@ -385,7 +453,8 @@ class DetokenizeRequest(BaseModel):
 
     model: str | None = ModelOrDefault
     tokens: list[int] = Field(description="vocabulary ids")
+    pretokenized: bool = Field(False, description="join the tokens with single spaces instead of detokenizing")
 
 
 class DetokenizeResponse(BaseModel):
-    prompt: str = Field(description="the words of the ids joined by single spaces")
+    prompt: str = Field(description="the text of the ids, as the model's tokenizer writes it")

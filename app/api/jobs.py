@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.schemas import JobCreate, JobOut, JobPage, PageCursor, PageLimit, problem_responses
-from app.store.tables import Job
+from app.store.tables import Dataset, Job
 from app.training import jobs
 from app.training.queue import unmet_requirements
 
@@ -33,7 +33,7 @@ def job_out(session: Session, job: Job) -> JobOut:
 def job_view(session: Session, job: Job, position: int | None) -> JobOut:
     """The API view of a job whose queue position is known; a queued job says what it waits for."""
     unmet = unmet_requirements(session, job.requirements or [], LIVE_WORKERS) if job.status == "queued" else []
-    return JobOut.of(job, position, jobs.status_message(job, position, unmet))
+    return JobOut.of(job, position, jobs.status_message(job, position, unmet), session.get(Dataset, job.dataset_id))
 
 
 @router.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -9,6 +10,7 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.store.tables import Checkpoint, Dataset, Job
+from model.tokenizers import SUBWORD
 
 
 class ProblemDetail(BaseModel):
@@ -74,6 +76,22 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 # --- datasets ---
 
 
+class SplitStatsOut(BaseModel):
+    tokens: int = Field(description="tokens as training reads them, one <eos> per line included")
+    words: int = Field(description="whitespace-separated words of the raw text: what word perplexity divides by")
+    bytes: int = Field(description="UTF-8 bytes of the raw text's lines: what bits per byte divides by")
+    lines: int
+    unk: int = Field(description="tokens that are <unk> under the dataset's vocabulary (0 for a subword tokenizer)")
+    unk_rate: float
+
+
+class TokenizerOut(BaseModel):
+    kind: str = Field(description="whitespace, ptb, wikitext, bpe or unigram")
+    lowercase: bool
+    min_count: int | None = Field(None, description="word-level: training words seen fewer times are <unk>")
+    vocab_size: int | None = Field(None, description="subword: the pieces of the trained model")
+
+
 class DatasetOut(BaseModel):
     id: str
     name: str
@@ -82,20 +100,53 @@ class DatasetOut(BaseModel):
     valid_tokens: int
     test_tokens: int
     vocab_size: int = Field(
-        description="every word type of the training split, counting <eos> and <unk>: a job's vocabulary "
-        "unless its vocab_size caps it"
+        description="the vocabulary a job trains with: every training word type seen min_count times, counting "
+        "<eos> and <unk>, unless a job's vocab_size caps it; for a subword tokenizer, every piece and <eos>"
     )
-    convention: str = Field(description="how the text is tokenized: ptb, wikitext or plain (whitespace)")
+    tokenizer: TokenizerOut = Field(description="how the raw text is cut into tokens, at upload and for every model")
+    splits: dict[str, SplitStatsOut] | None = Field(
+        description="per split (train, valid, test): tokens, words, bytes, lines and <unk>; null when the "
+        "dataset's files were gone when it was upgraded"
+    )
+    convention: str = Field(description="deprecated: the tokenizer's earlier name (plain for whitespace)")
     size_bytes: int
     created_at: datetime
 
     @classmethod
     def of(cls, dataset: Dataset) -> DatasetOut:
-        return cls.model_validate(dataset, from_attributes=True)
+        spec = dict(dataset.tokenizer_spec or {})
+        tokenizer = TokenizerOut(
+            kind=dataset.tokenizer,
+            lowercase=dataset.lowercase,
+            min_count=None if dataset.tokenizer in SUBWORD else dataset.min_count,
+            vocab_size=spec.get("vocab_size") if dataset.tokenizer in SUBWORD else None,
+        )
+        return cls(
+            id=dataset.id,
+            name=dataset.name,
+            source=dataset.source,
+            train_tokens=dataset.train_tokens,
+            valid_tokens=dataset.valid_tokens,
+            test_tokens=dataset.test_tokens,
+            vocab_size=dataset.vocab_size,
+            tokenizer=tokenizer,
+            splits=dataset.split_stats,
+            convention=dataset.convention,
+            size_bytes=dataset.size_bytes,
+            created_at=dataset.created_at,
+        )
 
 
 class DatasetPage(Page[DatasetOut]):
     pass
+
+
+TokenizerKind = Literal["whitespace", "ptb", "wikitext", "bpe", "unigram"]
+TOKENIZER_DESCRIPTION = (
+    "how the raw text is cut into tokens: whitespace, ptb (Treebank tokens, lower case, numbers as N), "
+    "wikitext (Moses-style, case kept, @-@), or an open-vocabulary subword model trained on the training "
+    "split, bpe or unigram; left out: detected from the training text (ptb, wikitext, else whitespace)"
+)
 
 
 class CorpusRegistration(RequestModel):
@@ -108,8 +159,14 @@ class CorpusRegistration(RequestModel):
         "", max_length=1000, pattern=r"^[^\x00]*$", description="a folder inside the root; empty for the root itself"
     )
     name: str | None = Field(None, max_length=200)
+    tokenizer: TokenizerKind | None = Field(None, description=TOKENIZER_DESCRIPTION)
+    lowercase: bool | None = Field(None, description="lower-case the text first (default: only for ptb)")
+    min_count: int | None = Field(None, ge=1, le=1_000_000, description="word-level: rarer training words are <unk>")
+    tokenizer_vocab_size: int | None = Field(
+        None, ge=300, description="bpe and unigram: the most pieces the model may have (default 16,000)"
+    )
     convention: Literal["ptb", "wikitext", "plain"] | None = Field(
-        None, description="how the text is tokenized; left out: detected from the training text"
+        None, description="deprecated, the earlier name of tokenizer (plain is whitespace)"
     )
 
 
@@ -166,6 +223,44 @@ class JobVocabulary(BaseModel):
     test_unk_rate: float
 
 
+class SplitEvaluation(BaseModel):
+    """A job's evaluation of one split in per-token, per-word and per-byte terms."""
+
+    perplexity: float = Field(description="per token, as trained: comparable only between jobs with one tokenizer")
+    num_tokens: int
+    num_words: int = Field(description="whitespace-separated words of the split's raw text")
+    num_bytes: int = Field(description="UTF-8 bytes of the split's raw text")
+    word_perplexity: float | None = Field(
+        description="exp(mean log-loss per token x num_tokens / num_words): comparable across tokenizers"
+    )
+    bits_per_byte: float | None = Field(description="mean log2-loss per token x num_tokens / num_bytes")
+
+    @classmethod
+    def of(cls, ppl: float | None, stats: dict[str, Any] | None) -> SplitEvaluation | None:
+        if ppl is None or not stats or not math.isfinite(ppl) or ppl <= 0:
+            return None
+        tokens, words, size = int(stats["tokens"]), int(stats["words"]), int(stats["bytes"])
+        total_ln = math.log(ppl) * tokens
+        return cls(
+            perplexity=ppl,
+            num_tokens=tokens,
+            num_words=words,
+            num_bytes=size,
+            word_perplexity=_exp_or_inf(total_ln / words) if words else None,
+            bits_per_byte=total_ln / math.log(2.0) / size if size else None,
+        )
+
+
+def _exp_or_inf(x: float) -> float:
+    return math.exp(x) if x < 700 else math.inf
+
+
+class JobEvaluation(BaseModel):
+    tokenizer: str = Field(description="the dataset's tokenizer: per-token perplexities compare only within one")
+    valid: SplitEvaluation | None = Field(description="the best validation perplexity so far")
+    test: SplitEvaluation | None = Field(description="the test perplexity, once trained")
+
+
 class JobOut(BaseModel):
     id: str
     status: str = Field(description="queued, running, canceling, succeeded, failed or canceled")
@@ -185,6 +280,11 @@ class JobOut(BaseModel):
     vocabulary: JobVocabulary | None = Field(
         None, description="the vocabulary in use and the <unk> rates of the splits, once a worker has read the corpus"
     )
+    evaluation: JobEvaluation | None = Field(
+        None,
+        description="best validation and test perplexity per token, per word and per byte (the split's mean "
+        "log-loss per token spread over its words or bytes): what compares jobs whose tokenizers differ",
+    )
     error: str | None = Field(description="why the job failed (or why its last attempt ended)")
     requirements: list[str] = Field(
         default_factory=list, description="what a worker must have to run it (cpu, cuda, bf16, tf32)"
@@ -199,8 +299,17 @@ class JobOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, job: Job, queue_position: int | None, message: str) -> JobOut:
+    def of(cls, job: Job, queue_position: int | None, message: str, dataset: Dataset | None = None) -> JobOut:
+        evaluation = None
+        if dataset is not None:
+            splits = dataset.split_stats or {}
+            evaluation = JobEvaluation(
+                tokenizer=dataset.tokenizer,
+                valid=SplitEvaluation.of(job.best_valid_ppl, splits.get("valid")),
+                test=SplitEvaluation.of(job.test_ppl, splits.get("test")),
+            )
         return cls(
+            evaluation=evaluation,
             id=job.id,
             status=job.status,
             message=message,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from fastapi import APIRouter, Response
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import InferenceSlotsDep, ObservabilityDep, SessionsDep, SettingsDep
-from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, SentenceOut
+from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, ScoreWarning, SentenceOut
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.inference import scoring
 from app.inference.precision import request_precision
+from model.tokenizers import legacy_name
 
 router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 
@@ -27,29 +26,36 @@ def score(
     slots: InferenceSlotsDep,
     observability: ObservabilityDep,
 ) -> Response:
-    """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities and aggregates."""
+    """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities per token
+    and per word, bits per byte, `<unk>` shares, aggregates and warnings."""
     precision = request_precision(body.precision, settings, cache.device)
     options = scoring.ScoreOptions(
-        log10=body.log10, score_eos=body.score_eos, normalize=body.normalize, precision=precision
+        log10=body.log10,
+        score_eos=body.score_eos,
+        pretokenized=body.is_pretokenized,
+        precision=precision,
+        max_unk_rate=body.max_unk_rate,
     )
-    plain = dataclasses.replace(options, normalize=False)
-    sentences = scoring.words_of(body.sentences, plain, settings)  # limits first: no model load for nothing
+    scoring.check_request_words(body.sentences, settings)  # limits first: no model load for nothing
     with slots.acquire():
         ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
-        if body.normalize:  # the model's own text convention
-            sentences = scoring.words_of(body.sentences, options, settings, loaded.convention)
+        sentences = scoring.sentences_of(body.sentences, options, settings, loaded.tokenizer)
         scored, totals = scoring.score_words(loaded, sentences, options)
     aggregate = ScoreAggregate.model_validate(totals)
     observability.tokens_scored.inc(aggregate.num_tokens)
+    warnings = scoring.unk_warnings(scored, totals, settings.unk_warn_rate)
     result = ScoreResponse(
         model=body.model,
         job_id=ref.job_id,
         checkpoint_id=ref.checkpoint_id,
         log_base="10" if body.log10 else "e",
-        convention=loaded.convention,
+        tokenizer=loaded.tokenizer.kind,
+        pretokenized=options.pretokenized,
+        convention=legacy_name(loaded.tokenizer.kind),
         precision=precision,
         sentences=[SentenceOut.model_validate(s) for s in scored],
         aggregate=aggregate,
+        warnings=[ScoreWarning.model_validate(w) for w in warnings],
     )
     # Serialised once here: validating a large, already typed body again costs as much as the JSON.
     return Response(result.model_dump_json(), media_type="application/json")

@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session
 
 from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
-from app.api.inference_schemas import Precision, ScoreAggregate
+from app.api.inference_schemas import Precision, ScoreAggregate, ScoreWarning
 from app.api.jobs import LIVE_WORKERS
 from app.api.schemas import Page, PageCursor, PageLimit, problem_responses
 from app.errors import Conflict
-from app.inference.scoring import ScoreOptions
+from app.inference.scoring import ScoreOptions, total_unk_warnings
 from app.scorings import jobs
+from app.settings import Settings
 from app.store.tables import Scoring
 from app.training.jobs import QUEUED, SUCCEEDED
 from app.training.queue import unmet_requirements
@@ -34,7 +35,7 @@ class ScoringOut(BaseModel):
     source: str = Field(description="upload or dataset")
     dataset_id: str | None
     split: str | None
-    options: dict[str, Any] = Field(description="log10, score_eos, normalize and precision: as /v1/score's")
+    options: dict[str, Any] = Field(description="log10, score_eos, pretokenized and precision: as /v1/score's")
     message: str | None = Field(description="while queued: what it waits for, when no running worker can run it")
     total_lines: int
     lines_done: int
@@ -43,6 +44,9 @@ class ScoringOut(BaseModel):
         description="bytes it keeps: the uploaded text and the results so far (they count in the key's storage quota)"
     )
     aggregate: ScoreAggregate = Field(description="/v1/score's aggregates over the lines scored so far")
+    warnings: list[ScoreWarning] = Field(
+        description="when the share of <unk> tokens over the lines so far is above LSTMLM_UNK_WARN_RATE"
+    )
     attempt: int
     max_attempts: int
     error: str | None
@@ -53,8 +57,9 @@ class ScoringOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, row: Scoring, unmet: list[str] | None = None) -> ScoringOut:
+    def of(cls, row: Scoring, warn_rate: float, unmet: list[str] | None = None) -> ScoringOut:
         """The API view; `unmet`: what no live worker offers of a queued scoring's requirements."""
+        aggregate = ScoreAggregate.model_validate(jobs.aggregate(row.sums, bool(row.options.get("log10"))))
         return cls(
             id=row.id,
             status=row.status,
@@ -63,13 +68,22 @@ class ScoringOut(BaseModel):
             source=row.source,
             dataset_id=row.dataset_id,
             split=row.split,
-            options={**row.options, "precision": jobs.precision_of(row.options)},
+            options={
+                "log10": bool(row.options.get("log10")),
+                "score_eos": bool(row.options.get("score_eos", True)),
+                "pretokenized": jobs.pretokenized(row.options),
+                "precision": jobs.precision_of(row.options),
+            },
             message=f"waiting for a worker with {', '.join(unmet)}" if unmet else None,
             total_lines=row.total_lines,
             lines_done=row.lines_done,
             fraction=row.lines_done / row.total_lines if row.total_lines else 0.0,
             size_bytes=row.input_bytes + row.bytes_done,
-            aggregate=ScoreAggregate.model_validate(jobs.aggregate(row.sums, bool(row.options.get("log10")))),
+            aggregate=aggregate,
+            warnings=[
+                ScoreWarning.model_validate(w)
+                for w in total_unk_warnings(aggregate.num_unk, aggregate.num_tokens, warn_rate)
+            ],
             attempt=row.attempt,
             max_attempts=row.max_attempts,
             error=row.error,
@@ -81,10 +95,10 @@ class ScoringOut(BaseModel):
         )
 
 
-def scoring_out(session: Session, row: Scoring) -> ScoringOut:
+def scoring_out(session: Session, settings: Settings, row: Scoring) -> ScoringOut:
     """The API view of a scoring; a queued one says what it waits for when no live worker can run it."""
     unmet = unmet_requirements(session, jobs.requirements(row.options), LIVE_WORKERS) if row.status == QUEUED else []
-    return ScoringOut.of(row, unmet)
+    return ScoringOut.of(row, settings.unk_warn_rate, unmet)
 
 
 class ScoringPage(Page[ScoringOut]):
@@ -103,7 +117,11 @@ def submit_scoring(
     split: Annotated[str | None, Form(max_length=10, description="train, valid or test")] = None,
     log10: Annotated[bool, Form()] = False,
     score_eos: Annotated[bool, Form()] = True,
-    normalize: Annotated[bool, Form()] = False,
+    pretokenized: Annotated[
+        bool | None,
+        Form(description="the lines are tokens already; default false: raw text, cut by the model's tokenizer"),
+    ] = None,
+    normalize: Annotated[bool | None, Form(description="deprecated: false is pretokenized=true")] = None,
     precision: Annotated[
         Precision | None,
         Form(
@@ -114,37 +132,41 @@ def submit_scoring(
 ) -> ScoringOut:
     """Queue the scoring of a text (an uploaded file or a dataset split), line by line, on the workers."""
     options = ScoreOptions(
-        log10=log10, score_eos=score_eos, normalize=normalize, precision=precision or settings.inference_precision
+        log10=log10,
+        score_eos=score_eos,
+        pretokenized=pretokenized if pretokenized is not None else normalize is False,
+        precision=precision or settings.inference_precision,
     )
     upload = file.file if file is not None else None  # spooled to a temporary file: copied, never read whole
     row = jobs.submit(
         engine, session, settings, model, options, upload=upload, dataset_id=dataset_id, split=split, owner=principal
     )
-    return scoring_out(session, row)
+    return scoring_out(session, settings, row)
 
 
 @router.get("", response_model=ScoringPage, responses=PROBLEMS)
 def list_scorings(
     principal: ReadKey,
     session: SessionDep,
+    settings: SettingsDep,
     limit: PageLimit = 50,
     cursor: PageCursor = None,
 ) -> ScoringPage:
     """Scoring jobs, newest first."""
     rows, next_cursor = jobs.page(session, limit, cursor, principal)
-    return ScoringPage(items=[scoring_out(session, r) for r in rows], next_cursor=next_cursor)
+    return ScoringPage(items=[scoring_out(session, settings, r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{scoring_id}", response_model=ScoringOut, responses=PROBLEMS)
-def get_scoring(scoring_id: str, principal: ReadKey, session: SessionDep) -> ScoringOut:
+def get_scoring(scoring_id: str, principal: ReadKey, session: SessionDep, settings: SettingsDep) -> ScoringOut:
     """One scoring job: status, progress and the aggregates so far."""
-    return scoring_out(session, jobs.get(session, scoring_id, principal))
+    return scoring_out(session, settings, jobs.get(session, scoring_id, principal))
 
 
 @router.post("/{scoring_id}/cancel", response_model=ScoringOut, responses=PROBLEMS)
-def cancel_scoring(scoring_id: str, principal: WriteKey, engine: EngineDep) -> ScoringOut:
+def cancel_scoring(scoring_id: str, principal: WriteKey, engine: EngineDep, settings: SettingsDep) -> ScoringOut:
     """Cancel: a queued scoring at once, a running one after its current chunk; 409 once finished."""
-    return ScoringOut.of(jobs.cancel(engine, scoring_id, principal))
+    return ScoringOut.of(jobs.cancel(engine, scoring_id, principal), settings.unk_warn_rate)
 
 
 @router.delete("/{scoring_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)

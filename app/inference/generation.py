@@ -20,11 +20,11 @@ from torch import Tensor
 
 from app.errors import Invalid
 from app.inference.registry import LoadedModel
-from app.inference.text import tokenize
 from app.settings import Settings
 from model.data import EOS
 from model.inference import GeneratedToken, decode, generate_stream, read_prompt, score_sentences, step_logits
 from model.network import State
+from model.tokenizers import words_of
 
 FINISH_EOS, FINISH_STOP, FINISH_LENGTH = "eos", "stop", "length"
 PROMPT_BLOCK = 256  # echoed prompt positions whose distributions over V exist at once
@@ -72,7 +72,7 @@ class PromptToken:
 def stop_sequences(stop: str | Sequence[str] | None) -> tuple[tuple[str, ...], ...]:
     """A string is one word sequence; a list holds one sequence per string. Empty ones are refused."""
     texts = [stop] if isinstance(stop, str) else list(stop or [])
-    sequences = tuple(tuple(tokenize(text)) for text in texts)
+    sequences = tuple(tuple(words_of(text)) for text in texts)
     if any(not words for words in sequences):
         raise Invalid("stop: a stop sequence needs at least one word")
     return sequences

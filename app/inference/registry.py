@@ -29,13 +29,13 @@ from sqlalchemy.orm import Session
 from app.auth import ownership
 from app.auth.principal import Principal
 from app.errors import Conflict, Invalid, NotFound
-from app.inference import conventions
 from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
 from app.training import checkpoints
-from model.checkpoint import CheckpointError, load, load_model, text_convention
+from model.checkpoint import CheckpointError, load, load_model, tokenizer_of
 from model.config import ModelConfig
 from model.data import Vocabulary
 from model.network import LSTMLanguageModel
+from model.tokenizers import Tokenizer
 
 JOB_PREFIX, CHECKPOINT_PREFIX = "job_", "ckpt_"
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -68,7 +68,7 @@ class LoadedModel:
     model: LSTMLanguageModel
     vocab: Vocabulary
     config: ModelConfig
-    convention: str = "plain"  # how its training text was tokenized (app/inference/conventions.py)
+    tokenizer: Tokenizer = field(default_factory=Tokenizer)  # how its training text was cut (model/tokenizers.py)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -127,6 +127,24 @@ def resolve(session: Session, name: str, data_dir: Path, viewer: Principal | Non
     if served is None:
         raise Conflict(f"job {job.id} has no checkpoint yet (status {job.status})", model=name)
     return _ref(name, job, served, data_dir)
+
+
+def same_model(session: Session, data_dir: Path, viewer: Principal, scoped: str, named: str | None) -> None:
+    """`Invalid` when a request under the URL of model `scoped` names another model in its body
+    (`named`: one that is not the same checkpoint); None names none."""
+    if named is None or named == scoped:
+        return
+    here = resolve(session, scoped, data_dir, viewer)
+    try:
+        there: ModelRef | None = resolve(session, named, data_dir, viewer)
+    except (NotFound, Conflict):
+        there = None
+    if there is None or there.checkpoint_id != here.checkpoint_id:
+        raise Invalid(
+            f"model: this URL serves {scoped!r}, and the request names {named!r}, another model; "
+            "name the URL's model or leave model out",
+            field="model",
+        )
 
 
 def servable_models(
@@ -269,9 +287,11 @@ class ModelCache:
                 model=ref.name,
             ) from None
         model.requires_grad_(False)
-        # Older checkpoints do not say: their vocabulary tells where it is obvious (PTB's N, WikiText's @-@).
-        convention = text_convention(payload) or conventions.detect(vocab.words)
-        return LoadedModel(ref.checkpoint_id, model, vocab, config, convention)
+        try:
+            tokenizer = tokenizer_of(payload)
+        except CheckpointError as exc:
+            raise Conflict(f"checkpoint {ref.checkpoint_id} is unusable: {exc}", model=ref.name) from None
+        return LoadedModel(ref.checkpoint_id, model, vocab, config, tokenizer)
 
     def clear(self) -> None:
         with self._lock:

@@ -1,7 +1,7 @@
-"""Text <-> words for the inference API: whitespace tokenisation and vocabulary ids.
+"""Tokens <-> vocabulary ids, and where tokens sit in the text they came from.
 
-The models are word-level: a text's words are `text.split()`, exactly as the training reader splits
-a line. Raw text is brought to a corpus' own tokenization by `app.inference.conventions`.
+Raw text becomes tokens by the model's tokenizer (`model.tokenizers`); these helpers take the tokens
+from there.
 """
 
 from __future__ import annotations
@@ -12,33 +12,18 @@ from collections.abc import Sequence
 from app.errors import Invalid
 from model.data import EOS, Vocabulary
 
-NUMBER = "N"
-# A token that is a number as a whole: 42, -3, 1,000, 3.14, .5, 2:30, 1/2 or 1\/2 (PTB escapes the
-# slash). Words that merely contain digits (1980s, 30-year) stay words, as they do in PTB.
-_NUMBER_RE = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:(?::|\\?/)\d+)*")
-
-
-def tokenize(text: str) -> list[str]:
-    """Words of a text: split on whitespace, as the training reader splits a line."""
-    return text.split()
-
-
-KEPT = frozenset({NUMBER, "<unk>", "<eos>"})  # tokens every convention leaves as they are
-
-
-def is_number(token: str) -> bool:
-    """A token that is a number as a whole (42, 1,000, 3.14, 1/2); 1980s and 30-year are words."""
-    return _NUMBER_RE.fullmatch(token) is not None
+SUBWORD_SPACE = "\u2581"  # SentencePiece's word-boundary mark, the space before a piece
 
 
 def word_offsets(text: str, words: Sequence[str] | None = None) -> list[int]:
-    """Character offset of each word of `tokenize(text)` inside `text`; with `words` (a normalised
-    form of the text), where each one is found in order, case aside (where it is not, e.g. `N` for
-    `5.2`, the offset where the search stands)."""
+    """Character offset of each whitespace word inside `text`; with `words` (the tokens a tokenizer
+    made of the text), where each one is found in order, case aside (where it is not, e.g. `N` for
+    `5.2` or a byte piece, the offset where the search stands)."""
     if words is None:
         return [match.start() for match in re.finditer(r"\S+", text)]
     lowered, offsets, at = text.lower(), [], 0
     for word in words:
+        word = word.lstrip(SUBWORD_SPACE) or word
         found = lowered.find(word.lower(), at)
         while at < len(text) and text[at].isspace():
             at += 1
@@ -48,11 +33,6 @@ def word_offsets(text: str, words: Sequence[str] | None = None) -> list[int]:
         if found >= 0:
             at = found + len(word)
     return offsets
-
-
-def detokenize(words: Sequence[str]) -> str:
-    """Words back to text: joined by single spaces."""
-    return " ".join(words)
 
 
 def encode(vocab: Vocabulary, words: Sequence[str]) -> list[int]:

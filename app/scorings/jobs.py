@@ -1,9 +1,11 @@
 """Scoring jobs: a whole text (an uploaded file or a dataset split) scored line by line by a worker.
 
-Each line is one sentence, scored exactly as `/v1/score` scores it (the same options, limits and
-errors), and written as one JSON object to `<data>/scorings/<id>/results.jsonl`:
-`{"line", "num_tokens", "num_unk", "total_logprob", "perplexity", "perplexity_without_unk"}`.
-The aggregates are `/v1/score`'s, kept as running sums while the lines go by.
+Each line (`\r\n`, `\r` and `\n` end one; a leading byte-order mark is dropped) is one sentence,
+scored exactly as `/v1/score` scores it (the same options, tokenizer, limits and errors), and
+written as one JSON object to `<data>/scorings/<id>/results.jsonl`: `{"line", "num_tokens",
+"num_unk", "num_words", "num_bytes", "total_logprob", "perplexity", "perplexity_without_unk",
+"word_perplexity", "bits_per_byte", "unk_rate"}`. The aggregates are `/v1/score`'s, kept as
+running sums while the lines go by.
 
 The queue works as the training queue does: a worker claims a queued scoring with one conditional
 UPDATE, holds a lease it renews with every chunk of lines, and writes only while it holds the
@@ -26,8 +28,7 @@ from app.auth import ownership, quotas
 from app.auth.principal import LOCAL, Principal
 from app.errors import Conflict, Invalid, NotFound
 from app.inference import registry
-from app.inference.scoring import ScoreOptions, perplexity_of_logprobs
-from app.inference.text import tokenize
+from app.inference.scoring import ScoreOptions, bits_per_byte, perplexity_of_logprobs
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
@@ -35,6 +36,7 @@ from app.store.tables import Dataset, Scoring, new_id
 from app.training.datasets import store_capped
 from app.training.jobs import QUEUED, TERMINAL, request_cancel
 from model.data import SPLITS, find_split
+from model.tokenizers import split_lines, words_of
 
 UPLOAD, DATASET = "upload", "dataset"
 RESULTS = "results.jsonl"
@@ -50,32 +52,28 @@ def results_path(settings: Settings, scoring_id: str) -> Path:
 
 
 def lines_of(text: str) -> list[str]:
-    """Lines as the training reader takes them: split on "\\n"; a final newline ends the last line."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+    """The lines of a text, as a dataset's are read (`model.tokenizers.split_lines`)."""
+    return split_lines(text)
 
 
 def count_lines(path: Path, settings: Settings, field: str) -> int:
     """The lines of a text file as `lines_of` splits them, read one at a time and held to `/v1/score`'s
     limit per sentence (whitespace words; a blank line is allowed); `Invalid` when one is over it,
     when the text is not UTF-8, or when there is no line at all."""
-    count, offset = 0, 0
-    with path.open("rb") as text:
-        for raw in text:  # b"\n" never occurs inside a UTF-8 sequence: line by line decodes as the whole
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise Invalid(
-                    f"{field}: not UTF-8 text (invalid byte at offset {offset + exc.start})", field=field
-                ) from None
-            count, offset = count + 1, offset + len(raw)
-            words = len(tokenize(line))
-            if words > settings.max_sentence_tokens:
-                raise Invalid(
-                    f"line {count} has {words} words, at most {settings.max_sentence_tokens} per sentence", line=count
-                )
+    count = 0
+    # newline=None: "\r\n", "\r" and "\n" each end a line, as `lines_of` cuts them
+    with path.open(encoding="utf-8", newline=None) as text:
+        try:
+            for line in text:
+                count += 1
+                words = len(words_of(line))
+                if words > settings.max_sentence_tokens:
+                    raise Invalid(
+                        f"line {count} has {words} words, at most {settings.max_sentence_tokens} per sentence",
+                        line=count,
+                    )
+        except UnicodeDecodeError:
+            raise Invalid(f"{field}: not UTF-8 text (line {count + 1})", field=field) from None
     if count == 0:
         raise Invalid("the text has no lines to score", field="file")
     return count
@@ -136,7 +134,7 @@ def submit(
                 options={
                     "log10": options.log10,
                     "score_eos": options.score_eos,
-                    "normalize": options.normalize,
+                    "pretokenized": options.pretokenized,
                     "precision": options.precision,
                 },
                 total_lines=total_lines,
@@ -208,10 +206,23 @@ def delete(engine: Engine, settings: Settings, scoring_id: str, viewer: Principa
 # --- the aggregates, as running sums ---
 
 
-def add_to_sums(sums: dict[str, Any], logprobs: list[float], is_unk: list[bool]) -> None:
-    """Add one line's natural-log token scores to the running sums (see `aggregate`)."""
+def pretokenized(options: dict[str, Any]) -> bool:
+    """Whether a scoring reads its lines as tokens. Scorings stored before tokenizers said `normalize`
+    instead, false meaning whitespace tokens: they keep that meaning."""
+    if "pretokenized" in options:
+        return bool(options["pretokenized"])
+    return not options.get("normalize", False)
+
+
+def add_to_sums(
+    sums: dict[str, Any], logprobs: list[float], is_unk: list[bool], num_words: int, num_bytes: int
+) -> None:
+    """Add one line's natural-log token scores, and its words and bytes, to the running sums (see
+    `aggregate`)."""
     known = [lp for lp, unk in zip(logprobs, is_unk, strict=True) if not unk]
     total, total_known = math.fsum(logprobs), math.fsum(known)
+    sums["num_words"] = sums.get("num_words", 0) + num_words
+    sums["num_bytes"] = sums.get("num_bytes", 0) + num_bytes
     sums["num_sentences"] = sums.get("num_sentences", 0) + 1
     sums["num_tokens"] = sums.get("num_tokens", 0) + len(logprobs)
     sums["num_unk"] = sums.get("num_unk", 0) + len(logprobs) - len(known)
@@ -240,4 +251,9 @@ def aggregate(sums: dict[str, Any], log10: bool) -> dict[str, Any]:
         "corpus_perplexity_without_unk": perplexity_of_logprobs(sums.get("known_ln", 0.0), tokens - unk),
         "mean_sentence_perplexity": sums["ppl_sum"] / ppl_count if ppl_count else None,
         "mean_sentence_perplexity_without_unk": sums["ppl_known_sum"] / ppl_known_count if ppl_known_count else None,
+        "num_words": sums.get("num_words", 0),
+        "num_bytes": sums.get("num_bytes", 0),
+        "word_perplexity": perplexity_of_logprobs(total, sums.get("num_words", 0)),
+        "bits_per_byte": bits_per_byte(total, sums.get("num_bytes", 0)),
+        "unk_rate": unk / tokens if tokens else None,
     }

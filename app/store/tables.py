@@ -13,7 +13,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -69,8 +69,19 @@ class Dataset(Base):
     owner_id: Mapped[str | None] = mapped_column(String(40))
     # Set when a dataset that finished jobs still name is deleted: the row stays for them, hidden.
     deleted_at: Mapped[datetime | None]
-    # how the text is tokenized: "ptb", "wikitext" or "plain" (app/inference/conventions.py)
+    # the earlier name of the tokenizer: "ptb", "wikitext", "plain" (whitespace), or a subword kind
     convention: Mapped[str] = mapped_column(String(20), default="plain", server_default="plain")
+    # How the text is cut into tokens (model/tokenizers.py): whitespace, ptb, wikitext, bpe or unigram,
+    # with its options; `tokenizer_spec` is the tokenizer's own description (its vocabulary size...).
+    tokenizer: Mapped[str] = mapped_column(String(20), default="whitespace", server_default="whitespace")
+    lowercase: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    min_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    tokenizer_spec: Mapped[dict[str, Any] | None]
+    # The tokenized corpus' folder, what jobs train on (with tokenizer.json); NULL for datasets made
+    # before tokenizers, whose `path` holds text already cut on whitespace.
+    tokens_path: Mapped[str | None] = mapped_column(Text)
+    # Per split: tokens, words, bytes, lines, unk and unk_rate (app/training/datasets.py SplitStats)
+    split_stats: Mapped[dict[str, Any] | None]
 
 
 class Job(Base):

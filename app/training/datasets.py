@@ -1,11 +1,20 @@
-"""Corpora: uploaded train/valid/test text, or server-side folders exposed by name.
+"""Corpora: uploaded train/valid/test text, or server-side folders exposed by name, and the
+tokenizer that cuts them into a model's tokens.
 
-An upload is checked (UTF-8, words in every split, the size limit), written under
-`<datasets_dir>/<id>/{train,valid,test}.txt` and recorded with its token counts and vocabulary
-size. A server-side folder is named by a root from `settings.corpus_roots` and an optional relative
-path inside it; any path that resolves outside the root (`..`, absolute paths, symlinks) is refused.
-Reads take a `Session`; writes take the `Engine`. Functions that take a `viewer` apply the
-ownership rules of `app.auth.ownership` (None: no restriction, for internal callers).
+An upload is checked (UTF-8, words in every split, the size limit) and written under
+`<datasets_dir>/<id>/{train,valid,test}.txt` as it came. Then its tokenizer (`model.tokenizers`:
+given, or detected from the training text) is applied, a subword model trained first for `bpe`
+and `unigram`, and the tokens are written to `<datasets_dir>/<id>/tokens/`, with the tokenizer's
+`tokenizer.json` (and `tokenizer.model`): that folder is what jobs train on. A server-side folder
+is named by a root from `settings.corpus_roots` and an optional relative path inside it (any path
+that resolves outside the root is refused); its tokens go to `<datasets_dir>/<id>/tokens/` too.
+Large corpora are tokenized in a child process, never in the API's own.
+
+The row records per split the tokens (with `<eos>` per line, as training reads them), the words
+(whitespace words of the raw text) and bytes (UTF-8) that word perplexity and bits per byte divide
+by, and the `<unk>` tokens under the dataset's own vocabulary. Reads take a `Session`; writes take
+the `Engine`. Functions that take a `viewer` apply the ownership rules of `app.auth.ownership`
+(None: no restriction, for internal callers).
 
 A dataset is deleted with its files; while finished jobs still name it, its row stays, marked
 deleted and hidden, so those jobs keep their history. Server-side corpora are never touched on disk.
@@ -16,8 +25,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,31 +37,130 @@ from sqlalchemy.orm import Session
 from app.auth import ownership, quotas
 from app.auth.principal import LOCAL, Principal
 from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
-from app.inference.conventions import CONVENTIONS, detect
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
 from app.store.tables import Dataset, Job, new_id, utcnow
 from model.checkpoint import fsync_dir
-from model.data import SPLITS, Corpus, CorpusError, Vocabulary, tokenize_text
+from model.data import EOS, SPLITS, UNK, Corpus, Vocabulary
+from model.tokenizers import (
+    DEFAULT_SUBWORD_VOCAB,
+    KINDS,
+    LEGACY_NAMES,
+    SUBWORD,
+    Tokenizer,
+    TokenizerError,
+    detect,
+    legacy_name,
+    split_lines,
+    train_subword,
+)
 
 UPLOAD = "upload"
 BUILTIN = ownership.BUILTIN_SOURCE
 BUSY = ("queued", "running", "canceling")  # job states that still read their dataset
 STAGING_PREFIX, STAGING_SUFFIX = ".ds_", ".partial"  # an upload being written: `.ds_<id>.partial`
+TOKENS = "tokens"  # the tokenized corpus' folder inside a dataset's folder
 COPY_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class TokenizerChoice:
+    """How a new dataset's text is to be tokenized (from the upload's fields or the registration)."""
+
+    kind: str | None = None  # None: detected from the training text (ptb, wikitext or whitespace)
+    lowercase: bool | None = None  # None: only `ptb` lower-cases
+    min_count: int = 1  # word-level: training words seen fewer times are <unk>
+    vocab_size: int = DEFAULT_SUBWORD_VOCAB  # subword: the most pieces the model may have
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        tokenizer: str | None = None,
+        convention: str | None = None,
+        lowercase: bool | None = None,
+        min_count: int | None = None,
+        tokenizer_vocab_size: int | None = None,
+    ) -> TokenizerChoice:
+        """The choice a request makes; `Invalid`, naming the field, for a value it cannot use.
+        `convention` is the earlier name (`plain` is `whitespace`)."""
+        if tokenizer is not None and tokenizer not in KINDS:
+            raise Invalid(
+                f"tokenizer: {tokenizer!r} is not one of {', '.join(KINDS)} (or leave it out to detect it)",
+                field="tokenizer",
+            )
+        if convention is not None and convention not in LEGACY_NAMES:
+            raise Invalid(
+                f"convention: {convention!r} is not one of {', '.join(LEGACY_NAMES)}; use tokenizer",
+                field="convention",
+            )
+        legacy = LEGACY_NAMES.get(convention or "")
+        if tokenizer is not None and legacy is not None and tokenizer != legacy:
+            raise Invalid(f"tokenizer {tokenizer!r} and convention {convention!r} disagree: give tokenizer only")
+        kind = tokenizer or legacy
+        subword = kind in SUBWORD
+        if min_count is not None and (min_count < 1 or subword):
+            reason = "a subword model has no unknown words" if subword else f"it must be at least 1, got {min_count}"
+            raise Invalid(f"min_count: {reason}", field="min_count")
+        if tokenizer_vocab_size is not None:
+            if not subword:
+                raise Invalid(
+                    "tokenizer_vocab_size: only for the bpe and unigram tokenizers", field="tokenizer_vocab_size"
+                )
+            if not 300 <= tokenizer_vocab_size <= settings.max_tokenizer_vocab_size:
+                raise Invalid(
+                    f"tokenizer_vocab_size must be between 300 and {settings.max_tokenizer_vocab_size:,}, "
+                    f"got {tokenizer_vocab_size:,}",
+                    field="tokenizer_vocab_size",
+                )
+        return cls(kind, lowercase, min_count or 1, tokenizer_vocab_size or DEFAULT_SUBWORD_VOCAB)
+
+    def matches(self, dataset: Dataset) -> bool:
+        """Whether an existing dataset was tokenized as this choice asks (what it leaves open aside)."""
+        if self.kind is None:
+            return self.lowercase is None or dataset.lowercase == self.lowercase
+        spec = dataset.tokenizer_spec or {}
+        return (
+            dataset.tokenizer == self.kind
+            and dataset.lowercase == (self.lowercase if self.lowercase is not None else self.kind == "ptb")
+            and (self.kind in SUBWORD or dataset.min_count == self.min_count)
+            and (self.kind not in SUBWORD or spec.get("requested_vocab_size") == self.vocab_size)
+        )
+
+
+@dataclass
+class SplitStats:
+    """One split's numbers: what training reads and what per-word and per-byte scores divide by."""
+
+    tokens: int = 0  # with one <eos> per line
+    words: int = 0  # whitespace-separated words of the raw text
+    bytes: int = 0  # UTF-8 bytes of the lines' text (line ends and byte-order marks not counted)
+    lines: int = 0
+    unk: int = 0  # tokens that are <unk> under the dataset's vocabulary
+
+    def report(self) -> dict[str, Any]:
+        return {**asdict(self), "unk_rate": self.unk / self.tokens if self.tokens else 0.0}
+
+
+@dataclass(frozen=True)
 class CorpusStats:
-    train_tokens: int
-    valid_tokens: int
-    test_tokens: int
-    vocab_size: int  # types of the training split, counting <eos> and <unk>
-    convention: str  # how the text is tokenized: given, or detected from the training text
+    splits: dict[str, SplitStats]
+    vocab_size: int  # the vocabulary a job trains with unless its vocab_size caps a word-level one
+    tokenizer: dict[str, Any]  # the tokenizer's settings (`Tokenizer.describe`), as the row records it
+    lowercase: bool
+    min_count: int
+    kind: str = field(default="whitespace")
 
     def row(
-        self, dataset_id: str, name: str, source: str, folder: Path, size_bytes: int, owner_id: str | None
+        self,
+        dataset_id: str,
+        name: str,
+        source: str,
+        folder: Path,
+        tokens_folder: Path,
+        size_bytes: int,
+        owner_id: str | None,
     ) -> Dataset:
         """The dataset row for a corpus with these numbers."""
         return Dataset(
@@ -60,12 +169,18 @@ class CorpusStats:
             name=name,
             source=source,
             path=str(folder),
-            train_tokens=self.train_tokens,
-            valid_tokens=self.valid_tokens,
-            test_tokens=self.test_tokens,
+            tokens_path=str(tokens_folder),
+            train_tokens=self.splits["train"].tokens,
+            valid_tokens=self.splits["valid"].tokens,
+            test_tokens=self.splits["test"].tokens,
             vocab_size=self.vocab_size,
             size_bytes=size_bytes,
-            convention=self.convention,
+            convention=legacy_name(self.kind),
+            tokenizer=self.kind,
+            lowercase=self.lowercase,
+            min_count=self.min_count,
+            tokenizer_spec=self.tokenizer,
+            split_stats={split: stats.report() for split, stats in self.splits.items()},
         )
 
 
@@ -77,45 +192,81 @@ def decode_split(split: str, raw: bytes) -> str:
         raise Invalid(f"{split}: not UTF-8 text (invalid byte at offset {exc.start})", field=split) from None
 
 
-def check_convention(convention: str | None) -> None:
-    """`Invalid` unless `convention` names one (None: detect it)."""
-    if convention is not None and convention not in CONVENTIONS:
-        raise Invalid(
-            f"convention: {convention!r} is not one of {', '.join(CONVENTIONS)} (or leave it out to detect it)",
-            field="convention",
-        )
+def tokenize_corpus(
+    sources: dict[str, str], out: str, choice: TokenizerChoice, max_train_sentences: int
+) -> CorpusStats:
+    """Tokenize the raw splits at `sources` (paths by split) into `out/{split}.txt` and the tokenizer
+    files; returns the numbers. `Invalid` for text that cannot be a corpus. Lines are read, cut and
+    written one at a time; only the training split's counts are held."""
+    texts = {split: decode_split(split, Path(sources[split]).read_bytes()) for split in SPLITS}
+    lines = {split: split_lines(text) for split, text in texts.items()}
+    del texts
+    kind = choice.kind or detect(word for line in lines["train"] for word in line.split())
+    try:
+        if kind in SUBWORD:
+            tokenizer = train_subword(
+                kind, lines["train"], choice.vocab_size, bool(choice.lowercase), max_train_sentences
+            )
+        else:
+            lowercase = choice.lowercase if choice.lowercase is not None else kind == "ptb"
+            tokenizer = Tokenizer(kind, lowercase=lowercase, min_count=choice.min_count)
+    except TokenizerError as exc:
+        raise Invalid(f"tokenizer: {exc}", field="tokenizer") from None
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = {split: SplitStats() for split in SPLITS}
+    train_counts: Counter[str] = Counter()
+    vocab: Vocabulary | None = None
+    for split in SPLITS:  # train first: its counts make the vocabulary the others are measured against
+        numbers = stats[split]
+        with (folder / f"{split}.txt").open("w", encoding="utf-8") as f:
+            for line in lines[split]:
+                tokens = tokenizer.tokens(line)
+                f.write(" ".join(tokens) + "\n")
+                numbers.lines += 1
+                numbers.tokens += len(tokens) + 1
+                numbers.words += len(line.split())
+                numbers.bytes += len(line.encode("utf-8"))
+                if vocab is None:
+                    train_counts.update(tokens)
+                else:
+                    numbers.unk += sum(1 for t in tokens if t == UNK or t not in vocab)
+            f.flush()
+            os.fsync(f.fileno())
+        if numbers.tokens == numbers.lines:
+            raise Invalid(f"{split}: no words (empty file)", field=split)
+        if vocab is None:
+            train_counts[EOS] += numbers.lines
+            vocab = Vocabulary.from_counts(
+                train_counts, min_count=tokenizer.min_count, always=tokenizer.pieces() if tokenizer.subword else ()
+            )
+            numbers.unk = sum(n for word, n in train_counts.items() if word == UNK or word not in vocab)
+    tokenizer.save(folder)
+    assert vocab is not None
+    description = tokenizer.describe()
+    if tokenizer.subword:
+        description["requested_vocab_size"] = choice.vocab_size
+    return CorpusStats(stats, len(vocab), description, tokenizer.lowercase, tokenizer.min_count, kind)
 
 
-def corpus_stats(texts: dict[str, str], convention: str | None = None) -> CorpusStats:
-    """Token counts (with `<eos>` per line, as training reads them), the vocabulary size and the text
-    convention (`convention`, or detected from the training text when None)."""
-    counts: dict[str, int] = {}
-    train_tokens: list[str] = []
-    for split in SPLITS:
-        try:
-            tokens = tokenize_text(texts[split], split)
-        except CorpusError as exc:
-            raise Invalid(str(exc), field=split) from None
-        counts[split] = len(tokens)
-        if split == "train":
-            train_tokens = tokens
-    vocab = Vocabulary.build(train_tokens)
-    found = convention or detect(train_tokens)
-    return CorpusStats(counts["train"], counts["valid"], counts["test"], len(vocab), found)
-
-
-def folder_stats(folder: str, convention: str | None = None) -> CorpusStats:
-    """The numbers of a corpus folder holding train.txt, valid.txt and test.txt (`Invalid` for bad text)."""
-    texts = {split: decode_split(split, (Path(folder) / f"{split}.txt").read_bytes()) for split in SPLITS}
-    return corpus_stats(texts, convention)
-
-
-def parse_in_child(folder: Path, convention: str | None = None) -> CorpusStats:
-    """`folder_stats` in a child process: a large corpus (millions of words) is decoded, split and
-    counted there, so its seconds of CPU and its memory never hold up the API's own process."""
+def tokenize_in_child(
+    sources: dict[str, str], out: str, choice: TokenizerChoice, max_train_sentences: int
+) -> CorpusStats:
+    """`tokenize_corpus` in a child process: a large corpus (millions of words) is decoded, cut, counted
+    and a subword model trained there, so its CPU seconds and its memory never hold up the API."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(folder_stats, str(folder), convention).result()
+        return pool.submit(tokenize_corpus, sources, out, choice, max_train_sentences).result()
+
+
+def _tokenize(settings: Settings, sources: dict[str, Path], out: Path, choice: TokenizerChoice) -> CorpusStats:
+    """Tokenize here when the corpus is small and a word-level kind; in a child process otherwise."""
+    size = sum(path.stat().st_size for path in sources.values())
+    paths = {split: str(path) for split, path in sources.items()}
+    large = size >= settings.upload_parse_process_bytes or choice.kind in SUBWORD
+    run = tokenize_in_child if large else tokenize_corpus
+    return run(paths, str(out), choice, settings.subword_train_sentences)
 
 
 def store_capped(source: BinaryIO, path: Path, limit: int, what: str, already: int = 0) -> int:
@@ -140,14 +291,15 @@ def create_upload(
     name: str | None,
     files: dict[str, BinaryIO],
     owner: Principal = LOCAL,
-    convention: str | None = None,
+    choice: TokenizerChoice | None = None,
 ) -> Dataset:
-    """Validate and store an uploaded train/valid/test triple; nothing is left when it is refused.
+    """Validate, store and tokenize an uploaded train/valid/test triple; nothing is left when it is
+    refused.
 
     Each file is streamed to a staging folder, never read whole into memory; the staged text is
-    parsed in this thread when small, in a child process from `upload_parse_process_bytes` on.
+    tokenized in this thread when small, in a child process when large or for a subword model.
     """
-    check_convention(convention)
+    choice = choice or TokenizerChoice()
     dataset_id = new_id("ds")
     folder = (settings.datasets_dir / dataset_id).resolve()
     staging = folder.with_name(f"{STAGING_PREFIX}{dataset_id}{STAGING_SUFFIX}")
@@ -158,13 +310,13 @@ def create_upload(
             total += store_capped(
                 files[split], staging / f"{split}.txt", settings.max_upload_bytes, "the upload", total
             )
-        large = total >= settings.upload_parse_process_bytes
-        stats = parse_in_child(staging, convention) if large else folder_stats(str(staging), convention)
+        sources = {split: staging / f"{split}.txt" for split in SPLITS}
+        stats = _tokenize(settings, sources, staging / TOKENS, choice)
         os.replace(staging, folder)  # the folder appears whole or not at all
         fsync_dir(folder.parent)
         with write_session(engine) as session:
             quotas.check_storage(session, settings, owner, total)
-            dataset = stats.row(dataset_id, name or dataset_id, UPLOAD, folder, total, owner.owner_id)
+            dataset = stats.row(dataset_id, name or dataset_id, UPLOAD, folder, folder / TOKENS, total, owner.owner_id)
             session.add(dataset)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -191,14 +343,16 @@ def register_builtin(
     subpath: str = "",
     name: str | None = None,
     owner: Principal = LOCAL,
-    convention: str | None = None,
+    choice: TokenizerChoice | None = None,
 ) -> tuple[Dataset, bool]:
-    """Record a server-side corpus folder as a dataset; returns (dataset, created).
+    """Record a server-side corpus folder as a dataset, tokenized as `choice` asks; returns (dataset,
+    created).
 
-    The same folder registered twice gives the same dataset. Messages name the folder as
-    `root/subpath`, never by its server path.
+    The same folder registered again with the same tokenizer (or with none named) gives the same
+    dataset; with another tokenizer, a new dataset. Messages name the folder as `root/subpath`,
+    never by its server path.
     """
-    check_convention(convention)
+    choice = choice or TokenizerChoice()
     if root not in settings.corpus_roots:
         choices = ", ".join(corpus_root_names(settings)) or "none are configured"
         raise NotFound(f"no corpus root named {root!r} ({choices})", field="root")
@@ -214,28 +368,40 @@ def register_builtin(
     if not is_dir:
         raise NotFound(f"{display}: no such corpus folder", field="path")
 
-    with Session(engine) as session:
-        existing = session.scalar(_live().where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
-    if existing is not None:
-        return existing, False
+    def existing(session: Session) -> Dataset | None:
+        rows = session.scalars(
+            _live().where(Dataset.source == BUILTIN, Dataset.path == str(folder)).order_by(Dataset.created_at)
+        )
+        return next((row for row in rows if choice.matches(row)), None)
 
-    texts: dict[str, str] = {}
+    with Session(engine) as session:
+        found = existing(session)
+    if found is not None:
+        return found, False
+
+    sources: dict[str, Path] = {}
     size = 0
     for split in SPLITS:
         candidates = [folder / f"ptb.{split}.txt", folder / f"{split}.txt"]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None or _inside(base, path) is None:
             raise Invalid(f"{display}: no ptb.{split}.txt or {split}.txt inside the corpus root", field="path")
-        raw = path.read_bytes()
-        size += len(raw)
-        texts[split] = decode_split(split, raw)
-    stats = corpus_stats(texts, convention)
-    with write_session(engine) as session:
-        existing = session.scalar(_live().where(Dataset.source == BUILTIN, Dataset.path == str(folder)))
-        if existing is not None:  # registered concurrently
-            return existing, False
-        dataset = stats.row(new_id("ds"), name or display, BUILTIN, folder, size, owner.owner_id)
-        session.add(dataset)
+        sources[split] = path.resolve()
+        size += sources[split].stat().st_size
+    dataset_id = new_id("ds")
+    tokens = (settings.datasets_dir / dataset_id / TOKENS).resolve()
+    try:
+        stats = _tokenize(settings, sources, tokens, choice)
+        with write_session(engine) as session:
+            found = existing(session)
+            if found is not None:  # registered concurrently
+                shutil.rmtree(tokens.parent, ignore_errors=True)
+                return found, False
+            dataset = stats.row(dataset_id, name or display, BUILTIN, folder, tokens, size, owner.owner_id)
+            session.add(dataset)
+    except BaseException:
+        shutil.rmtree(tokens.parent, ignore_errors=True)
+        raise
     return dataset, True
 
 
@@ -287,9 +453,13 @@ def delete_dataset(engine: Engine, settings: Settings, dataset_id: str, viewer: 
             session.delete(dataset)
         else:
             dataset.deleted_at = utcnow()  # finished jobs still name it
-        folder = Path(dataset.path)
-    if dataset.source == UPLOAD and folder.resolve().is_relative_to(settings.datasets_dir.resolve()):
-        shutil.rmtree(folder, ignore_errors=True)
+        folders = [Path(dataset.path)] if dataset.source == UPLOAD else []
+        if dataset.tokens_path:
+            folders.append(Path(dataset.tokens_path).parent if dataset.source == BUILTIN else Path(dataset.tokens_path))
+    own = settings.datasets_dir.resolve()
+    for folder in folders:  # never a server-side corpus: only what this service wrote
+        if folder.resolve().is_relative_to(own) and folder.resolve() != own:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def vocabulary_report(corpus: Corpus, cap: int | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from app.settings import Settings
 from app.store.tables import Dataset
 from model.config import FIELD_NAMES, ConfigError, ModelConfig, preset
 from model.data import epoch_size
+from model.tokenizers import SUBWORD
 
 BYTES_PER_FLOAT = 4
 LARGEST_INT = 2**63 - 1  # what a database integer and torch's seed accept
@@ -25,6 +26,14 @@ class SizeEstimate:
     vocab_size: int  # the effective vocabulary: the corpus' types under the config's cap
     parameters: int
     train_memory_bytes: int
+
+
+def train_vocabulary(config: ModelConfig, dataset: Dataset) -> int:
+    """The vocabulary a job trains with: a word-level dataset's words (its `min_count` applied) under
+    the config's cap; a subword dataset's every piece, which no cap may cut (see `build_config`)."""
+    if dataset.tokenizer in SUBWORD:
+        return dataset.vocab_size
+    return config.vocabulary(dataset.vocab_size)
 
 
 def estimate_size(config: ModelConfig, corpus_vocab_size: int) -> SizeEstimate:
@@ -65,7 +74,7 @@ class TimeEstimate:
 def estimate_time(config: ModelConfig, dataset: Dataset, settings: Settings) -> TimeEstimate:
     """Step and epoch time: the training FLOPs of a [B, T] batch at `worker_gflops`, plus a fixed
     cost per layer and time step; the epoch adds its validation pass (a forward, a third of a step)."""
-    v = dataset.vocab_size if config.vocab_size is None else min(config.vocab_size, dataset.vocab_size)
+    v = train_vocabulary(config, dataset)
     b, t = config.batch_size, config.num_steps
     step = config.train_flops_per_token(v) * b * t / (settings.worker_gflops * 1e9)
     step += LAYER_STEP_SECONDS * config.num_layers * t
@@ -89,7 +98,14 @@ def build_config(settings: Settings, preset_name: str, overrides: dict[str, Any]
     except ConfigError as exc:
         raise Invalid(str(exc), field="preset" if "preset" in str(exc) else "overrides") from None
 
-    size = estimate_size(config, dataset.vocab_size)
+    if dataset.tokenizer in SUBWORD and config.vocab_size is not None and config.vocab_size < dataset.vocab_size:
+        raise Invalid(
+            f"vocab_size: dataset {dataset.id} is cut by a {dataset.tokenizer} model of {dataset.vocab_size:,} "
+            f"tokens, every one of which the model needs; leave vocab_size out (its size is chosen at upload, "
+            "with tokenizer_vocab_size)",
+            field="overrides.vocab_size",
+        )
+    size = estimate_size(config, train_vocabulary(config, dataset))
     if size.parameters > settings.max_model_parameters:
         raise Invalid(
             f"the model would have {size.parameters:,} parameters (vocabulary {size.vocab_size:,}); "

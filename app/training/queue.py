@@ -40,7 +40,9 @@ class ClaimedJob:
     checkpoint_path: str | None
     checkpoint_step: int  # global training step of that checkpoint (0 = none)
     started_at: datetime  # the first attempt's start: the job's wall time counts from here
-    dataset_convention: str = "plain"  # how the corpus' text is tokenized; checkpoints carry it
+    # The tokenizer of a dataset made before tokenizers, whose folder records none (a word-level
+    # kind): checkpoints carry it.
+    dataset_tokenizer: str = "whitespace"
 
 
 CLAIM_WINDOW = 50  # queued jobs looked at per claim for one whose requirements this worker meets
@@ -84,12 +86,12 @@ def claim_next(
             attempt=attempt + 1,
             max_attempts=job.max_attempts,
             config=dict(job.config),
-            dataset_path=dataset.path,
+            dataset_path=dataset.tokens_path or dataset.path,
             checkpoint_id=resume.id if resume is not None else None,
             checkpoint_path=resume.path if resume is not None else None,
             checkpoint_step=step,
             started_at=job.started_at or now,
-            dataset_convention=dataset.convention,
+            dataset_tokenizer=dataset.tokenizer,
         )
 
 

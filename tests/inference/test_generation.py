@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+from unittest.mock import ANY
 
 from fastapi.testclient import TestClient
 
-from app.inference.conventions import PTB, to_text
+from model.tokenizers import Tokenizer
 
 from .conftest import InferenceService, ModelFiles, close, hand_greedy, hand_logprobs
 
@@ -128,13 +129,22 @@ def test_streaming_delivers_the_same_tokens_as_the_whole_response(inference_serv
     assert all(c["object"] == "generation.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
 
 
-def test_normalize_reads_the_prompt_and_writes_the_text_by_the_model_convention(
+def test_the_prompt_is_read_and_the_text_written_by_the_model_tokenizer(
     inference_service: InferenceService, direct: ModelFiles
 ) -> None:
-    body = {"prompt": "The Cat's 42", "max_tokens": 6, "temperature": 0, "normalize": True}
+    body = {"prompt": "The Cat's 42", "max_tokens": 6, "temperature": 0}
     result = generate(inference_service.client, model=inference_service.job_id, **body)
-    assert result["prompt_words"] == ["the", "cat", "'s", "N"]  # the tiny corpus' convention is PTB's
+    assert result["prompt_words"] == ["the", "cat", "'s", "N"]  # the tiny corpus is PTB's form: ptb
     choice = result["choices"][0]
     assert choice["tokens"] == hand_greedy(direct, result["prompt_words"], 6)[: len(choice["tokens"])]
-    assert choice["text"] == to_text(choice["tokens"], PTB)
-    assert to_text(["cat", "'s", "N", "mats"], PTB) == "cat's N mats"  # what that does to PTB's tokens
+    ptb = Tokenizer("ptb")
+    assert choice["text"] == ptb.text(choice["tokens"])
+    assert ptb.text(["cat", "'s", "N", "mats"]) == "cat's N mats"  # what that does to PTB's tokens
+    # `normalize: true` is the default by its earlier name; `pretokenized` reads the words as given
+    assert generate(inference_service.client, model=inference_service.job_id, normalize=True, **body) == {
+        **result,
+        "id": ANY,
+        "created": ANY,
+    }
+    raw = generate(inference_service.client, model=inference_service.job_id, pretokenized=True, **body)
+    assert raw["prompt_words"] == ["The", "Cat's", "42"]

@@ -94,21 +94,77 @@ def test_score_eos_false_drops_only_the_end_marker(inference_service: InferenceS
     assert close(without["logprobs"], with_eos["logprobs"][:-1], 1e-6)
 
 
-def test_normalize_applies_the_model_convention(inference_service: InferenceService) -> None:
-    """The tiny corpus is lower case with N for numbers: its model's convention is detected as PTB."""
+def test_raw_text_is_cut_by_the_model_tokenizer_by_default(inference_service: InferenceService) -> None:
+    """The tiny corpus is lower case with N for numbers: its model's tokenizer is detected as ptb."""
     client, model = inference_service.client, inference_service.job_id
-    body = score(client, model, ["The Cat's 42 mats, 1,000.5% RED!"], normalize=True)
-    assert body["convention"] == "ptb"
+    body = score(client, model, ["The Cat's 42 mats, 1,000.5% RED!"])
+    assert (body["tokenizer"], body["convention"], body["pretokenized"]) == ("ptb", "ptb", False)
     raw = body["sentences"][0]
     assert raw["tokens"] == ["the", "cat", "'s", "N", "mats", "N", "N", "red", "<eos>"]
-    same = score(client, model, ["the cat 's N mats N N red"])["sentences"][0]
+    assert score(client, model, ["The Cat's 42 mats, 1,000.5% RED!"], normalize=True) == body  # the earlier name
+    same = score(client, model, ["the cat 's N mats N N red"], pretokenized=True)["sentences"][0]
     assert close(raw["logprobs"], same["logprobs"], 1e-6)
-    untouched = score(client, model, ["The Cat sat 42"])["sentences"][0]
-    assert untouched["tokens"] == ["The", "Cat", "sat", "42", "<eos>"]
-    assert untouched["is_unk"] == [True, True, False, True, False]
+    for options in ({"pretokenized": True}, {"normalize": False}):  # today's and the earlier name
+        untouched = score(client, model, ["The Cat sat 42"], **options)
+        assert untouched["pretokenized"] is True
+        assert untouched["sentences"][0]["tokens"] == ["The", "Cat", "sat", "42", "<eos>"]
+        assert untouched["sentences"][0]["is_unk"] == [True, True, False, True, False]
     # Text already in PTB's form is left as it is: N stays the number token, <unk> stays <unk>.
-    ptb = score(client, model, ["the cat sat N times & <unk> red"], normalize=True)["sentences"][0]
+    ptb = score(client, model, ["the cat sat N times & <unk> red"])["sentences"][0]
     assert ptb["tokens"][:-1] == ["the", "cat", "sat", "N", "times", "&", "<unk>", "red"]
+
+
+def test_words_bytes_and_unknown_words_are_counted_and_warned_about(inference_service: InferenceService) -> None:
+    client, model = inference_service.client, inference_service.job_id
+    sentences = ["The cat sat on the mat", "  the  Zebra\tsat ", "Üñ zebra yak gnu"]
+    body = score(client, model, sentences, pretokenized=True, log10=True)
+    for text, s in zip(sentences, body["sentences"], strict=True):
+        total_ln = s["total_logprob"] * math.log(10)  # log10: the per-word and per-byte numbers are still e-based
+        assert s["num_words"] == len(text.split()) and s["num_bytes"] == len(text.encode())
+        assert math.isclose(s["word_perplexity"], math.exp(-total_ln / s["num_words"]), rel_tol=1e-9)
+        assert math.isclose(s["bits_per_byte"], -total_ln / math.log(2) / s["num_bytes"], rel_tol=1e-9)
+        assert s["unk_rate"] == s["num_unk"] / s["num_tokens"]
+        assert math.isclose(s["perplexity"], math.exp(-total_ln / s["num_tokens"]), rel_tol=1e-9)
+    aggregate = body["aggregate"]
+    assert aggregate["num_words"] == sum(len(t.split()) for t in sentences)
+    assert aggregate["num_bytes"] == sum(len(t.encode()) for t in sentences)
+    total_ln = aggregate["total_logprob"] * math.log(10)
+    assert math.isclose(aggregate["word_perplexity"], math.exp(-total_ln / aggregate["num_words"]), rel_tol=1e-9)
+    assert aggregate["unk_rate"] == aggregate["num_unk"] / aggregate["num_tokens"]
+    # Over the server's 5%: the sentences with unknown words, and all of them together, are flagged.
+    warned = {w["sentence"]: w for w in body["warnings"]}
+    assert set(warned) == {0, 1, 2, None}  # "The" is not a word of this lower-case model
+    assert warned[2]["unk_rate"] == body["sentences"][2]["unk_rate"] == 0.8
+    assert "4 of 5 tokens (80%) are <unk>" in warned[2]["message"]
+    assert score(client, model, ["the cat sat on the mat"])["warnings"] == []
+
+    refused = client.post(
+        "/v1/score", json={"model": model, "sentences": sentences, "pretokenized": True, "max_unk_rate": 0.5}
+    )
+    assert refused.status_code == 422
+    problem = refused.json()
+    assert (problem["index"], problem["unk_rate"]) == (2, 0.8)  # the aggregate (0.375) is under it
+    assert problem["detail"].startswith("sentences[2]: 4 of 5 tokens (80%) are <unk>")
+    assert "max_unk_rate is 0.5" in problem["detail"]
+    over_all = {"model": model, "sentences": sentences, "pretokenized": True, "max_unk_rate": 0.3}
+    assert client.post("/v1/score", json=over_all).json()["unk_rate"] == aggregate["unk_rate"]
+    allowed = {"model": model, "sentences": sentences, "pretokenized": True, "max_unk_rate": 0.9}
+    assert client.post("/v1/score", json=allowed).status_code == 200
+    bad = {"model": model, "sentences": ["a"], "max_unk_rate": 1.5}
+    assert client.post("/v1/score", json=bad).status_code == 422
+
+
+def test_title_case_no_longer_flatters_a_ptb_model(inference_service: InferenceService) -> None:
+    """Lines in Title Case read as the originals by default (ptb lower-cases); taken as they are, they
+    are mostly <unk> (which flatters a model that saw <unk> often, as PTB's did) and get a warning."""
+    client, model = inference_service.client, inference_service.job_id
+    lines = inference_service.run.corpus_dir.joinpath("test.txt").read_text().splitlines()[:30]
+    titled = [line.title() for line in lines]
+    original = score(client, model, lines)["aggregate"]
+    assert score(client, model, titled)["aggregate"] == original
+    raw = score(client, model, titled, pretokenized=True)
+    assert raw["aggregate"]["unk_rate"] > 0.5
+    assert any(w["sentence"] is None for w in raw["warnings"])
 
 
 def test_aggregates_say_what_they_average(inference_service: InferenceService) -> None:

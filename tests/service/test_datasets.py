@@ -15,8 +15,13 @@ from model.data import Corpus
 def test_upload_list_and_get(service: Service, tiny_corpus: Path) -> None:
     created = [service.upload(tiny_corpus, name=f"corpus {i}") for i in range(3)]
     stored = Path(service.settings.datasets_dir / created[0]["id"])
-    assert sorted(p.name for p in stored.iterdir()) == ["test.txt", "train.txt", "valid.txt"]
-    assert (stored / "train.txt").read_bytes() == (tiny_corpus / "train.txt").read_bytes()
+    assert sorted(p.name for p in stored.iterdir()) == ["test.txt", "tokens", "train.txt", "valid.txt"]
+    assert (stored / "train.txt").read_bytes() == (tiny_corpus / "train.txt").read_bytes()  # the text as sent
+    # and its tokens, what jobs train on, with the tokenizer (detected: the tiny corpus is PTB's form)
+    tokens = stored / "tokens"
+    assert sorted(p.name for p in tokens.iterdir()) == ["test.txt", "tokenizer.json", "train.txt", "valid.txt"]
+    assert (tokens / "train.txt").read_bytes() == (tiny_corpus / "train.txt").read_bytes()
+    assert created[0]["tokenizer"] == {"kind": "ptb", "lowercase": True, "min_count": 1, "vocab_size": None}
 
     first = service.client.get("/v1/datasets", params={"limit": 2}).json()
     assert [d["id"] for d in first["items"]] == [created[2]["id"], created[1]["id"]]
@@ -50,8 +55,11 @@ def test_server_side_corpus_folders_by_name(with_roots: tuple[Service, Path]) ->
     assert (dataset["train_tokens"], dataset["vocab_size"]) == (corpus.train.numel(), len(corpus.vocab))
     again = svc.client.post("/v1/datasets/builtin", json={"root": "corpora", "path": "small/"})
     assert again.status_code == 200 and again.json()["id"] == dataset["id"]
-    # the folder is used in place: nothing is copied
-    assert not svc.settings.datasets_dir.exists() or not any(svc.settings.datasets_dir.iterdir())
+    # the folder is read in place; only its tokens are written, under the service's own folder
+    assert [p.relative_to(svc.settings.datasets_dir).parts for p in svc.settings.datasets_dir.iterdir()] == [
+        (dataset["id"],)
+    ]
+    assert Corpus.load(svc.settings.datasets_dir / dataset["id"] / "tokens").vocab == corpus.vocab
     job = svc.submit(dataset["id"])
     assert job["dataset_id"] == dataset["id"]
 
@@ -78,21 +86,37 @@ def test_no_path_outside_a_corpus_root(with_roots: tuple[Service, Path], path: s
     assert stored_state(svc) == before
 
 
-def test_a_dataset_records_its_text_convention(service: Service, tmp_path: Path) -> None:
-    """Given at upload, or detected from the training text where it is obvious."""
+def test_a_dataset_records_its_tokenizer(service: Service, tmp_path: Path) -> None:
+    """Given at upload, or detected from the training text where it is obvious; `convention` is the
+    earlier name and still answers."""
     wiki = tmp_path / "wiki"
     wiki.mkdir()
     for split in ("train", "valid", "test"):
         (wiki / f"{split}.txt").write_text(" = Title = \n the role @-@ playing game of 1 @,@ 000 units .\n")
     plain = write_corpus(tmp_path / "plain", seed=3)
     (plain / "train.txt").write_text((plain / "train.txt").read_text() + "The Cat sat 3 times\n")
-    assert service.upload(wiki)["convention"] == "wikitext"
+    detected = service.upload(wiki)
+    assert (detected["tokenizer"]["kind"], detected["convention"]) == ("wikitext", "wikitext")
+    assert service.upload(plain)["tokenizer"]["kind"] == "whitespace"
     assert service.upload(plain)["convention"] == "plain"
     files = {s: (f"{s}.txt", (plain / f"{s}.txt").read_bytes(), "text/plain") for s in ("train", "valid", "test")}
-    given = service.client.post("/v1/datasets", files=files, data={"convention": "ptb"})
-    assert given.status_code == 201 and given.json()["convention"] == "ptb"
-    assert service.client.get(f"/v1/datasets/{given.json()['id']}").json()["convention"] == "ptb"
+    for field in ("convention", "tokenizer"):
+        given = service.client.post("/v1/datasets", files=files, data={field: "ptb"})
+        assert given.status_code == 201 and given.json()["tokenizer"]["kind"] == "ptb"
+        assert service.client.get(f"/v1/datasets/{given.json()['id']}").json()["convention"] == "ptb"
     before = stored_state(service)
-    refused = service.client.post("/v1/datasets", files=files, data={"convention": "klingon"})
-    assert refused.status_code == 422 and "convention" in refused.json()["detail"]
+    for data, phrase in [
+        ({"convention": "klingon"}, "convention"),
+        ({"tokenizer": "klingon"}, "tokenizer"),
+        ({"tokenizer": "ptb", "convention": "wikitext"}, "disagree"),
+        ({"tokenizer": "bpe", "min_count": "2"}, "min_count"),
+        ({"tokenizer": "ptb", "tokenizer_vocab_size": "1000"}, "tokenizer_vocab_size"),
+        ({"tokenizer": "bpe", "tokenizer_vocab_size": "10"}, "tokenizer_vocab_size"),
+        ({"tokenizer": "bpe", "tokenizer_vocab_size": str(10**9)}, "tokenizer_vocab_size"),
+        ({"min_count": "0"}, "min_count"),
+    ]:
+        refused = service.client.post("/v1/datasets", files=files, data=data)
+        assert refused.status_code == 422, (data, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert phrase in refused.text, (data, refused.text)
     assert stored_state(service) == before

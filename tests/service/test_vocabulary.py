@@ -11,6 +11,7 @@ from harness import open_service
 
 from model import checkpoint
 from model.data import UNK, Vocabulary, tokenize_text
+from model.tokenizers import Tokenizer
 
 WORDS = 12_000  # more than the 10,000 the presets used to cap every corpus at
 
@@ -61,11 +62,11 @@ def test_a_job_reports_its_vocabulary_and_unk_rates(tmp_path: Path) -> None:
             assert vocabulary["size"] == size and vocabulary["cap"] == cap
             for split, (unk, rate) in expected_unk(corpus, cap).items():
                 assert vocabulary[f"{split}_unk"] == unk and vocabulary[f"{split}_unk_rate"] == rate
-        # Its checkpoints carry the dataset's text convention.
+        # Its checkpoints carry the dataset's tokenizer.
         listed = service.client.get(f"/v1/jobs/{full['id']}/checkpoints").json()["items"]
         raw = service.client.get(listed[-1]["download_url"]).content
         (tmp_path / "final.pt").write_bytes(raw)
-        assert checkpoint.text_convention(checkpoint.load(tmp_path / "final.pt")) == "wikitext"
+        assert checkpoint.tokenizer_of(checkpoint.load(tmp_path / "final.pt")) == Tokenizer("wikitext")
         full_done, capped_done = service.job(full["id"]), service.job(capped["id"])
         assert full_done["vocabulary"]["train_unk"] == 0
         assert capped_done["vocabulary"]["valid_unk_rate"] > full_done["vocabulary"]["valid_unk_rate"] > 0

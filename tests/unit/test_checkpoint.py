@@ -14,6 +14,7 @@ import torch
 from model import checkpoint
 from model.config import ModelConfig, preset
 from model.data import Corpus
+from model.tokenizers import Tokenizer, train_subword
 from model.train import Callbacks, EpochResult, StepProgress, Trainer
 
 CorpusWriter = Callable[..., Path]  # the `write_corpus` fixture of conftest.py
@@ -133,7 +134,8 @@ def test_file_loads_with_plain_torch_weights_only(corpus: Corpus, tiny_config: M
     trainer = Trainer(tiny_config, corpus)
     path = checkpoint.save(checkpoint.trainer_payload(trainer), tmp_path / "c.pt")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    assert set(payload) == {"format", "config", "vocab", "model", "train_state", "rng"}
+    assert set(payload) == {"format", "tokenizer", "config", "vocab", "model", "train_state", "rng"}
+    assert payload["tokenizer"] == {"kind": "ptb", "lowercase": True, "min_count": 1}  # PTB-form text
     assert payload["format"] == checkpoint.FORMAT
     assert payload["vocab"] == list(corpus.vocab.words)
     assert ModelConfig.from_dict(payload["config"]) == tiny_config
@@ -182,18 +184,41 @@ def test_resume_on_another_corpus_is_refused(
         checkpoint.resume_trainer(payload, other)
 
 
-def test_the_text_convention_travels_with_the_checkpoint(
-    corpus: Corpus, tiny_config: ModelConfig, tmp_path: Path
-) -> None:
+def test_the_tokenizer_travels_with_the_checkpoint(corpus: Corpus, tiny_config: ModelConfig, tmp_path: Path) -> None:
     trainer = Trainer(tiny_config, corpus)
-    path = checkpoint.save(checkpoint.trainer_payload(trainer, "wikitext"), tmp_path / "c.pt")
-    assert checkpoint.text_convention(checkpoint.load(path)) == "wikitext"
-    # A file written before checkpoints named their convention still loads; it names none.
-    old = checkpoint.trainer_payload(trainer)
-    assert "text_convention" not in old
+    lines = ["The cat sat on the mat.", "A big dog ran fast!"] * 20
+    tokenizer = train_subword("bpe", lines, vocab_size=300)
+    path = checkpoint.save(checkpoint.trainer_payload(trainer, tokenizer), tmp_path / "c.pt")
+    loaded = checkpoint.tokenizer_of(checkpoint.load(path))
+    assert loaded == tokenizer
+    assert loaded.tokens("The dog sat.") == tokenizer.tokens("The dog sat.")
+    path = checkpoint.save(checkpoint.trainer_payload(trainer, Tokenizer("wikitext", min_count=2)), tmp_path / "w.pt")
+    assert checkpoint.tokenizer_of(checkpoint.load(path)) == Tokenizer("wikitext", min_count=2)
+
+
+@pytest.mark.parametrize(
+    ("convention", "kind"), [("wikitext", "wikitext"), ("ptb", "ptb"), ("plain", "whitespace")]
+)
+def test_format_1_files_still_load_with_their_text_convention(
+    corpus: Corpus, tiny_config: ModelConfig, tmp_path: Path, convention: str, kind: str
+) -> None:
+    # A format-1 file: no tokenizer, a text convention (the first ones had none: next test).
+    old = checkpoint.trainer_payload(Trainer(tiny_config, corpus))
+    del old["tokenizer"]
+    old["format"] = "lstm-lm-checkpoint/1"
+    old["text_convention"] = convention
     old["config"]["vocab_size"] = 10_000  # older configs always had a cap
     path = checkpoint.save(old, tmp_path / "old.pt")
     payload = checkpoint.load(path)
-    assert checkpoint.text_convention(payload) is None
+    assert checkpoint.tokenizer_of(payload) == Tokenizer(kind)
     _, vocab, config = checkpoint.load_model(payload, device="cpu")
     assert vocab == corpus.vocab and config.vocab_size == 10_000
+
+
+def test_a_format_1_file_without_a_convention_is_read_by_its_vocabulary(
+    corpus: Corpus, tiny_config: ModelConfig
+) -> None:
+    old = checkpoint.trainer_payload(Trainer(tiny_config, corpus))
+    del old["tokenizer"]
+    old["vocab"] = ["<eos>", "<unk>", "the", "N", "company", "'s"]  # PTB's text: N, lower case
+    assert checkpoint.tokenizer_of(old) == Tokenizer("ptb")
