@@ -196,9 +196,7 @@ def test_the_tokenizer_travels_with_the_checkpoint(corpus: Corpus, tiny_config: 
     assert checkpoint.tokenizer_of(checkpoint.load(path)) == Tokenizer("wikitext", min_count=2)
 
 
-@pytest.mark.parametrize(
-    ("convention", "kind"), [("wikitext", "wikitext"), ("ptb", "ptb"), ("plain", "whitespace")]
-)
+@pytest.mark.parametrize(("convention", "kind"), [("wikitext", "wikitext"), ("ptb", "ptb"), ("plain", "whitespace")])
 def test_format_1_files_still_load_with_their_text_convention(
     corpus: Corpus, tiny_config: ModelConfig, tmp_path: Path, convention: str, kind: str
 ) -> None:

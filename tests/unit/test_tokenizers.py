@@ -35,6 +35,7 @@ def to_text(tokens: list[str], kind: str) -> str:
 def text_delta(previous: list[str], token: str, kind: str) -> str:
     return Tokenizer(kind).text_delta(previous, token)
 
+
 PTB_CASES = [
     ("The company's shares rose 5.2% on Monday.", "the company 's shares rose N N on monday"),
     ("It isn't a state-of-the-art plan, he said.", "it is n't a state-of-the-art plan he said"),
