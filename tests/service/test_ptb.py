@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from harness import REPO, Service, open_service
 
+from model.data import read_tokens
+
 PTB_DIR = Path(os.environ.get("PTB_DIR", REPO.parent / "shared" / "data" / "ptb"))
 STEPS = 200
 
@@ -54,3 +56,18 @@ def test_small_preset_trains_on_ptb_through_the_api(ptb_service: Service) -> Non
     assert 200 < done["latest_valid_ppl"] < 2_000
     assert 200 < done["test_ppl"] < 2_000
     assert abs(done["test_ppl"] - done["latest_valid_ppl"]) / done["latest_valid_ppl"] < 0.2
+
+
+def test_ptb_tokenized_as_ptb_or_whitespace_is_exactly_its_own_tokens(ptb_service: Service) -> None:
+    """Registered as today (its tokenizer detected: ptb) or with whitespace, PTB's tokens are the files'
+    own, every one of them in all three files: the reproduction's numbers cannot move."""
+    svc = ptb_service
+    detected = svc.client.post("/v1/datasets/builtin", json={"root": "ptb"}).json()
+    assert detected["tokenizer"] == {"kind": "ptb", "lowercase": True, "min_count": 1, "vocab_size": None}
+    plain = svc.client.post("/v1/datasets/builtin", json={"root": "ptb", "tokenizer": "whitespace"}).json()
+    assert plain["id"] != detected["id"] and plain["tokenizer"]["kind"] == "whitespace"
+    for dataset in (detected, plain):
+        tokens = svc.settings.datasets_dir / dataset["id"] / "tokens"
+        for split in ("train", "valid", "test"):
+            assert read_tokens(tokens / f"{split}.txt") == read_tokens(PTB_DIR / f"ptb.{split}.txt"), split
+        assert dataset["vocab_size"] == 10_000 and dataset["splits"]["test"]["unk"] == 4_794  # its own <unk>s
