@@ -488,6 +488,11 @@ def test_a_logged_out_session_is_refused_even_with_its_cookie(world: World) -> N
         assert_problem(replay.get("/v1/jobs"), 401)
 
 
+def slid_id(client: TestClient) -> str:
+    """The id of the session `client` is logged in with."""
+    return str(next(s["id"] for s in client.get("/v1/session").json()["items"] if s["current"]))
+
+
 def test_sessions_expire_and_slide_with_use(tmp_path: Path) -> None:
     svc, close = open_service(tmp_path, auth=True, session_hours=1.5 / 3600)  # 1.5 s
     try:
@@ -495,6 +500,7 @@ def test_sessions_expire_and_slide_with_use(tmp_path: Path) -> None:
         with TestClient(svc.client.app) as browser:
             login(browser, secret)
             assert "max-age=2" in browser.post("/v1/session", json={"key": secret}).headers["set-cookie"].lower()
+            value = browser.cookies["lstmlm_session"]
             assert browser.get("/v1/whoami").status_code == 200
             # In use: a request more than a minute after the last one moves the expiry on and sends the cookie again.
             earlier = utcnow() - timedelta(minutes=2)
@@ -502,8 +508,13 @@ def test_sessions_expire_and_slide_with_use(tmp_path: Path) -> None:
                 session.execute(update(BrowserSession).values(last_seen_at=earlier))
             slid = browser.get("/v1/whoami")
             assert slid.status_code == 200 and slid.headers["set-cookie"].startswith("lstmlm_session=")
+            with Session(svc.engine) as session:
+                row = session.scalars(select(BrowserSession).where(BrowserSession.id == slid_id(browser))).one()
+            assert row.expires_at > row.created_at + timedelta(seconds=1.5)  # moved on from its start
             time.sleep(1.7)  # past its lifetime without use
-            body = assert_problem(browser.get("/v1/whoami"), 401)
+        # sent after its expiry (the browser would have dropped it; the server refuses it anyway)
+        with TestClient(svc.client.app, cookies={"lstmlm_session": value}) as late:
+            body = assert_problem(late.get("/v1/whoami"), 401)
             assert "expired" in body["detail"]
     finally:
         close()

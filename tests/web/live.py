@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,6 +132,19 @@ document.addEventListener("securitypolicyviolation", (event) => {
 def is_csp_violation(text: str) -> bool:
     """A console line of a refused load or script: Chromium's own, or the listener's above."""
     return text.startswith("CSP violation:") or "Content Security Policy" in text
+
+
+def wait_until(page: Any, expression: str, timeout_ms: float = WAIT_MS) -> None:
+    """Poll a JavaScript expression in the page until it is truthy.
+
+    Playwright's `wait_for_function` runs its predicate through `eval`, which the dashboard's content
+    security policy refuses (no 'unsafe-eval'); `page.evaluate` goes through the DevTools protocol.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_ms / 1000:g} s waiting for {expression}")
+        page.wait_for_timeout(50)
 
 
 def screenshot(page: Any, name: str) -> Path:

@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's Chromium through Playwright) against the live app and a
 real worker: the job list, submitting from the form, live curves and logs, cancel, the playground.
 
-Every check of the page waits for its condition (Playwright's `expect`, `wait_for_function`) rather
+Every check of the page waits for its condition (Playwright's `expect`, `wait_until`) rather
 than reading the page once: what a page shows comes from requests and streams that a loaded machine
 may answer late."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from web.live import LiveService, screenshot
+from web.live import LiveService, screenshot, wait_until
 
 LONG = {"max_max_epoch": 500}  # a job that trains until it is canceled
 
@@ -39,7 +39,7 @@ def test_job_list_loads_and_shows_new_jobs_without_a_reload(live: LiveService, p
     assert page.evaluate("window.stillHere") is True
 
     page.get_by_label("canceled").check()  # the filter: neither job was canceled
-    page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 0")
+    wait_until(page, "document.querySelectorAll('#jobs tbody tr').length === 0")
     assert "status=canceled" in page.url
     page.get_by_label("canceled").uncheck()
     page.locator(f'tr[data-job-id="{second["id"]}"]').wait_for()
@@ -72,18 +72,18 @@ def test_submit_from_the_form_then_watch_the_curve_grow_and_cancel(live: LiveSer
     page.evaluate("window.stillHere = true")
     page.locator("#status.running").wait_for()
     chart = page.locator("#ppl-chart")
-    page.wait_for_function("Number(document.getElementById('ppl-chart').dataset.points) > 0")
+    wait_until(page, "Number(document.getElementById('ppl-chart').dataset.points) > 0")
     before = int(chart.get_attribute("data-points"))
-    page.wait_for_function(f"Number(document.getElementById('ppl-chart').dataset.points) > {before + 10}")
+    wait_until(page, f"Number(document.getElementById('ppl-chart').dataset.points) > {before + 10}")
     assert page.locator("#ppl-chart canvas").count() == 1
-    page.wait_for_function("document.querySelectorAll('#checkpoints tbody a').length > 0")
+    wait_until(page, "document.querySelectorAll('#checkpoints tbody a').length > 0")
 
     # The logs section shows the job's log lines as GET /v1/jobs/{id}/logs gives them, and new
     # ones arrive over its `log` event stream while the job runs.
     logs = page.locator("#logs")
-    page.wait_for_function("Number(document.getElementById('logs').dataset.lines) > 0")
+    wait_until(page, "Number(document.getElementById('logs').dataset.lines) > 0")
     lines = int(logs.get_attribute("data-lines"))
-    page.wait_for_function(f"Number(document.getElementById('logs').dataset.lines) > {lines + 3}")
+    wait_until(page, f"Number(document.getElementById('logs').dataset.lines) > {lines + 3}")
     first = live.http.get(f"/v1/jobs/{job_id}/logs", params={"limit": 1}).json()["items"][0]
     shown = logs.locator(".log").first
     assert shown.get_attribute("data-line-id") == str(first["id"])
@@ -132,7 +132,7 @@ def test_playground_scores_with_unk_marked_and_streams_generation(live: LiveServ
     live.wait_status(job["id"], "succeeded")
 
     page.goto(f"/playground?model={job['id']}")
-    page.wait_for_function(f"document.getElementById('model').value === '{job['id']}'")
+    wait_until(page, f"document.getElementById('model').value === '{job['id']}'")
     page.fill("#sentences", "the cat sat on the zebra\nthe dog ran")
     page.click("#score")
     page.locator(".scored").nth(1).wait_for()
@@ -149,7 +149,7 @@ def test_playground_scores_with_unk_marked_and_streams_generation(live: LiveServ
     page.click("#generate")
     outputs = page.locator("pre.generated")
     expect(outputs).to_have_count(2)
-    page.wait_for_function("[...document.querySelectorAll('pre.generated')].every(p => p.querySelector('.finish'))")
+    wait_until(page, "[...document.querySelectorAll('pre.generated')].every(p => p.querySelector('.finish'))")
     for i in range(2):
         text = outputs.nth(i).inner_text()
         assert text.startswith("the company said ") and len(text.split()) > 3
@@ -164,14 +164,14 @@ def test_playground_scores_with_unk_marked_and_streams_generation(live: LiveServ
     assert best.get_attribute("href").startswith(f"/v1/jobs/{job['id']}/checkpoints/")
     expect(page.locator("#test-ppl .big")).to_have_text(re.compile(r"^[\d,.]+$"))
     expect(page.locator("#bar")).to_have_attribute("style", re.compile(r"width: 100(\.0)?%"))
-    page.wait_for_function("Number(document.getElementById('ppl-chart').dataset.points) > 0")
+    wait_until(page, "Number(document.getElementById('ppl-chart').dataset.points) > 0")
     screenshot(page, "job-finished")
 
     other = live.submit(dataset["id"], max_max_epoch=2)
     live.wait_status(other["id"], "succeeded")
     page.goto(f"/compare?job={job['id']}&job={other['id']}")
-    page.wait_for_function("document.querySelectorAll('#summary tbody tr').length === 2")
-    page.wait_for_function("Number(document.getElementById('compare-chart').dataset.points) === 3")
+    wait_until(page, "document.querySelectorAll('#summary tbody tr').length === 2")
+    wait_until(page, "Number(document.getElementById('compare-chart').dataset.points) === 3")
     screenshot(page, "compare")
 
 
@@ -187,7 +187,7 @@ def test_scorings_page_scores_an_uploaded_text_and_a_split_then_deletes(
     page.goto(f"/jobs/{job['id']}")
     page.get_by_role("link", name="Score a text").click()
     page.wait_for_url(re.compile(r"/scorings\?model=job_"))
-    page.wait_for_function(f"document.getElementById('model').value === '{job['id']}'")
+    wait_until(page, f"document.getElementById('model').value === '{job['id']}'")
     page.evaluate("window.stillHere = true")
     page.set_input_files("#file", str(text))
     page.select_option("#precision", "fp32")
