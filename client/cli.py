@@ -38,6 +38,7 @@ EXIT_ERROR = 1
 EXIT_JOB_NOT_SUCCEEDED = 3
 EXIT_INTERRUPTED = 130
 SPLITS = ("train", "valid", "test")
+TOKENIZERS = ("whitespace", "ptb", "wikitext", "bpe", "unigram")
 
 app = typer.Typer(
     name="lstm-lm",
@@ -159,15 +160,38 @@ def upload(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(help="a folder with train.txt, valid.txt and test.txt")],
     name: Annotated[str | None, typer.Option(help="the dataset's name (default: the folder's)")] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help=f"{', '.join(TOKENIZERS)} (default: detected from the training text)"),
+    ] = None,
+    lowercase: Annotated[
+        bool | None, typer.Option("--lowercase/--no-lowercase", help="lower-case the text first (default: only ptb)")
+    ] = None,
+    min_count: Annotated[
+        int | None, typer.Option(help="word-level tokenizers: training words seen fewer times are <unk>")
+    ] = None,
+    tokenizer_vocab_size: Annotated[
+        int | None, typer.Option(help="bpe and unigram: the most pieces (default: the server's, 16,000)")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Upload a corpus folder as a dataset, with a progress bar."""
     if not folder.is_dir():
         raise ApiError(f"{folder} is not a folder")
+    if tokenizer is not None and tokenizer not in TOKENIZERS:
+        raise ApiError(f"--tokenizer is one of {', '.join(TOKENIZERS)}, not {tokenizer!r}")
     files = {split: split_file(folder, split) for split in SPLITS}
+    fields = {"name": name or folder.resolve().name}
+    chosen = {
+        "tokenizer": tokenizer,
+        "lowercase": None if lowercase is None else str(lowercase).lower(),
+        "min_count": None if min_count is None else str(min_count),
+        "tokenizer_vocab_size": None if tokenizer_vocab_size is None else str(tokenizer_vocab_size),
+    }
+    fields |= {k: v for k, v in chosen.items() if v is not None}
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
-        body, content_type, length = multipart(files, {"name": name or folder.resolve().name}, progress)
+        body, content_type, length = multipart(files, fields, progress)
         headers = {"Content-Type": content_type, "Content-Length": str(length)}
         dataset = api(ctx).post("/v1/datasets", content=body, headers=headers)
     if as_json:
@@ -178,6 +202,29 @@ def upload(
         f"{dataset['valid_tokens']:,} valid, {dataset['test_tokens']:,} test tokens; "
         f"vocabulary {dataset['vocab_size']:,}"
     )
+    for line in dataset_lines(dataset):
+        out.print(line, markup=False)
+
+
+def tokenizer_text(tokenizer: dict[str, Any]) -> str:
+    """`ptb (lowercase, min count 1)`, `bpe (16,000 pieces)`: a dataset's tokenizer in a few words."""
+    details = ["lowercase" if tokenizer.get("lowercase") else "case kept"]
+    if tokenizer.get("min_count") is not None:
+        details.append(f"min count {tokenizer['min_count']:,}")
+    if tokenizer.get("vocab_size") is not None:
+        details.append(f"{tokenizer['vocab_size']:,} pieces")
+    return f"{tokenizer['kind']} ({', '.join(details)})"
+
+
+def dataset_lines(dataset: dict[str, Any]) -> list[str]:
+    """The tokenizer, then a line per split: its words, tokens and share of <unk> tokens."""
+    lines = [f"tokenizer {tokenizer_text(dataset['tokenizer'])}"]
+    for split, stats in (dataset.get("splits") or {}).items():
+        lines.append(
+            f"  {split:<5} {stats['words']:>12,} words {stats['tokens']:>12,} tokens  "
+            f"unk {stats['unk']:,} ({100 * stats['unk_rate']:.2f}%)"
+        )
+    return lines
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -449,29 +496,57 @@ def score(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="job id, checkpoint id or alias")],
     source: Annotated[str, typer.Argument(help="a file of sentences, one a line; - for stdin")] = "-",
+    pretokenized: Annotated[
+        bool, typer.Option("--pretokenized", help="the lines are tokens already (default: the model's tokenizer)")
+    ] = False,
+    max_unk_rate: Annotated[
+        float | None, typer.Option(help="refuse when the share of <unk> tokens, in all or in a sentence, is above it")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Perplexity of each sentence and of them all."""
+    """Perplexity of each sentence and of them all, per token, per word and in bits per byte."""
     try:
         sentences = read_sentences(source)
     except OSError as exc:
         raise ApiError(f"cannot read {source}: {exc.strerror}") from None
     if not sentences:
         raise ApiError("no sentences to score")
-    body = api(ctx).post("/v1/score", json={"model": model, "sentences": sentences})
+    request: dict[str, Any] = {"model": model, "sentences": sentences, "pretokenized": pretokenized}
+    if max_unk_rate is not None:
+        request["max_unk_rate"] = max_unk_rate
+    body = api(ctx).post("/v1/score", json=request)
+    print_warnings(body.get("warnings") or [])
     if as_json:
         print_json(body)
         return
-    table = Table("#", "perplexity", "tokens", "unk", "sentence", box=None)
+    table = Table("#", "perplexity", "word ppl", "bits/byte", "tokens", "unk", "sentence", box=None)
     for i, (text, s) in enumerate(zip(sentences, body["sentences"], strict=True), start=1):
-        table.add_row(str(i), fmt(s["perplexity"]), str(s["num_tokens"]), str(sum(s["is_unk"])), text)
+        table.add_row(
+            str(i),
+            fmt(s["perplexity"]),
+            fmt(s.get("word_perplexity")),
+            fmt(s.get("bits_per_byte"), 3),
+            str(s["num_tokens"]),
+            str(sum(s["is_unk"])),
+            text,
+        )
     out.print(table)
     a = body["aggregate"]
     out.print(
-        f"{a['num_sentences']} sentences, {a['num_tokens']} tokens ({a['num_unk']} <unk>): "
+        f"{a['num_sentences']} sentences, {a['num_tokens']} tokens ({a['num_unk']} <unk>), "
+        f"{a.get('num_words', 0)} words, {body.get('tokenizer', '?')} tokenizer"
+        f"{' (pretokenized)' if body.get('pretokenized') else ''}: "
         f"corpus perplexity {fmt(a['corpus_perplexity'])}, "
-        f"mean sentence perplexity {fmt(a['mean_sentence_perplexity'])}"
+        f"mean sentence perplexity {fmt(a['mean_sentence_perplexity'])}, "
+        f"word perplexity {fmt(a.get('word_perplexity'))}, bits per byte {fmt(a.get('bits_per_byte'), 3)}",
+        markup=False,
     )
+
+
+def print_warnings(warnings: list[dict[str, Any]]) -> None:
+    """Each warning of an answer on stderr, one line each: `warning: <message>`."""
+    for warning in warnings:
+        err.print(f"warning: {warning['message']}", markup=False)
 
 
 @app.command()
@@ -486,6 +561,10 @@ def generate(
     top_p: Annotated[float | None, typer.Option(help="nucleus sampling")] = None,
     seed: Annotated[int | None, typer.Option(help="the same seed gives the same text")] = None,
     n: Annotated[int, typer.Option(help="continuations")] = 1,
+    pretokenized: Annotated[
+        bool,
+        typer.Option("--pretokenized", help="the prompt is tokens already; the text is the tokens joined by spaces"),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Continue a prompt, printing words as they come."""
@@ -495,6 +574,7 @@ def generate(
         "max_tokens": max_tokens,
         "temperature": temperature,
         "n": n,
+        "pretokenized": pretokenized,
     }
     body |= {k: v for k, v in (("top_k", top_k), ("top_p", top_p), ("seed", seed)) if v is not None}
     client = api(ctx)
@@ -507,9 +587,15 @@ def generate(
                 out.print(f"[{choice['index']}] {prompt} {choice['text']}", markup=False)
         return
     sys.stdout.write(prompt)
+    first = True
     for event in stream_post(client, "/v1/generate", body | {"stream": True}):
         for choice in event.get("choices", []):
-            sys.stdout.write(" " + choice["token"] if choice.get("token") else "")
+            text = choice.get("text") or ""
+            if not text:
+                continue
+            # the first piece comes without a space: it starts the continuation, as `text` does
+            sys.stdout.write(f" {text}" if first and prompt and not text.startswith(" ") else text)
+            first = False
             sys.stdout.flush()
     sys.stdout.write("\n")
 
@@ -568,7 +654,8 @@ def scoring_line(s: dict[str, Any]) -> str:
     a = s["aggregate"]
     return (
         f"scoring {s['id']} {s['status']}: {s['lines_done']:,}/{s['total_lines']:,} lines of {scoring_text(s)} "
-        f"with {s['model']} ({s['options']['precision']}), corpus perplexity {fmt(a['corpus_perplexity'])}"
+        f"with {s['model']} ({s['options']['precision']}), word perplexity {fmt(a.get('word_perplexity'))}, "
+        f"corpus perplexity {fmt(a['corpus_perplexity'])}"
         + (f"; {s['message']}" if s.get("message") else "")
         + (f"; error: {s['error']}" if s.get("error") else "")
     )
@@ -583,7 +670,9 @@ def scorings_submit(
     dataset: Annotated[str | None, typer.Option("--dataset", help="score a dataset's split instead of a file")] = None,
     split: Annotated[str, typer.Option(help="the dataset's split: train, valid or test")] = "test",
     precision: Annotated[str | None, typer.Option(help="fp32 or bf16 (default: the server's)")] = None,
-    normalize: Annotated[bool, typer.Option("--normalize", help="the model's text convention first")] = False,
+    pretokenized: Annotated[
+        bool, typer.Option("--pretokenized", help="the lines are tokens already (default: the model's tokenizer)")
+    ] = False,
     log10: Annotated[bool, typer.Option("--log10", help="log-probabilities in base 10")] = False,
     eos: Annotated[bool, typer.Option("--eos/--no-eos", help="score each line's end of sentence")] = True,
     follow: Annotated[bool, typer.Option("--watch", help="then follow it to its end, as `scorings watch`")] = False,
@@ -592,7 +681,7 @@ def scorings_submit(
     """Queue the scoring of a file (uploaded with a progress bar) or of a dataset's split."""
     if (file is None) == (dataset is None):
         raise ApiError("give a file to score or --dataset (with --split), not both")
-    fields = {"model": model, "normalize": str(normalize).lower(), "log10": str(log10).lower()}
+    fields = {"model": model, "pretokenized": str(pretokenized).lower(), "log10": str(log10).lower()}
     fields |= {"score_eos": str(eos).lower()} | ({"precision": precision} if precision else {})
     client = api(ctx)
     if file is None:
@@ -638,6 +727,7 @@ def watch_scoring(client: Api, scoring_id: str, as_json: bool = False) -> None:
     except KeyboardInterrupt:
         err.print(f"stopped watching; scoring {scoring_id} goes on")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    print_warnings(s.get("warnings") or [])
     if as_json:
         print_json(s)
     else:
@@ -667,7 +757,7 @@ def scorings_list(
     if as_json:
         print_json(page)
         return
-    table = Table("scoring", "status", "model", "text", "lines", "corpus ppl", "precision", "age", box=None)
+    table = Table("scoring", "status", "model", "text", "lines", "corpus ppl", "word ppl", "precision", "age", box=None)
     for s in page["items"]:
         table.add_row(
             s["id"],
@@ -676,6 +766,7 @@ def scorings_list(
             scoring_text(s),
             f"{s['lines_done']:,}/{s['total_lines']:,}",
             fmt(s["aggregate"]["corpus_perplexity"]),
+            fmt(s["aggregate"].get("word_perplexity")),
             s["options"]["precision"],
             age(s["created_at"]),
         )
@@ -689,6 +780,7 @@ def scorings_status(
 ) -> None:
     """A scoring's status, progress and corpus perplexity so far."""
     body = api(ctx).get(f"/v1/scorings/{scoring}")
+    print_warnings(body.get("warnings") or [])
     if as_json:
         print_json(body)
         return

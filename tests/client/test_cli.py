@@ -146,19 +146,68 @@ def test_score_from_stdin(server: Server, trained: dict[str, Any]) -> None:
     first = next(line for line in table.splitlines() if line.strip().startswith("1 "))
     assert float(first.split()[1]) == pytest.approx(body["sentences"][0]["perplexity"], abs=0.01)
     assert f"corpus perplexity {body['aggregate']['corpus_perplexity']:.2f}" in table
+    assert "word perplexity" in table and "bits per byte" in table
+
+
+def test_upload_with_a_tokenizer_and_its_options(server: Server, trained: dict[str, Any]) -> None:
+    corpus = server.folder / "corpus"
+    options = ("--tokenizer", "bpe", "--tokenizer-vocab-size", "300", "--lowercase")
+    done = server.cli("upload", str(corpus), "--name", "tiny-bpe", *options)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    dataset_id = lines[0].split()[1]
+    key = (server.folder / "data" / "admin.key").read_text().strip()
+    auth = {"Authorization": f"Bearer {key}"}
+    bpe = httpx.get(f"{server.url}/v1/datasets/{dataset_id}", headers=auth).json()
+    assert bpe["tokenizer"]["kind"] == "bpe" and bpe["tokenizer"]["lowercase"] is True
+    assert bpe["tokenizer"]["vocab_size"] <= 300
+    assert lines[1] == f"tokenizer bpe (lowercase, {bpe['tokenizer']['vocab_size']:,} pieces)"
+    for split, line in zip(("train", "valid", "test"), lines[2:5], strict=True):
+        stats = bpe["splits"][split]
+        assert line.split()[:5] == [split, f"{stats['words']:,}", "words", f"{stats['tokens']:,}", "tokens"]
+        assert line.endswith(f"unk {stats['unk']:,} ({100 * stats['unk_rate']:.2f}%)")
+
+    words = server.json(
+        "upload", str(corpus), "--name", "tiny-ws", "--tokenizer", "whitespace", "--min-count", "2", "--no-lowercase"
+    )
+    assert words["tokenizer"] == {"kind": "whitespace", "lowercase": False, "min_count": 2, "vocab_size": None}
+    assert words["splits"]["valid"]["words"] == bpe["splits"]["valid"]["words"]  # the same raw text
+
+    wrong = server.cli("upload", str(corpus), "--tokenizer", "letters")
+    assert wrong.returncode == 1 and wrong.stderr.startswith("error: --tokenizer is one of whitespace, ptb")
+
+
+def test_score_warns_of_unknown_words_on_stderr(server: Server, trained: dict[str, Any]) -> None:
+    job_id = trained["job"]["id"]
+    sentences = "the cat sat on the mat\nzebra giraffe okapi\n"
+    done = server.cli("score", "--model", job_id, stdin=sentences)
+    assert done.returncode == 0, done.stderr
+    warnings = done.stderr.splitlines()
+    assert warnings and all(line.startswith("warning: ") for line in warnings)
+    assert any(line.startswith("warning: sentences[1]: 3 of 4 tokens (75%) are <unk>") for line in warnings)
+    assert not any("sentences[0]" in line for line in warnings)
+    assert "warning" not in done.stdout
+    body = server.json("score", "--model", job_id, "--pretokenized", stdin=sentences)
+    assert body["pretokenized"] is True and body["warnings"][0]["sentence"] == 1
+    table = next(line for line in done.stdout.splitlines() if line.strip().startswith("2 "))
+    assert float(table.split()[2]) == pytest.approx(body["sentences"][1]["word_perplexity"], abs=0.01)
+
+    refused = server.cli("score", "--model", job_id, "--max-unk-rate", "0.5", stdin=sentences)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.splitlines()[-1].startswith("error: 422: sentences[1]: 3 of 4 tokens")
 
 
 def test_scorings_submit_watch_results_list_delete(server: Server, trained: dict[str, Any], tmp_path: Path) -> None:
     job_id, lines = trained["job"]["id"], 3000
     text = tmp_path / "lines.txt"
     text.write_text("the cat sat on the mat\n" * (lines - 1) + "a big red dog ran fast\n", encoding="utf-8")
-    done = server.cli("scorings", "submit", "--model", job_id, str(text), "--watch")
+    done = server.cli("scorings", "submit", "--model", job_id, str(text), "--watch", "--pretokenized")
     assert done.returncode == 0, done.stdout + done.stderr
     first, last = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
     scoring_id = first.split()[1]
     assert first == f"scoring {scoring_id} queued: {lines:,} lines"
     body = server.json("scorings", "status", scoring_id)
-    assert body["status"] == "succeeded" and body["lines_done"] == lines
+    assert body["status"] == "succeeded" and body["lines_done"] == lines and body["options"]["pretokenized"] is True
     ppl = body["aggregate"]["corpus_perplexity"]
     assert last.startswith(f"scoring {scoring_id} succeeded: {lines:,}/{lines:,} lines of uploaded file with {job_id}")
     assert last.endswith(f"corpus perplexity {ppl:.2f}")
@@ -178,6 +227,16 @@ def test_scorings_submit_watch_results_list_delete(server: Server, trained: dict
     assert watched["status"] == "succeeded" and watched["options"]["score_eos"] is False
     listed = server.ok("scorings", "list")
     assert scoring_id in listed and f"{dataset['id']} valid" in listed
+
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("zebra giraffe okapi\n" * 3, encoding="utf-8")
+    warned = server.cli("scorings", "submit", "--model", job_id, str(unknown), "--watch")
+    assert warned.returncode == 0, warned.stdout + warned.stderr
+    assert "warning: in all: 9 of 12 tokens (75%) are <unk>" in warned.stderr
+    warned_id = warned.stdout.split()[1]
+    status = server.cli("scorings", "status", warned_id)
+    assert status.stderr.startswith("warning: in all: 9 of 12 tokens (75%) are <unk>")
+    assert "word perplexity " in status.stdout
 
     refused = server.cli("scorings", "cancel", scoring_id)  # finished: nothing to cancel
     assert refused.returncode == 1 and refused.stderr.startswith("error: 409: ")
