@@ -48,7 +48,9 @@ def sweep_datasets(engine: Engine, settings: Settings) -> list[str]:
     if not root.is_dir():
         return []
     with Session(engine) as session:
-        known = {Path(p).name for p in session.scalars(select(Dataset.path))}
+        # an upload's folder is named by its id and is its path; a server-side corpus' tokens folder
+        # (`<id>/tokens`) by its id
+        known = {*session.scalars(select(Dataset.id)), *(Path(p).name for p in session.scalars(select(Dataset.path)))}
     removed = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(STAGING_PREFIX) and entry.name.endswith(STAGING_SUFFIX):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from harness import Service, open_service, stored_state, wait_for, write_corpus, write_raw_corpus
 
+from app.training.sweep import sweep_datasets
 from model.data import EOS, UNK, read_tokens
 from model.tokenizers import Tokenizer
 
@@ -204,3 +205,19 @@ def test_a_subword_vocabulary_cannot_be_capped(subword_service: Any) -> None:
     response = service.client.post("/v1/jobs", json=body)
     assert response.status_code == 422
     assert "tokenizer_vocab_size" in response.json()["detail"]
+
+
+def test_a_restart_keeps_a_server_side_corpus_tokens(tmp_path: Path) -> None:
+    """The start-up sweep removes dataset folders without a row, never a registered corpus' tokens."""
+    root = tmp_path / "corpora"
+    write_corpus(root / "small")
+    service, close = open_service(tmp_path, corpus_roots={"corpora": root})
+    try:
+        dataset = service.client.post("/v1/datasets/builtin", json={"root": "corpora", "path": "small"}).json()
+        orphan = Path(service.settings.datasets_dir) / "ds_0000000000000000"
+        (orphan / "tokens").mkdir(parents=True)
+        removed = sweep_datasets(service.engine, service.settings)
+        assert removed == [str(orphan)]
+        assert (Path(service.settings.datasets_dir) / dataset["id"] / "tokens" / "train.txt").is_file()
+    finally:
+        close()
