@@ -27,7 +27,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SPLITS = ("train", "valid", "test")
-EOS, UNK, NUMBER = "<eos>", "<unk>", "N"
+EOS, UNK, NUMBER, BOM = "<eos>", "<unk>", "N", "\ufeff"
 KEPT = frozenset({NUMBER, UNK, EOS})
 JOINERS = frozenset({"@-@", "@,@", "@.@"})
 NUMBER_RE = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:(?::|\\?/)\d+)*")
@@ -83,7 +83,8 @@ def read_corpus(folder: Path) -> tuple[str, dict[str, dict[str, float]], int] | 
         stats[split] = {
             "tokens": tokens,
             "words": words,
-            "bytes": sum(len(line.encode("utf-8")) for line in lines[split]),
+            # as an upload counts them (`split_lines`): without a "\r\n" line end's "\r" and a byte-order mark
+            "bytes": sum(len(line.removesuffix("\r").removeprefix(BOM).encode("utf-8")) for line in lines[split]),
             "lines": len(lines[split]),
             "unk": unk,
             "unk_rate": unk / tokens if tokens else 0.0,
