@@ -146,6 +146,11 @@ def test_wikitext_with_min_count_matches_a_count_made_here(service: Service, tmp
         assert numbers["tokens"] == sum(len(line) + 1 for line in tokens[split])
         assert numbers["unk"] == unk and numbers["unk_rate"] == unk / numbers["tokens"]
     assert dataset["splits"]["train"]["unk"] == sum(n for n in counts.values() if n < 2)
+    # a job's estimate counts the vocabulary it will train with: the rarer words' rows are gone
+    every_word = service.upload(corpus, tokenizer="wikitext")
+    assert every_word["vocab_size"] == len(counts) + 2  # every type, <eos> and <unk>
+    estimates = [service.submit(d["id"])["estimate"]["step_seconds"] for d in (dataset, every_word)]
+    assert estimates[0] < estimates[1]
     # the job's vocabulary is the same rule: what it reports after reading the corpus
     job = service.submit(dataset["id"], max_max_epoch=1, max_steps_per_epoch=2)
     worker = service.start_worker("--burst")
