@@ -161,13 +161,34 @@ const Dash = (() => {
     box.classList.toggle("hidden", !message);
   }
 
-  // Dataset names by id, fetched once each.
-  const datasetNames = new Map();
+  // Datasets by id, fetched once each (null when it cannot be read), and their names.
+  const datasets = new Map();
+  function dataset(id) {
+    if (!datasets.has(id)) datasets.set(id, api(`/v1/datasets/${encodeURIComponent(id)}`).catch(() => null));
+    return datasets.get(id);
+  }
   function datasetName(id) {
-    if (!datasetNames.has(id)) {
-      datasetNames.set(id, api(`/v1/datasets/${encodeURIComponent(id)}`).then((d) => d.name).catch(() => id));
-    }
-    return datasetNames.get(id);
+    return dataset(id).then((d) => (d ? d.name : id));
+  }
+
+  // A job's tokenizer (from its evaluation, else its dataset's); null when unknown.
+  async function jobTokenizer(job) {
+    if (job.evaluation && job.evaluation.tokenizer) return job.evaluation.tokenizer;
+    const d = await dataset(job.dataset_id);
+    return d && d.tokenizer ? d.tokenizer.kind : null;
+  }
+
+  // The distinct tokenizers of some jobs (known ones only), sorted: more than one means their
+  // per-token perplexities do not compare, and word perplexity is what does.
+  function tokenizersOf(jobs) {
+    return [...new Set(jobs.map((j) => j.evaluation && j.evaluation.tokenizer).filter(Boolean))].sort();
+  }
+
+  // Word perplexity from a per-token perplexity of a split with `tokens` tokens and `words` words:
+  // the same log-loss spread over the words, ppl ** (tokens / words).
+  function wordPerplexity(ppl, tokens, words) {
+    if (!Number.isFinite(ppl) || ppl <= 0 || !tokens || !words) return null;
+    return Math.exp((Math.log(ppl) * tokens) / words);
   }
 
   // The datasets a key may see as the options of a <select>, `wanted` chosen when it is among them.
@@ -175,7 +196,10 @@ const Dash = (() => {
     const page = await api("/v1/datasets?limit=200");
     select.replaceChildren(
       ...page.items.map((d) =>
-        el("option", { value: d.id, text: `${d.name} (${num(d.train_tokens, 0)} train tokens, vocabulary ${num(d.vocab_size, 0)})` }),
+        el("option", {
+          value: d.id,
+          text: `${d.name} (${d.tokenizer ? `${d.tokenizer.kind} tokenizer, ` : ""}${num(d.train_tokens, 0)} train tokens, vocabulary ${num(d.vocab_size, 0)})`,
+        }),
       ),
     );
     if (!page.items.length) select.append(el("option", { value: "", text: "no datasets: upload one" }));
@@ -262,10 +286,11 @@ const Dash = (() => {
 
   // A live list: one keyset page of `path` (query from `params()`), a row each drawn by `row` into
   // `#<table> tbody`, `#empty` when there is none, the pager under it; polled every 2 s (10 s while
-  // the tab is hidden). Returns { load, pages }: call `load` to show the list now.
+  // the tab is hidden). `onItems(items)`, if given, sees each page's items before their rows are drawn.
+  // Returns { load, pages }: call `load` to show the list now.
   const LIST_PAGE_SIZE = 50;
   const LIST_POLL_MS = 2000;
-  function liveList({ path, params = () => new URLSearchParams(), row, table, what, cursor = null }) {
+  function liveList({ path, params = () => new URLSearchParams(), row, table, what, cursor = null, onItems = null }) {
     let timer = null;
     const pages = pager(load, cursor);
     async function load() {
@@ -275,6 +300,7 @@ const Dash = (() => {
       if (pages.cursor) query.set("cursor", pages.cursor);
       try {
         const page = await api(`${path}?${query}`);
+        if (onItems) onItems(page.items);
         document.querySelector(`#${table} tbody`).replaceChildren(...page.items.map(row));
         document.getElementById("empty").classList.toggle("hidden", page.items.length > 0);
         pages.shown(page.next_cursor);
@@ -314,7 +340,7 @@ const Dash = (() => {
   }
 
   return {
-    api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, datasetName, datasetOptions,
-    modelOptions, upload, pager, liveList, standing, TERMINAL,
+    api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, dataset, datasetName, datasetOptions,
+    modelOptions, upload, pager, liveList, standing, jobTokenizer, tokenizersOf, wordPerplexity, TERMINAL,
   };
 })();

@@ -52,6 +52,7 @@
     const facts = [
       ["preset", job.preset],
       ["dataset", el("span", {}, datasetName || job.dataset_id)],
+      ["tokenizer", job.evaluation ? job.evaluation.tokenizer : "–"],
       ["attempt", `${job.attempt} of ${job.max_attempts}`],
       ["worker", job.worker_id || "–"],
       ["created", `${age(job.created_at)} ago`],
@@ -83,6 +84,7 @@
     document.getElementById("progress-text").textContent = parts.join(" · ") || job.status;
 
     renderTestPpl();
+    renderEvaluation();
     const active = job.status === "queued" || job.status === "running";
     document.getElementById("cancel").classList.toggle("hidden", !active);
     document.getElementById("delete").classList.toggle("hidden", !TERMINAL.includes(job.status));
@@ -102,12 +104,39 @@
     }
     const paper = PAPER_TEST_PPL[job.preset];
     const isPtb = (datasetName || "").toLowerCase().includes("ptb");
-    box.replaceChildren(
+    const test = job.evaluation && job.evaluation.test;
+    const parts = [
       el("div", { class: "big" }, num(job.test_ppl)),
-      el("div", { class: "muted" }, "test perplexity"),
+      el("div", { class: "muted" }, "test perplexity (per token)"),
+      test ? el("div", { class: "per-word" }, `word ppl ${num(test.word_perplexity)} · ${num(test.bits_per_byte, 3)} bits/byte`) : null,
       isPtb && paper ? el("div", { class: "paper" }, `paper (Zaremba et al. 2014, ${job.preset}): ${paper}`) : null,
-    );
+    ];
+    box.replaceChildren(...parts.filter(Boolean)); // replaceChildren would write a null as "null"
     box.classList.remove("hidden");
+  }
+
+  // Validation (best) and test in per-token, per-word and per-byte terms: word perplexity and bits
+  // per byte compare with jobs whose tokenizers differ, the per-token perplexity does not.
+  function renderEvaluation() {
+    const table = document.getElementById("evaluation");
+    const ev = job.evaluation;
+    const splits = ev ? [["valid", "best valid", ev.valid], ["test", "test", ev.test]].filter(([, , s]) => s) : [];
+    table.classList.toggle("hidden", !splits.length);
+    table.querySelector("caption").textContent = ev ? `evaluation · ${ev.tokenizer} tokenizer` : "";
+    table.querySelector("tbody").replaceChildren(
+      ...splits.map(([key, label, s]) =>
+        el(
+          "tr",
+          { "data-split": key },
+          el("th", { text: label }),
+          el("td", { class: "num", text: num(s.perplexity) }),
+          el("td", { class: "num word-ppl", text: num(s.word_perplexity) }),
+          el("td", { class: "num bpb", text: num(s.bits_per_byte, 3) }),
+          el("td", { class: "num", text: num(s.num_tokens, 0) }),
+          el("td", { class: "num", text: num(s.num_words, 0) }),
+        ),
+      ),
+    );
   }
 
   function renderConfig() {

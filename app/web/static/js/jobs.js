@@ -5,6 +5,7 @@
   const { el, num, age } = Dash;
   const params = new URLSearchParams(location.search);
   const statuses = params.getAll("status");
+  let mixed = false; // the page's jobs have more than one tokenizer: word perplexity is shown
   const list = Dash.liveList({
     path: "/v1/jobs",
     params: () => new URLSearchParams(statuses.map((s) => ["status", s])),
@@ -12,7 +13,22 @@
     table: "jobs",
     what: "jobs",
     cursor: params.get("cursor"),
+    onItems: showWordPpl,
   });
+
+  // Per-token perplexities compare only between jobs with one tokenizer; when the listed jobs'
+  // tokenizers differ, the "best valid word ppl" column (and a note saying why) appears.
+  function showWordPpl(jobs) {
+    const kinds = Dash.tokenizersOf(jobs);
+    mixed = kinds.length > 1;
+    document.getElementById("word-ppl-head").classList.toggle("hidden", !mixed);
+    const note = document.getElementById("word-ppl-note");
+    note.classList.toggle("hidden", !mixed);
+    note.textContent = mixed
+      ? `Tokenizers differ (${kinds.join(", ")}): per-token perplexities do not compare across them, ` +
+        "so the list also shows the best validation perplexity per word (word ppl = ppl ^ (tokens / words))."
+      : "";
+  }
 
   const form = document.getElementById("filter");
   form.querySelectorAll("input[name=status]").forEach((box) => {
@@ -40,8 +56,10 @@
 
   function row(job) {
     const wps = job.status === "running" && job.progress ? job.progress.wps : null;
-    const dataset = el("span", { text: job.dataset_id });
-    Dash.datasetName(job.dataset_id).then((name) => { dataset.textContent = name; });
+    const tokenizer = job.evaluation ? job.evaluation.tokenizer : null;
+    const dataset = el("span", { text: job.dataset_id, title: tokenizer ? `tokenizer: ${tokenizer}` : "" });
+    Dash.datasetName(job.dataset_id).then((name) => { dataset.textContent = mixed && tokenizer ? `${name} · ${tokenizer}` : name; });
+    const valid = job.evaluation ? job.evaluation.valid : null;
     return el(
       "tr",
       { "data-job-id": job.id, "data-status": job.status },
@@ -52,6 +70,11 @@
       progressCell(job),
       el("td", { class: "num", text: num(job.best_valid_ppl) }),
       el("td", { class: "num", text: num(job.latest_valid_ppl) }),
+      el("td", {
+        class: mixed ? "num word-ppl" : "num word-ppl hidden",
+        text: num(valid ? valid.word_perplexity : null),
+        title: valid ? `${num(valid.perplexity)} per token over ${num(valid.num_tokens, 0)} tokens, ${num(valid.num_words, 0)} words` : "",
+      }),
       el("td", { class: "num", text: num(wps, 0) }),
       el("td", { text: age(job.created_at) }),
     );
