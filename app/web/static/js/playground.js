@@ -1,5 +1,6 @@
-// Playground: score sentences (perplexity and a per-token strip coloured by log p, <unk> marked) and
-// generate continuations streamed word by word.
+// Playground: score sentences (perplexity per token and per word, bits per byte, a per-token strip
+// coloured by log p, <unk> marked, the answer's <unk> warnings) and generate continuations streamed
+// word by word. Text goes through the model's tokenizer unless "pretokenized" is checked.
 "use strict";
 
 (() => {
@@ -46,24 +47,34 @@
         json: {
           model: modelSelect.value,
           sentences,
-          normalize: document.getElementById("normalize").checked,
+          pretokenized: document.getElementById("pretokenized").checked,
           score_eos: document.getElementById("score-eos").checked,
         },
       });
       const a = answer.aggregate;
+      const warnings = answer.warnings || [];
       document.getElementById("aggregate").textContent =
-        `corpus perplexity ${num(a.corpus_perplexity)} over ${a.num_tokens} tokens (${a.num_unk} <unk>); ` +
-        `mean sentence perplexity ${num(a.mean_sentence_perplexity)}`;
+        `corpus perplexity ${num(a.corpus_perplexity)} over ${a.num_tokens} tokens (${a.num_unk} <unk>), ` +
+        `word perplexity ${num(a.word_perplexity)} over ${a.num_words} words, ${num(a.bits_per_byte, 3)} bits per byte; ` +
+        `mean sentence perplexity ${num(a.mean_sentence_perplexity)} · ${answer.tokenizer} tokenizer` +
+        (answer.pretokenized ? " (pretokenized)" : "");
+      // The warnings about all the sentences together head the list; a sentence's sits with it.
+      document.getElementById("warnings").replaceChildren(
+        ...warnings.filter((w) => w.sentence === null).map((w) => el("li", { class: "warning", text: w.message })),
+      );
       document.getElementById("scored").replaceChildren(
-        ...answer.sentences.map((s) =>
-          el(
+        ...answer.sentences.map((s, i) => {
+          const own = warnings.filter((w) => w.sentence === i);
+          return el(
             "div",
-            { class: "scored" },
+            { class: own.length ? "scored warned" : "scored", "data-index": i },
             el("div", { class: "ppl" }, el("strong", { text: num(s.perplexity) }), " perplexity",
+              el("span", { class: "per-word" }, ` · word ppl ${num(s.word_perplexity)} · ${num(s.bits_per_byte, 3)} bits/byte`),
               s.num_unk ? el("span", { class: "muted" }, ` · ${s.num_unk} <unk> · ${num(s.perplexity_without_unk)} without`) : null),
+            own.map((w) => el("div", { class: "warning", role: "alert", text: `⚠ ${w.message}` })),
             strip(s, answer.log_base === "10"),
-          ),
-        ),
+          );
+        }),
       );
     } catch (err) {
       error.textContent = err.message;
@@ -92,6 +103,7 @@
     const body = {
       model: modelSelect.value,
       prompt,
+      pretokenized: document.getElementById("gen-pretokenized").checked,
       stream: true,
       max_tokens: value("max_tokens", Number),
       temperature: value("temperature", Number),

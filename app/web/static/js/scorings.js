@@ -36,7 +36,7 @@
       body.set("dataset_id", document.getElementById("dataset_id").value);
       body.set("split", document.getElementById("split").value);
     }
-    for (const name of ["score_eos", "normalize", "log10"]) body.set(name, String(form.elements[name].checked));
+    for (const name of ["score_eos", "pretokenized", "log10"]) body.set(name, String(form.elements[name].checked));
     const precision = document.getElementById("precision").value;
     if (precision) body.set("precision", precision);
     const button = document.getElementById("submit-scoring");
@@ -98,8 +98,15 @@
     return cell;
   }
 
+  // The scoring's <unk> warnings (the share of unknown words over the lines so far), one line each.
+  function warningsCell(s) {
+    const warnings = s.warnings || [];
+    return el("td", { class: "warnings" }, warnings.map((w) => el("div", { class: "warning", title: w.message, text: `⚠ ${w.message}` })));
+  }
+
   function row(s) {
-    const ppl = s.aggregate.num_tokens ? s.aggregate.corpus_perplexity : null;
+    const a = s.aggregate;
+    const ppl = a.num_tokens ? a.corpus_perplexity : null;
     return el(
       "tr",
       { "data-scoring-id": s.id, "data-status": s.status },
@@ -110,6 +117,8 @@
       el("td", { text: s.options.precision }),
       progressCell(s),
       el("td", { class: "num", text: num(ppl) }),
+      el("td", { class: "num word-ppl", text: num(a.num_words ? a.word_perplexity : null), title: `${num(a.bits_per_byte, 3)} bits per byte` }),
+      warningsCell(s),
       el("td", { class: "num", text: bytes(s.size_bytes) }),
       el("td", { text: age(s.created_at) }),
       actions(s),

@@ -130,17 +130,42 @@
   // --- upload, with progress ---
 
   const upload = document.getElementById("upload-form");
+  const SUBWORD = ["bpe", "unigram"];
+  const tokenizerSelect = document.getElementById("up-tokenizer");
+
+  // A subword tokenizer takes a vocabulary size, a word-level one (or a detected one) a min count.
+  function showTokenizerOptions() {
+    const subword = SUBWORD.includes(tokenizerSelect.value);
+    document.getElementById("up-min-count-field").classList.toggle("hidden", subword);
+    document.getElementById("up-vocab-field").classList.toggle("hidden", !subword);
+  }
+  tokenizerSelect.addEventListener("change", showTokenizerOptions);
+  showTokenizerOptions(); // a browser may restore the choice on reload without a change event
+
+  function percent(rate) {
+    return rate === null || rate === undefined ? "–" : `${num(rate * 100, 2)}%`;
+  }
+
   upload.addEventListener("submit", async (event) => {
     event.preventDefault();
     const status = document.getElementById("upload-status");
     const body = new FormData(upload);
-    if (!body.get("name")) body.delete("name");
+    const subword = SUBWORD.includes(tokenizerSelect.value);
+    for (const name of ["name", "tokenizer", "lowercase", "min_count", "tokenizer_vocab_size"]) {
+      if (!body.get(name)) body.delete(name); // left out: the server's default
+    }
+    body.delete(subword ? "min_count" : "tokenizer_vocab_size"); // the hidden field does not apply
     const answer = await Dash.upload("/v1/datasets", body, document.getElementById("upload-bar"), status);
     if (answer.status === 201) {
       // Chosen in the job form by the time the status says "uploaded".
       await loadDatasets(answer.body.id).catch((err) => flash(`could not list the datasets: ${err.message}`));
       const d = answer.body;
-      status.textContent = `uploaded ${d.name}: ${num(d.train_tokens, 0)} training tokens, vocabulary ${num(d.vocab_size, 0)}`;
+      const t = d.tokenizer || {};
+      const valid = d.splits && d.splits.valid;
+      status.textContent =
+        `uploaded ${d.name}: ${t.kind || "?"} tokenizer${t.lowercase ? ", lower case" : ""}, ` +
+        `${num(d.train_tokens, 0)} training tokens, vocabulary ${num(d.vocab_size, 0)}` +
+        (valid ? `; valid ${num(valid.words, 0)} words, ${percent(valid.unk_rate)} <unk>` : "");
     } else {
       status.textContent = `upload ${answer.status ? "refused" : "failed"}: ${answer.body.detail || answer.status}`;
     }
