@@ -196,8 +196,9 @@ def tokenize_corpus(
     sources: dict[str, str], out: str, choice: TokenizerChoice, max_train_sentences: int
 ) -> CorpusStats:
     """Tokenize the raw splits at `sources` (paths by split) into `out/{split}.txt` and the tokenizer
-    files; returns the numbers. `Invalid` for text that cannot be a corpus. Lines are read, cut and
-    written one at a time; only the training split's counts are held."""
+    files; returns the numbers. `Invalid` for text that cannot be a corpus. Each split's text is read
+    whole (an upload is at most `max_upload_bytes`), then its lines are cut and written one at a
+    time: no split's tokens are held, only the training split's counts."""
     texts = {split: decode_split(split, Path(sources[split]).read_bytes()) for split in SPLITS}
     lines = {split: split_lines(text) for split, text in texts.items()}
     del texts
