@@ -1,8 +1,10 @@
 """`python -m app migrate | run | keys`: migrate the database, run the API with workers, manage API keys.
 
 `run` is the one-command start: it creates the data folder, migrates, starts N `python -m worker`
-processes and serves the API with uvicorn in this process, printing the URL. On exit (Ctrl-C or
-SIGTERM) it asks the workers to stop (SIGTERM: they checkpoint and requeue their jobs) and waits.
+processes and serves the API with uvicorn in this process, printing the URL. It supervises the
+workers (`app.supervisor`): one that exits or is killed is reaped and restarted after a backoff.
+On exit (Ctrl-C or SIGTERM) it restarts nothing more, asks the workers to stop (SIGTERM: they
+checkpoint and requeue their jobs) and waits.
 With authentication on and no key in the database, it first creates an admin key, saves it in
 `<data_dir>/admin.key` (mode 0600) and prints it beside the URL; it refuses to serve with
 authentication off on an address other than loopback.
@@ -16,13 +18,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import os
 import signal
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+import uvicorn
 from sqlalchemy.orm import Session
 
 from app.auth import keyfile, keys
@@ -31,8 +33,7 @@ from app.errors import ServiceError
 from app.settings import Settings
 from app.store.db import make_engine
 from app.store.migrate import head_revisions, upgrade
-
-WORKER_STOP_SECONDS = 60.0  # how long a stopping worker may take to checkpoint before it is killed
+from app.supervisor import Supervisor
 
 
 def migrate(settings: Settings) -> None:
@@ -40,13 +41,6 @@ def migrate(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     print(f"database at revision {', '.join(sorted(head_revisions()))}", flush=True)
-
-
-def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
-    """Start `count` worker processes with this process' environment; each stops by itself if this
-    process dies without stopping it (`--parent-pid`)."""
-    command = [sys.executable, "-m", "worker", "--parent-pid", str(os.getpid())]
-    return [subprocess.Popen(command, env=os.environ.copy()) for _ in range(count)]
 
 
 class Terminated(Exception):
@@ -57,17 +51,18 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise Terminated
 
 
-def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = WORKER_STOP_SECONDS) -> None:
-    """SIGTERM every worker, wait for them, kill any that do not stop in time."""
-    for proc in workers:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in workers:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server that also calls `on_exit` as soon as SIGINT or SIGTERM asks it to stop: the
+    workers' supervisor restarts nothing from then on, not even a worker that the same Ctrl-C (sent
+    to the whole process group) stopped before the server has finished shutting down."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)
 
 
 def is_loopback(host: str) -> bool:
@@ -113,8 +108,6 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
             flush=True,
         )
         return 2
-    import uvicorn
-
     from app.main import create_app
 
     # The app's own loggers (the start-up sweep, ...) as the workers print theirs; uvicorn keeps its own.
@@ -126,20 +119,25 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
     # workers are always stopped (they checkpoint and hand their jobs back) before the process ends.
     signal.signal(signal.SIGTERM, _on_sigterm)
     note = key_note(settings)
-    procs = start_workers(workers)
+    supervisor = Supervisor(workers, settings.worker_restart_seconds, settings.worker_restart_max_seconds)
+    supervisor.start()
+    started = True
     try:
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         print(f"LSTM LM service on http://{shown}:{port}  ({note})", flush=True)
         print(f"API docs: http://{shown}:{port}/docs", flush=True)
         print(f"data folder {settings.data_dir.resolve()}; {workers} worker(s); Ctrl-C stops", flush=True)
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
+        server = StoppingServer(config, on_exit=supervisor.stopping.set)
+        server.run()
+        started = server.started
     except (Terminated, KeyboardInterrupt):
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the workers' stop short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stop_workers(procs)
-    return 0
+        supervisor.stop()
+    return 0 if started else 3  # uvicorn's exit code when it could not start (the port is taken, ...)
 
 
 def keys_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     worker_device: str = Field("auto", description="auto, cpu or cuda: where jobs with device auto train")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads per worker; default: torch's own")
     events_poll_seconds: float = Field(0.5, gt=0, description="how often an event stream looks for new job events")
+    worker_restart_seconds: float = Field(
+        1.0, gt=0, description="`python -m app run`: wait before restarting a worker that exited or was killed"
+    )
+    worker_restart_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="the restart wait doubles while a worker keeps dying within this long of its start, up to this",
+    )
     # Limits
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest corpus upload (all files together)")
     max_model_parameters: int = Field(200_000_000, gt=0, description="largest model a job may ask for")
