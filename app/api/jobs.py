@@ -13,7 +13,7 @@ from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.schemas import JobCreate, JobOut, JobPage, PageCursor, PageLimit, problem_responses
 from app.store.tables import Dataset, Job
 from app.training import jobs
-from app.training.queue import unmet_requirements
+from app.training.queue import live_capabilities, unmet_by, waiting_warning
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
@@ -31,9 +31,15 @@ def job_out(session: Session, job: Job) -> JobOut:
 
 
 def job_view(session: Session, job: Job, position: int | None) -> JobOut:
-    """The API view of a job whose queue position is known; a queued job says what it waits for."""
-    unmet = unmet_requirements(session, job.requirements or [], LIVE_WORKERS) if job.status == "queued" else []
-    return JobOut.of(job, position, jobs.status_message(job, position, unmet), session.get(Dataset, job.dataset_id))
+    """The API view of a job whose queue position is known; a queued job says what it waits for, and
+    warns when no live worker can run it."""
+    unmet: list[str] | None = []
+    warning = None
+    if job.status == jobs.QUEUED:
+        needs, workers = job.requirements or [], live_capabilities(session, LIVE_WORKERS)
+        unmet, warning = unmet_by(needs, workers), waiting_warning(needs, workers, LIVE_WORKERS)
+    message = jobs.status_message(job, position, unmet)
+    return JobOut.of(job, position, message, session.get(Dataset, job.dataset_id), warning)
 
 
 @router.post(

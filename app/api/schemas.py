@@ -265,6 +265,11 @@ class JobOut(BaseModel):
     id: str
     status: str = Field(description="queued, running, canceling, succeeded, failed or canceled")
     message: str = Field(description="why the job is where it is")
+    warning: str | None = Field(
+        None,
+        description="while queued, when no worker that sent a heartbeat lately can run it: what is missing "
+        "(the requirements no such worker offers, or any worker at all) and that it waits for such a worker",
+    )
     dataset_id: str
     preset: str
     overrides: dict[str, Any]
@@ -299,7 +304,14 @@ class JobOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, job: Job, queue_position: int | None, message: str, dataset: Dataset | None = None) -> JobOut:
+    def of(
+        cls,
+        job: Job,
+        queue_position: int | None,
+        message: str,
+        dataset: Dataset | None = None,
+        warning: str | None = None,
+    ) -> JobOut:
         evaluation = None
         if dataset is not None:
             splits = dataset.split_stats or {}
@@ -313,6 +325,7 @@ class JobOut(BaseModel):
             id=job.id,
             status=job.status,
             message=message,
+            warning=warning,
             dataset_id=job.dataset_id,
             preset=job.preset,
             overrides=job.overrides,

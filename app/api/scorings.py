@@ -21,7 +21,7 @@ from app.scorings import jobs
 from app.settings import Settings
 from app.store.tables import Scoring
 from app.training.jobs import QUEUED, SUCCEEDED
-from app.training.queue import unmet_requirements
+from app.training.queue import live_capabilities, unmet_by, waiting_warning
 
 router = APIRouter(prefix="/v1/scorings", tags=["scorings"], responses=AUTH_RESPONSES)
 PROBLEMS = problem_responses(400, 404, 409, 413, 422, 429)
@@ -37,6 +37,11 @@ class ScoringOut(BaseModel):
     split: str | None
     options: dict[str, Any] = Field(description="log10, score_eos, pretokenized and precision: as /v1/score's")
     message: str | None = Field(description="while queued: what it waits for, when no running worker can run it")
+    warning: str | None = Field(
+        None,
+        description="while queued, when no worker that sent a heartbeat lately can run it: what is missing "
+        "(bf16, or any worker at all) and that it waits for such a worker",
+    )
     total_lines: int
     lines_done: int
     fraction: float = Field(description="lines_done / total_lines")
@@ -57,8 +62,11 @@ class ScoringOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, row: Scoring, warn_rate: float, unmet: list[str] | None = None) -> ScoringOut:
-        """The API view; `unmet`: what no live worker offers of a queued scoring's requirements."""
+    def of(
+        cls, row: Scoring, warn_rate: float, unmet: list[str] | None = None, warning: str | None = None
+    ) -> ScoringOut:
+        """The API view; `unmet`: what no live worker offers of a queued scoring's requirements;
+        `warning`: why no live worker will start it (`waiting_warning`)."""
         aggregate = ScoreAggregate.model_validate(jobs.aggregate(row.sums, bool(row.options.get("log10"))))
         return cls(
             id=row.id,
@@ -75,6 +83,7 @@ class ScoringOut(BaseModel):
                 "precision": jobs.precision_of(row.options),
             },
             message=f"waiting for a worker with {', '.join(unmet)}" if unmet else None,
+            warning=warning,
             total_lines=row.total_lines,
             lines_done=row.lines_done,
             fraction=row.lines_done / row.total_lines if row.total_lines else 0.0,
@@ -96,9 +105,14 @@ class ScoringOut(BaseModel):
 
 
 def scoring_out(session: Session, settings: Settings, row: Scoring) -> ScoringOut:
-    """The API view of a scoring; a queued one says what it waits for when no live worker can run it."""
-    unmet = unmet_requirements(session, jobs.requirements(row.options), LIVE_WORKERS) if row.status == QUEUED else []
-    return ScoringOut.of(row, settings.unk_warn_rate, unmet)
+    """The API view of a scoring; a queued one says what it waits for, and warns, when no live worker
+    can run it."""
+    if row.status != QUEUED:
+        return ScoringOut.of(row, settings.unk_warn_rate)
+    needs, workers = jobs.requirements(row.options), live_capabilities(session, LIVE_WORKERS)
+    return ScoringOut.of(
+        row, settings.unk_warn_rate, unmet_by(needs, workers), waiting_warning(needs, workers, LIVE_WORKERS)
+    )
 
 
 class ScoringPage(Page[ScoringOut]):

@@ -152,6 +152,20 @@ def requeue_expired(engine: Engine) -> int:
         return rows_changed(session, expired_leases(Job))
 
 
+def requeue_expired_leases(engine: Engine) -> tuple[int, int]:
+    """Settle every expired lease, training jobs and scoring jobs, in one transaction: what a worker
+    does before it claims and the API's periodic sweep does when no worker may be alive. Returns
+    (jobs changed, scorings changed)."""
+    with write_session(engine) as session:
+        return rows_changed(session, expired_leases(Job)), rows_changed(session, expired_leases(Scoring))
+
+
+def lease_sweep_interval(lease_seconds: float) -> float:
+    """How often the API sweeps expired leases: four times a lease, so that a job whose worker died
+    is back in the queue at most a quarter of a lease after its lease ran out."""
+    return lease_seconds / 4
+
+
 def expired_leases(table: type[Job] | type[Scoring]) -> Update:
     """The UPDATE that settles the rows of `table` (jobs or scorings) whose lease expired: canceling
     ones end canceled, those out of attempts fail with the reason, the others are queued again."""
@@ -214,12 +228,35 @@ def unmet_requirements(session: Session, requirements: Sequence[str], within: ti
     """What no live worker offers of `requirements` (None when no worker is alive to ask)."""
     if not requirements:
         return []
-    workers = live_capabilities(session, within)
+    return unmet_by(requirements, live_capabilities(session, within))
+
+
+def unmet_by(requirements: Sequence[str], workers: Sequence[set[str]]) -> list[str] | None:
+    """What none of `workers` (their capability sets) offers of `requirements`: [] when one has them
+    all, every requirement when each is somewhere but no worker has them together, None when there
+    is no worker."""
     if not workers:
         return None
     if any(set(requirements) <= caps for caps in workers):
         return []
     return sorted(set(requirements) - set().union(*workers)) or sorted(requirements)
+
+
+def waiting_warning(requirements: Sequence[str], workers: Sequence[set[str]], within: timedelta) -> str | None:
+    """Why a queued job or scoring will not start soon, given the capability sets of the workers
+    that beat within `within` (`live_capabilities`): no such worker at all, or none that offers its
+    `requirements`; None when one of them can run it."""
+    unmet = unmet_by(requirements, workers)
+    seconds = f"{within.total_seconds():g} s"
+    if unmet is None:
+        return f"no worker has sent a heartbeat in the last {seconds}: it waits in the queue until a worker starts"
+    if not unmet:
+        return None
+    needs = ", ".join(unmet)
+    return (
+        f"no worker that sent a heartbeat in the last {seconds} offers {needs}: "
+        f"it waits in the queue until a worker with {needs} starts"
+    )
 
 
 def worker_heartbeat(engine: Engine, worker_id: str, current_job_id: str | None) -> None:
