@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy import Engine
 
 from app.api import (
     checkpoints,
@@ -37,11 +38,26 @@ from app.observability.middleware import RequestMetrics
 from app.observability.prometheus import Observability
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
+from app.training.queue import lease_sweep_interval, requeue_expired_leases
 from app.training.sweep import sweep_datasets
 from app.web import pages
 from app.web.headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
+
+
+async def sweep_leases(engine: Engine, interval: float) -> None:
+    """Every `interval` seconds, settle the training jobs and scorings whose lease expired (queued
+    again, failed or canceled), in a thread off the event loop. Workers do the same before each
+    claim; this sweep is what puts a job back when no worker is alive to look."""
+    while True:
+        try:
+            jobs, scorings = await anyio.to_thread.run_sync(requeue_expired_leases, engine)
+            if jobs or scorings:
+                log.info("requeued or failed %d job(s) and %d scoring(s) whose lease expired", jobs, scorings)
+        except Exception:  # a database hiccup: the next sweep tries again
+            log.warning("could not sweep expired leases", exc_info=True)
+        await anyio.sleep(interval)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,7 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await anyio.to_thread.run_sync(sweep_datasets, app.state.engine, settings)
         except Exception:  # cleaning up must never keep the API from serving
             log.warning("could not sweep the datasets folder", exc_info=True)
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sweep_leases, app.state.engine, lease_sweep_interval(settings.lease_seconds))
+            yield
+            tasks.cancel_scope.cancel()
         app.state.engine.dispose()
 
     app = FastAPI(

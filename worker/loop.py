@@ -19,11 +19,17 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.scorings.lease import claim_next_scoring, requeue_expired_scorings
+from app.scorings.lease import claim_next_scoring
 from app.settings import Settings
 from app.store.db import make_engine
 from app.store.migrate import schema_is_current
-from app.training.queue import claim_next, register_worker, requeue_expired, worker_heartbeat, worker_stopped
+from app.training.queue import (
+    claim_next,
+    register_worker,
+    requeue_expired_leases,
+    worker_heartbeat,
+    worker_stopped,
+)
 from app.training.sweep import sweep_checkpoints
 from model.network import resolve_device, supported_precisions
 from worker.runner import run_job
@@ -110,9 +116,9 @@ class Worker:
         try:
             while not self.shutdown.is_set():
                 try:
-                    requeued = requeue_expired(self.engine)
-                    if requeued:
-                        log.info("requeued or failed %d job(s) whose lease expired", requeued)
+                    jobs, scorings = requeue_expired_leases(self.engine)
+                    if jobs or scorings:
+                        log.info("requeued or failed %d job(s) and %d scoring(s) whose lease expired", jobs, scorings)
                     job = claim_next(self.engine, worker_id, self.settings.lease_seconds, capabilities)
                     if job is None and self._score_next(worker_id, capabilities):
                         last_beat = time.monotonic()
@@ -154,8 +160,6 @@ class Worker:
 
     def _score_next(self, worker_id: str, capabilities: list[str]) -> bool:
         """Run one queued scoring job, if there is one (training jobs go first); False when none."""
-        if requeue_expired_scorings(self.engine):
-            log.info("requeued scoring(s) whose lease expired")
         scoring = claim_next_scoring(self.engine, worker_id, self.settings.lease_seconds, capabilities)
         if scoring is None:
             return False

@@ -3,7 +3,8 @@
 The same rules as the training queue (`app.training.queue`, `app.training.attempt`): a claim is
 one conditional UPDATE; every write is `UPDATE scorings ... WHERE id AND attempt AND worker_id AND
 status IN (running, canceling)` and renews the lease; a worker whose lease expired and whose
-scoring was claimed again matches no row and gets `LeaseLost`.
+scoring was claimed again matches no row and gets `LeaseLost`. Expired leases are settled with
+the training jobs' (`app.training.queue.requeue_expired_leases`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from app.store.db import rows_changed, write_session
 from app.store.tables import Scoring, utcnow
 from app.training.attempt import LeaseLost
 from app.training.jobs import ACTIVE, QUEUED
-from app.training.queue import claim_row, expired_leases, oldest_claimable
+from app.training.queue import claim_row, oldest_claimable
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,6 @@ def claim_next_scoring(
             bytes_done=row.bytes_done,
             sums=dict(row.sums),
         )
-
-
-def requeue_expired_scorings(engine: Engine) -> int:
-    """Scorings whose worker died go back to the queue (or fail after `max_attempts`, or end canceled)."""
-    with write_session(engine) as session:
-        return rows_changed(session, expired_leases(Scoring))
 
 
 class ScoringAttempt:

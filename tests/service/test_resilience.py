@@ -141,11 +141,18 @@ def test_idle_worker_exits_0_on_sigterm_and_says_so(service: Service) -> None:
 
 
 def expire(service: Service, job_id: str) -> None:
-    """Let a lease run out (the ghost worker never renews it)."""
+    """Let a lease run out (the ghost worker never renews it) and be settled, by this requeue or by
+    the API's periodic sweep of expired leases, whichever comes first."""
     with Session(service.engine) as session:
         lease = session.get_one(Job, job_id).lease_expires_at
     assert lease is not None
-    wait_for(lambda: requeue_expired(service.engine), timeout=5, interval=0.02, what="the lease to expire")
+
+    def settled() -> bool:
+        requeue_expired(service.engine)
+        with Session(service.engine) as session:
+            return session.get_one(Job, job_id).lease_expires_at is None
+
+    wait_for(settled, timeout=5, interval=0.02, what="the lease to expire")
 
 
 def test_expired_leases_requeue_then_fail_after_max_attempts(service: Service, tiny_corpus: Path) -> None:
