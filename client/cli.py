@@ -254,6 +254,7 @@ def submit(
     body = {"dataset_id": dataset, "preset": preset, "overrides": dict(map(parse_override, overrides or []))}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     job = api(ctx).post("/v1/jobs", json=body, headers=headers)
+    print_queue_warning(job)
     if as_json:
         print_json(job)
         return
@@ -543,6 +544,12 @@ def score(
     )
 
 
+def print_queue_warning(submitted: dict[str, Any]) -> None:
+    """A submitted job's or scoring's `warning` (no live worker can run it) on stderr: `warning: <text>`."""
+    if submitted.get("warning"):
+        err.print(f"warning: {submitted['warning']}", markup=False)
+
+
 def print_warnings(warnings: list[dict[str, Any]]) -> None:
     """Each warning of an answer on stderr, one line each: `warning: <message>`."""
     for warning in warnings:
@@ -694,6 +701,7 @@ def scorings_submit(
             content, content_type, length = multipart({"file": file}, fields, progress)
             headers = {"Content-Type": content_type, "Content-Length": str(length)}
             body = client.post("/v1/scorings", content=content, headers=headers)
+    print_queue_warning(body)
     if not as_json:
         out.print(f"scoring {body['id']} queued: {body['total_lines']:,} lines", markup=False)
     elif not follow:  # with --json --watch, only the finished scoring is printed

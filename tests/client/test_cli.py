@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from harness import TINY, wait_for, write_corpus
 from service.test_serve import free_port
 
@@ -60,6 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
     env.update({"LSTMLM_POLL_SECONDS": "0.2", "LSTMLM_HEARTBEAT_SECONDS": "0.5", "LSTMLM_TORCH_THREADS": "1"})
     env["LSTMLM_EVENTS_POLL_SECONDS"] = "0.1"
+    env["ONEDNN_MAX_CPU_ISA"] = "AVX2"  # the server's worker has no bf16: a bf16 scoring waits, and says so
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "run", "--port", str(port), "--workers", "1"],
         cwd=folder,
@@ -195,6 +197,41 @@ def test_score_warns_of_unknown_words_on_stderr(server: Server, trained: dict[st
     refused = server.cli("score", "--model", job_id, "--max-unk-rate", "0.5", stdin=sentences)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.splitlines()[-1].startswith("error: 422: sentences[1]: 3 of 4 tokens")
+
+
+def warning_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the server's worker has a GPU, and bf16 on it")
+def test_submit_warns_on_stderr_when_no_live_worker_can_run_it(
+    server: Server, trained: dict[str, Any], tmp_path: Path
+) -> None:
+    lacks = (
+        "warning: no worker that sent a heartbeat in the last 120 s offers {0}: "
+        "it waits in the queue until a worker with {0} starts"
+    )
+    sets = [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in OVERRIDES.items()]
+    args = ("submit", "--dataset", trained["dataset"]["id"], "--preset", "test", *sets, "--set", "device=cuda")
+    on_gpu = server.cli(*args)
+    assert on_gpu.returncode == 0, on_gpu.stdout + on_gpu.stderr
+    assert warning_lines(on_gpu) == [lacks.format("cuda")] and "warning" not in on_gpu.stdout
+    job_id = on_gpu.stdout.split()[1].rstrip(":")
+    assert on_gpu.stdout.startswith(f"job {job_id} queued: waiting for a worker with cuda")
+    as_json = server.cli(*args, "--json")  # stdout stays the job's JSON
+    assert warning_lines(as_json) == [lacks.format("cuda")]
+    assert json.loads(as_json.stdout)["warning"] == lacks.format("cuda").removeprefix("warning: ")
+
+    text = tmp_path / "lines.txt"
+    text.write_text("the cat sat on the mat\n", encoding="utf-8")
+    low = server.cli("scorings", "submit", "--model", trained["job"]["id"], str(text), "--precision", "bf16")
+    assert low.returncode == 0, low.stdout + low.stderr
+    assert warning_lines(low) == [lacks.format("bf16")]
+    plain = server.cli("scorings", "submit", "--model", trained["job"]["id"], str(text), "--precision", "fp32")
+    assert plain.returncode == 0 and warning_lines(plain) == []
+    for job in (job_id, json.loads(as_json.stdout)["id"]):
+        server.ok("cancel", job)
+    server.ok("scorings", "cancel", low.stdout.split()[1])
 
 
 def test_scorings_submit_watch_results_list_delete(server: Server, trained: dict[str, Any], tmp_path: Path) -> None:
