@@ -13,7 +13,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}, **AUTH_RESPONSES})
 def prometheus_metrics(principal: AdminKey, observability: ObservabilityDep) -> Response:
-    """HTTP traffic, jobs by status, queue, workers, training speed, tokens and the model cache, for Prometheus.
+    """HTTP traffic, jobs and scorings by status, both queues, ended jobs, workers, training speed, tokens,
+    the model cache and the build, for Prometheus.
 
     It names every job and worker, so with authentication on it needs an admin key (Prometheus sends
     one with `authorization: {credentials_file: ...}` in its scrape config)."""

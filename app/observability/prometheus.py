@@ -2,19 +2,31 @@
 
 Counters kept in this process: HTTP requests and their latency (`HttpMetrics`), tokens scored and
 generated. Values that live elsewhere are read when scraped, by custom collectors: the model
-cache's hits, misses and loads, and from the database the jobs by status, the queue, the workers'
-heartbeats and the running jobs' training speed. The database reads are a few bounded queries on
-indexed columns, so every API process in front of one database reports the same values.
+cache's hits, misses and loads, and from the database the training jobs and the scorings by status,
+both queues, the jobs that ended, the workers' heartbeats and the running jobs' training speed. The
+database reads are a few bounded queries on indexed columns, so every API process in front of one
+database reports the same values, and a restart changes none of them.
+
+Jobs end in the workers, not in an API process, so the ended jobs are not counted in memory at the
+transitions (each API process would see none of them, and a restart would forget them): they are
+the stored rows in each final status, a gauge, which deleting a finished job lowers.
+
+The client library's `_created` series (a timestamp beside every counter and histogram) are turned
+off for the whole process when this module is imported; the library asks at every scrape, so this
+holds for every registry, ours included.
 """
 
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import torch
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
@@ -22,17 +34,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.inference.registry import ModelCache
-from app.store.tables import Job, Worker, utcnow
-from app.training.jobs import ACTIVE, QUEUED, STATUSES
+from app.store.tables import Job, Scoring, Worker, utcnow
+from app.training.jobs import ACTIVE, QUEUED, STATUSES, TERMINAL
 
 PREFIX = "lstmlm"
 MAX_SERIES = 100  # per-worker and per-job series at most: labels stay bounded
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DISTRIBUTION = "lstm-lm-service"
+
+disable_created_metrics()  # no `_created` series: they double every counter and say nothing Prometheus needs
 
 
 class DatabaseCollector(Collector):
-    """Jobs, queue and workers, read from the database at scrape time."""
+    """Jobs, scorings, both queues and workers, read from the database at scrape time."""
 
     def __init__(self, engine: Engine, live_seconds: float) -> None:
         self.engine = engine
@@ -57,6 +72,10 @@ class DatabaseCollector(Collector):
                 s: n for s, n in session.execute(select(Job.status, func.count()).group_by(Job.status))
             }
             oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == QUEUED))
+            scorings: dict[str, int] = {
+                s: n for s, n in session.execute(select(Scoring.status, func.count()).group_by(Scoring.status))
+            }
+            oldest_scoring = session.scalar(select(func.min(Scoring.created_at)).where(Scoring.status == QUEUED))
             workers = session.execute(
                 select(Worker.id, Worker.heartbeat_at)
                 .where(Worker.stopped_at.is_(None))
@@ -71,10 +90,30 @@ class DatabaseCollector(Collector):
             jobs.add_metric([status], counts.get(status, 0))
         yield jobs
         yield GaugeMetricFamily(f"{PREFIX}_queue_depth", "queued jobs", value=counts.get(QUEUED, 0))
-        age = 0.0 if oldest is None else max((now - _aware(oldest)).total_seconds(), 0.0)
         yield GaugeMetricFamily(
-            f"{PREFIX}_queue_oldest_age_seconds", "age of the oldest queued job (0 when none)", value=age
+            f"{PREFIX}_queue_oldest_age_seconds",
+            "age of the oldest queued job (0 when none)",
+            value=_age(now, oldest),
         )
+        by_status = GaugeMetricFamily(f"{PREFIX}_scorings", "scoring jobs by status", labels=["status"])
+        for status in STATUSES:
+            by_status.add_metric([status], scorings.get(status, 0))
+        yield by_status
+        yield GaugeMetricFamily(f"{PREFIX}_scoring_queue_depth", "queued scorings", value=scorings.get(QUEUED, 0))
+        yield GaugeMetricFamily(
+            f"{PREFIX}_scoring_queue_oldest_age_seconds",
+            "age of the oldest queued scoring (0 when none)",
+            value=_age(now, oldest_scoring),
+        )
+        ended = GaugeMetricFamily(
+            f"{PREFIX}_jobs_ended",
+            "training jobs and scorings stored in a final status (deleting one lowers it)",
+            labels=["kind", "status"],
+        )
+        for kind, by in (("training", counts), ("scoring", scorings)):
+            for status in TERMINAL:
+                ended.add_metric([kind, status], by.get(status, 0))
+        yield ended
         live_since = now - timedelta(seconds=self.live_seconds)
         yield GaugeMetricFamily(
             f"{PREFIX}_workers_live",
@@ -138,6 +177,9 @@ class Observability:
             f"{PREFIX}_tokens_scored", "tokens scored (their log-probabilities computed)", registry=self.registry
         )
         self.tokens_generated = Counter(f"{PREFIX}_tokens_generated", "tokens generated", registry=self.registry)
+        Info(
+            f"{PREFIX}_build", "the service's version and the Python and torch it runs on", registry=self.registry
+        ).info(build_info())
         self.registry.register(DatabaseCollector(engine, live_seconds))
         self.registry.register(ModelCacheCollector(cache))
 
@@ -148,6 +190,20 @@ class Observability:
     def exposition(self) -> bytes:
         """The text format a Prometheus server scrapes."""
         return generate_latest(self.registry)
+
+
+def build_info() -> dict[str, str]:
+    """The labels of `lstmlm_build_info`: this service's version, Python's and torch's."""
+    try:
+        version = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        version = "unknown"
+    return {"version": version, "python": platform.python_version(), "torch": torch.__version__}
+
+
+def _age(now: datetime, oldest: datetime | None) -> float:
+    """Seconds since `oldest` (0 when there is none)."""
+    return 0.0 if oldest is None else max((now - _aware(oldest)).total_seconds(), 0.0)
 
 
 def _aware(value: datetime) -> datetime:

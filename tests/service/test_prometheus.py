@@ -1,17 +1,25 @@
 """`GET /metrics`: Prometheus' text format, parsed with prometheus_client's own parser; its counters
-move with requests, jobs, scoring and generation."""
+move with requests, jobs, scorings, scoring and generation; no `_created` series."""
 
 from __future__ import annotations
 
+import platform
+from importlib import metadata
 from pathlib import Path
 
+import torch
+from fastapi.testclient import TestClient
 from harness import Service, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.main import create_app
 
-def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics by (name, sorted labels)."""
-    response = service.client.get("/metrics")
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(service: Service, client: TestClient | None = None) -> Samples:
+    """Every sample of /metrics (from `client`, by default the service's) by (name, sorted labels)."""
+    response = (client or service.client).get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -21,7 +29,7 @@ def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     }
 
 
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -97,3 +105,62 @@ def test_a_live_worker_and_a_running_job_have_their_series(service: Service, tin
     assert len(ages) == 1 and ages[0] >= 0
     assert service.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     service.wait_status(job["id"], ("canceled",))
+
+
+def test_scoring_queue_ended_jobs_and_build_info_read_alike_by_every_api_process(
+    service: Service, tiny_corpus: Path
+) -> None:
+    response = service.client.get("/metrics")
+    assert "_created" not in response.text  # the client library's creation timestamps are off
+    build = [dict(labels) for name, labels in scrape(service) if name == "lstmlm_build_info"]
+    assert build == [
+        {
+            "version": metadata.version("lstm-lm-service"),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        }
+    ]
+    assert value(scrape(service), "lstmlm_build_info", **build[0]) == 1
+
+    dataset = service.upload(tiny_corpus)
+    job = service.submit(dataset["id"], max_max_epoch=1)
+    diverging = service.submit(
+        dataset["id"], learning_rate=100.0, init_scale=10.0, max_grad_norm=1e6, hidden_size=200, max_steps_per_epoch=50
+    )
+    worker = service.start_worker("--burst")
+    assert worker.wait(120) == 0, worker.log()
+    assert service.job(diverging["id"])["status"] == "failed"
+    files = {"file": ("lines.txt", b"the cat sat on the mat\na big red dog ran fast\n", "text/plain")}
+    scorings = []
+    for _ in range(3):
+        answer = service.client.post("/v1/scorings", data={"model": job["id"]}, files=files)
+        assert answer.status_code == 201, answer.text
+        scorings.append(answer.json())
+    queued = scrape(service)
+    assert value(queued, "lstmlm_scoring_queue_depth") == 3 and value(queued, "lstmlm_scorings", status="queued") == 3
+    assert 0 < value(queued, "lstmlm_scoring_queue_oldest_age_seconds") < 60
+    assert value(queued, "lstmlm_queue_depth") == 0  # the training queue is apart
+    ended = {("training", "succeeded"): 1, ("training", "failed"): 1, ("training", "canceled"): 0}
+    ended |= {("scoring", "succeeded"): 0, ("scoring", "failed"): 0, ("scoring", "canceled"): 0}
+    assert {k: value(queued, "lstmlm_jobs_ended", kind=k[0], status=k[1]) for k in ended} == ended
+
+    assert service.client.post(f"/v1/scorings/{scorings[0]['id']}/cancel").status_code == 200
+    worker = service.start_worker("--burst")
+    assert worker.wait(120) == 0, worker.log()
+    done = scrape(service)
+    assert (
+        value(done, "lstmlm_scoring_queue_depth") == 0 and value(done, "lstmlm_scoring_queue_oldest_age_seconds") == 0
+    )
+    assert value(done, "lstmlm_scorings", status="succeeded") == 2
+    ended |= {("scoring", "succeeded"): 2, ("scoring", "canceled"): 1}
+    assert {k: value(done, "lstmlm_jobs_ended", kind=k[0], status=k[1]) for k in ended} == ended
+
+    # read from the database: another API process (here a second app) reports the same, and so
+    # would this one after a restart
+    with TestClient(create_app(service.settings)) as other:
+        again = scrape(service, other)
+    for name in ("lstmlm_jobs_ended", "lstmlm_scorings", "lstmlm_jobs", "lstmlm_scoring_queue_depth"):
+        assert {k: v for k, v in again.items() if k[0] == name} == {k: v for k, v in done.items() if k[0] == name}
+    # deleting a finished scoring lowers its count: the ended jobs are stored rows, a gauge
+    assert service.client.delete(f"/v1/scorings/{scorings[0]['id']}").status_code == 204
+    assert value(scrape(service), "lstmlm_jobs_ended", kind="scoring", status="canceled") == 0
