@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -10,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import MAX_DETAIL_CHARS, Busy, Conflict, Forbidden, Invalid, NotFound, OverQuota, ServiceError, TooLarge
 
@@ -101,6 +104,62 @@ def document_problems(schema: dict[str, Any], problem_schema: dict[str, Any]) ->
     return schema
 
 
+# The methods an `Allow` header may name, in the order it names them.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _leaves(routes: list[Any]) -> Iterator[Any]:
+    """The routes an app serves, those of included routers one by one (FastAPI keeps an included
+    router as one route whose `effective_candidates` are its own); mounts (the static files, which
+    answer their own 405s) are left out."""
+    for route in routes:
+        if isinstance(route, Mount):
+            continue
+        candidates = getattr(route, "effective_candidates", None)
+        if candidates is not None:
+            yield from _leaves(candidates())
+        elif getattr(route, "path_regex", None) is not None:
+            yield route
+
+
+def _serving(routes: list[Any], path: str) -> list[tuple[set[str], bool]]:
+    """(methods, whether its path is literal: no path parameter) of each route whose path matches."""
+    return [
+        (set(route.methods or ()), not route.param_convertors)
+        for route in _leaves(routes)
+        if route.path_regex.match(path)
+    ]
+
+
+def allowed_methods(routes: list[Any], path: str) -> list[str]:
+    """Every method the resource at this path serves: the `Allow` of a 405 (Starlette's names only the
+    first route whose path matches: `/v1/datasets` said POST, though GET is served too). A literal
+    path (`/v1/datasets/roots`) is its own resource, not an id of the parametrised one beside it."""
+    serving = _serving(routes, path)
+    literal = any(is_literal for _, is_literal in serving)
+    served = set().union(*(methods for methods, is_literal in serving if is_literal or not literal))
+    return [method for method in METHODS if method in served]
+
+
+class LiteralPathsFirst:
+    """Answer 405 to a method a literal path does not serve, instead of letting a parametrised route
+    take the path as an id (`DELETE /v1/datasets/roots` is not the deletion of a dataset `roots`)."""
+
+    def __init__(self, app: ASGIApp, router: Router) -> None:
+        self.app, self.router = app, router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            served = [methods for methods, is_literal in _serving(self.router.routes, scope["path"]) if is_literal]
+            if served and not any(scope["method"] in methods for methods in served):
+                allow = ", ".join(allowed_methods(self.router.routes, scope["path"]))
+                title = HTTPStatus.METHOD_NOT_ALLOWED.phrase
+                response = problem_response(Request(scope), 405, title, title, headers={"Allow": allow})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Route every error through problem+json, and say so in the OpenAPI document."""
     from app.api.schemas import ProblemDetail  # the schemas module imports nothing from here
@@ -113,6 +172,7 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(LiteralPathsFirst, router=app.router)  # inside the key check: added before it
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -128,7 +188,10 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) else title
-        return problem_response(request, exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405 and (allowed := allowed_methods(app.router.routes, request.url.path)):
+            headers["Allow"] = ", ".join(allowed)
+        return problem_response(request, exc.status_code, title, detail, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,6 +10,7 @@ own checks rather than stopping at the 401.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,6 +91,33 @@ def test_stateful_sequences_answer_as_documented(api_schema: Any) -> None:
             case.validate_response(response, checks=CHECKS)
 
     Sequences.run(settings=settings(FUZZ, max_examples=15, stateful_step_count=6))
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def test_a_method_a_path_does_not_serve_gets_405_with_every_method_it_does(fuzzed: Service) -> None:
+    """Over every path of the document: each other method is a problem+json 405 whose `Allow` lists
+    exactly the methods the document gives the path (HEAD and OPTIONS are not served implicitly)."""
+    document = fuzzed.client.get("/openapi.json").json()
+    for template, item in document["paths"].items():
+        path = re.sub(r"\{[^}]+\}", "x1", template)
+        documented = {method.upper() for method in item if method.upper() in METHODS}
+        for method in sorted(set(METHODS) - documented):
+            response = fuzzed.client.request(method, path)
+            assert response.status_code == 405, (method, path, response.status_code, response.text[:200])
+            allow = {m.strip() for m in response.headers["allow"].split(",")}
+            assert allow == documented, (method, path, allow)
+            assert response.headers["content-type"] == "application/problem+json"
+            if method != "HEAD":  # a HEAD answer has no body
+                assert response.json()["status"] == 405
+    # Literal paths beside a parametrised one are their own resources, not ids.
+    response = fuzzed.client.delete("/v1/datasets/roots")
+    assert (response.status_code, response.headers["allow"]) == (405, "GET")
+    assert fuzzed.client.get("/v1/datasets/builtin").headers["allow"] == "POST"
+    # Routes outside the document answer the same way.
+    response = fuzzed.client.post("/openapi.json")
+    assert (response.status_code, response.headers["allow"]) == (405, "GET, HEAD")
 
 
 def test_the_document_states_problem_json_for_every_error(fuzzed: Service) -> None:
