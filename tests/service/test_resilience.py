@@ -218,7 +218,8 @@ def test_a_stale_attempt_cannot_write_over_a_newer_one(service: Service, tiny_co
 def test_a_job_whose_corpus_became_unreadable_fails_with_the_reason(service: Service, tiny_corpus: Path) -> None:
     dataset = service.upload(tiny_corpus)
     job = service.submit(dataset["id"])
-    (service.settings.datasets_dir / dataset["id"] / "valid.txt").write_bytes(b"\xff\xfe broken\n")
+    # what jobs read: the dataset's tokens
+    (service.settings.datasets_dir / dataset["id"] / "tokens" / "valid.txt").write_bytes(b"\xff\xfe broken\n")
     worker = service.start_worker("--once")
     assert worker.wait(60) == 0, worker.log()
     failed = service.job(job["id"])
