@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.api.schemas import RequestModel
 from app.inference.generation import Sampling, stop_sequences
@@ -320,7 +321,8 @@ class CompletionRequest(SamplingFields, TextFields):
     model: str = ModelName
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="a text, a list of texts, or token ids (a list of ids, or a list of such lists, as "
-        "POST /tokenize gives them); each prompt is continued n times"
+        "POST /tokenize gives them); each prompt is continued n times",
+        json_schema_extra={"minItems": 1},  # a list holds at least one prompt (checked below)
     )
     max_tokens: int | None = Field(16, ge=0, description="0 with echo=true scores the prompt only")
     top_p: float | None = Field(1.0, gt=0, le=1, allow_inf_nan=False)
@@ -329,12 +331,13 @@ class CompletionRequest(SamplingFields, TextFields):
     )
     echo: bool = Field(False, description="return the prompt before the completion (with its logprobs)")
     stream_options: StreamOptions | None = None
-    # Accepted for compatibility; only their neutral values are supported.
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    best_of: int | None = None
-    logit_bias: dict[str, float] | None = None
-    suffix: str | None = None
+    # Accepted for compatibility; only their neutral values are supported, and the schema says so.
+    presence_penalty: float = Field(0.0, json_schema_extra={"minimum": 0, "maximum": 0}, description="only 0")
+    frequency_penalty: float = Field(0.0, json_schema_extra={"minimum": 0, "maximum": 0}, description="only 0")
+    # Only null or n: no schema states that, so it is left out of the document (still checked here).
+    best_of: SkipJsonSchema[int | None] = None
+    logit_bias: dict[str, float] | None = Field(None, json_schema_extra={"maxProperties": 0}, description="only {}")
+    suffix: str | None = Field(None, json_schema_extra={"maxLength": 0}, description="only empty")
     user: str | None = None
 
     @model_validator(mode="after")

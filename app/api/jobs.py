@@ -88,7 +88,12 @@ def list_jobs(
     principal: ReadKey,
     session: SessionDep,
     status_filter: Annotated[
-        list[str] | None, Query(alias="status", description="only these statuses (repeatable)")
+        list[str] | None,
+        Query(
+            alias="status",
+            description="only these statuses (repeatable)",
+            json_schema_extra={"items": {"enum": list(jobs.STATUSES)}},
+        ),
     ] = None,
     limit: PageLimit = 50,
     cursor: PageCursor = None,

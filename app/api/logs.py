@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import EngineDep, EventSlotsDep, SettingsDep
 from app.api.schemas import LogLineOut, LogPage, problem_responses
-from app.api.streams import Polled, job_polled, polled_events, resume_after
+from app.api.streams import EVENT_ID_SCHEMA, Polled, job_polled, polled_events, resume_after
 from app.auth.principal import Principal
 from app.store.tables import Job, JobLog
 from app.training import jobs, logs
@@ -66,12 +66,21 @@ async def job_logs(
     engine: EngineDep,
     settings: SettingsDep,
     slots: EventSlotsDep,
-    cursor: Annotated[str | None, Query(max_length=40, description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="next_cursor of the previous page: a line id",
+            json_schema_extra={"pattern": "^[0-9]*$"},
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     follow: Annotated[
         bool, Query(description="stream the lines (from `cursor` on) and new ones as Server-Sent Events")
     ] = False,
-    last_event_id: Annotated[str | None, Header(description="following: resume after this line id")] = None,
+    last_event_id: Annotated[  # a header is never null: empty or left out is no id
+        str, Header(description="following: resume after this line id", json_schema_extra=EVENT_ID_SCHEMA)
+    ] = "",
 ) -> Response:
     """A job's log lines, oldest first, paged; `follow=true` streams them as `log` events until the job ends."""
     page = await anyio.to_thread.run_sync(_page, engine, job_id, cursor, limit, principal)

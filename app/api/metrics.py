@@ -40,7 +40,13 @@ def get_metrics(
     key: Annotated[
         list[str] | None, Query(description=f"only these keys (repeatable): {', '.join(metrics.KEYS)}")
     ] = None,
-    page_token: Annotated[str | None, Query(description="next_page_token of the previous page")] = None,
+    page_token: Annotated[
+        str | None,
+        Query(
+            description="next_page_token of the previous page: a metric id",
+            json_schema_extra={"pattern": r"^([0-9]{1,18})?$"},
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     max_points: Annotated[
         int | None, Query(ge=2, le=10_000, description="downsample: at most this many points per key, one page")

@@ -17,12 +17,24 @@ from app.api.schemas import problem_responses
 from app.auth.principal import Principal
 from app.errors import ServiceError
 from app.inference import registry
-from app.inference.registry import ALIAS_PATTERN, LoadedModel, ModelCache, ModelRef
+from app.inference.registry import ALIAS_PATTERN, RESERVED_ALIASES, LoadedModel, ModelCache, ModelRef
 from app.settings import Settings
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
 
 AliasName = Annotated[str, Path(max_length=100, description=f"alias name, {ALIAS_PATTERN}")]
+# A new alias's name: the pattern, and not a job or checkpoint id's prefix nor a reserved name.
+NewAliasName = Annotated[
+    str,
+    Path(
+        max_length=100,
+        description=f"alias name, {ALIAS_PATTERN}, not starting with job_ or ckpt_, not aliases",
+        json_schema_extra={
+            "pattern": ALIAS_PATTERN,
+            "not": {"anyOf": [{"pattern": "^(job_|ckpt_)"}, {"enum": sorted(RESERVED_ALIASES)}]},
+        },
+    ),
+]
 
 
 def get_model_cache(request: Request) -> ModelCache:
@@ -72,7 +84,7 @@ def get_alias(name: AliasName, principal: ReadKey, session: SessionDep) -> Alias
 
 
 @router.put("/aliases/{name}", response_model=AliasOut, responses=problem_responses(404, 422))
-def put_alias(name: AliasName, body: AliasIn, principal: AdminKey, session: SessionDep) -> AliasOut:
+def put_alias(name: NewAliasName, body: AliasIn, principal: AdminKey, session: SessionDep) -> AliasOut:
     """Create an alias or point it elsewhere: the target is a job id (its best checkpoint) or a checkpoint id."""
     return AliasOut.model_validate(registry.set_alias(session, name, body.target), from_attributes=True)
 

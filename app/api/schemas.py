@@ -54,7 +54,13 @@ class RequestModel(BaseModel):
 
 # The query parameters of every list route paged by (created_at, id): newest first.
 PageLimit = Annotated[int, Query(ge=1, le=200, description="items on a page")]
-PageCursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+PageCursor = Annotated[
+    str | None,
+    Query(
+        description="next_cursor of the previous page (url-safe base64)",
+        json_schema_extra={"pattern": r"^[A-Za-z0-9_=-]*$"},  # stated; the decoder refuses what it cannot read
+    ),
+]
 
 
 ItemT = TypeVar("ItemT")

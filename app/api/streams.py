@@ -24,6 +24,7 @@ from app.training.jobs import TERMINAL
 
 PING_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
 EVENT_ID = re.compile(r"[0-9]{1,18}")  # a row id, as the streams send them
+EVENT_ID_SCHEMA = {"pattern": r"^([0-9]{1,18})?$"}  # what the document says of Last-Event-ID (empty: none)
 
 
 def resume_after(last_event_id: str | None) -> int | None:
