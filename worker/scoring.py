@@ -23,6 +23,7 @@ from app.scorings.lease import ClaimedScoring, ScoringAttempt
 from app.settings import Settings
 from app.training.attempt import LeaseLost
 from app.training.jobs import CANCELED, CANCELING, FAILED, QUEUED, SUCCEEDED
+from app.training.queue import worker_heartbeat
 from model import checkpoint
 from model.checkpoint import CheckpointError
 from model.inference import score_sentences
@@ -31,16 +32,42 @@ from model.tokenizers import Tokenizer
 log = logging.getLogger("worker")
 
 
+class LeaseKeeper(threading.Thread):
+    """Renews a scoring's lease (and the worker's heartbeat) every `interval` seconds, so that a
+    chunk that takes longer than a lease (loading a large model, a slow machine) does not let the
+    lease expire under a live worker, whoever sweeps expired leases."""
+
+    def __init__(self, attempt: ScoringAttempt, engine: Engine, worker_id: str, interval: float) -> None:
+        super().__init__(name=f"lease-{attempt.claimed.id}", daemon=True)
+        self.attempt, self.engine, self.worker_id, self.interval = attempt, engine, worker_id, interval
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self.attempt.renew()
+                worker_heartbeat(self.engine, self.worker_id, self.attempt.claimed.id)
+            except LeaseLost:  # the next record says so to the scoring loop
+                return
+            except Exception:  # a busy or unreachable database: try again next beat
+                log.warning("lease renewal for %s failed; retrying", self.attempt.claimed.id, exc_info=True)
+
+
 def run_scoring(
     engine: Engine, settings: Settings, worker_id: str, claimed: ClaimedScoring, shutdown: threading.Event
 ) -> str:
     """Score (the rest of) `claimed`; returns how it ended (its status, or "lost")."""
     attempt = ScoringAttempt(engine, claimed, worker_id, settings.lease_seconds)
+    keeper = LeaseKeeper(attempt, engine, worker_id, settings.heartbeat_seconds)
+    keeper.start()
     try:
         return _score(attempt, settings, claimed, shutdown)
     except LeaseLost:
         log.warning("scoring %s attempt %d: lease lost", claimed.id, claimed.attempt)
         return "lost"
+    finally:
+        keeper.done.set()
+        keeper.join()
 
 
 def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring, shutdown: threading.Event) -> str:

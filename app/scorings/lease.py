@@ -90,6 +90,10 @@ class ScoringAttempt:
                 raise LeaseLost(f"scoring {self.claimed.id} attempt {self.claimed.attempt} is no longer held")
             return str(session.scalar(select(Scoring.status).where(Scoring.id == self.claimed.id)))
 
+    def renew(self) -> str:
+        """Extend the lease between chunk records; returns the status."""
+        return self._write()
+
     def progress(self, lines_done: int, bytes_done: int, sums: dict[str, Any]) -> str:
         """Record a chunk written to the results file; returns the status."""
         return self._write(lines_done=lines_done, bytes_done=bytes_done, sums=sums)
