@@ -32,6 +32,7 @@ from app.api import tokenizer as tokenizer_routes
 from app.api.auth import AuthGate
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.api.origin import SameOriginGuard
+from app.inference.batcher import Batchers
 from app.inference.registry import ModelCache
 from app.inference.slots import Slots
 from app.observability.middleware import RequestMetrics
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     # Routers are included below, one line per concept.
     app.state.inference_slots = Slots(settings.max_concurrent_inference, "scoring or generation requests")
+    app.state.batchers = Batchers(settings.score_batch_tokens, settings.max_queue_tokens, settings.max_queue_seconds)
     app.state.event_slots = Slots(settings.max_event_streams, "event streams")
     # Keys are checked before a body is read; bodies are bounded; cross-site requests are refused first.
     app.add_middleware(AuthGate, settings=settings, engine=app.state.engine)

@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     max_concurrent_inference: int = Field(
         4, ge=1, description="scoring and generation requests computing at once; past it 503 with Retry-After"
     )
+    score_batch_tokens: int = Field(
+        16_384, ge=64, description="tokens one scoring forward pass takes, from every request waiting"
+    )
+    max_queue_tokens: int = Field(
+        262_144, ge=1, description="tokens waiting to be scored at most; past it 503 with Retry-After"
+    )
+    max_queue_seconds: float = Field(
+        30.0, gt=0, description="how long a request waits for its turn before 503 with Retry-After"
+    )
     max_event_streams: int = Field(64, ge=1, description="open job event streams; past it 503 with Retry-After")
     upload_parse_process_bytes: int = Field(
         1024 * 1024, ge=0, description="uploads at least this large are parsed in a child process"

@@ -53,6 +53,7 @@ SOFTMAX_QUEUE_ROWS = 64 * SOFTMAX_ROWS  # top-layer rows a scoring call holds be
 # bf16 LSTM batches of more than 32 rows are padded to a multiple of 32: oneDNN's AMX kernels run
 # some other row counts (61, 93, ...) at a third of their speed; a few padding rows cost far less.
 BF16_LSTM_ROWS = 32
+LSTM_ROWS = 8  # every LSTM batch is a whole number of 8-row tiles (batch invariance: see `packed_hidden`)
 AMX = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())  # Intel's matrix tiles (bf16 AMX)
 
 # model -> (the float32 decoder weight it was made from, that weight's version, its bf16 copy)
@@ -186,10 +187,13 @@ def packed_hidden(
     """Top-layer outputs [N, H] from a zero state at the real positions t < lengths[b], row by row,
     and their targets [N].
 
-    In bf16 a batch of more than `BF16_LSTM_ROWS` rows is padded to a multiple of it (rows of length 0).
+    The batch is padded with rows of length 0 to a multiple of `LSTM_ROWS` (in bf16, past
+    `BF16_LSTM_ROWS` rows, of that): the LSTM's products then never take the kernels of a partial
+    row tile, whose roundings differ, so a row's numbers do not depend on how many rows came with it.
     """
-    if precision == "bf16" and x.size(0) > BF16_LSTM_ROWS and x.size(0) % BF16_LSTM_ROWS:
-        pad = -x.size(0) % BF16_LSTM_ROWS
+    rows = BF16_LSTM_ROWS if precision == "bf16" and x.size(0) > BF16_LSTM_ROWS else LSTM_ROWS
+    if x.size(0) % rows:
+        pad = -x.size(0) % rows
         x, y = (torch.cat([t, t.new_zeros(pad, t.size(1))]) for t in (x, y))
         lengths = torch.cat([lengths, lengths.new_zeros(pad)])
     with autocast(x.device, precision):
@@ -206,22 +210,24 @@ def softmax_logprobs(model: LSTMLanguageModel, hidden: Tensor, target: Tensor, p
     while it is in cache instead of the max, subtract, exp and sum passes of a log-sum-exp; rows
     where that could lose precision (sum outside [1e-30, 1e30]) take the max-shifted way.
 
-    In bf16 the rows are padded to whole blocks, so every product (and the normaliser's product)
-    has the shape [SOFTMAX_ROWS, H] x [H, V] whatever the rows hold; the exponentials are bf16, the
-    normaliser accumulates in float32 and is rounded to bf16, the rest is float32.
+    The rows are padded to whole blocks, so every product (and the normaliser's) has the shape
+    [SOFTMAX_ROWS, H] x [H, V] whatever the rows hold: a row's numbers never depend on how many
+    rows came with it (a short last block would take other kernels, with other roundings). In bf16
+    the exponentials are bf16, the normaliser accumulates in float32 and is rounded to bf16, the
+    rest is float32.
     """
     count = target.numel()
     weight, bias = decoder_weight(model, precision), model.decoder.bias
     low = precision == "bf16"
     if low:
         hidden = hidden.to(torch.bfloat16)
-        hidden = torch.cat([hidden, hidden.new_zeros((-count) % SOFTMAX_ROWS, hidden.size(1))])  # whole blocks
+    hidden = torch.cat([hidden, hidden.new_zeros((-count) % SOFTMAX_ROWS, hidden.size(1))])  # whole blocks
     exp_bias = bias.exp()  # [V]
     exp_bias_low = exp_bias.to(torch.bfloat16).unsqueeze(1)  # [V, 1]: a product, 2x faster than bf16 `mv`
     logprobs = torch.empty(count, device=hidden.device)
     for start in range(0, count, SOFTMAX_ROWS):
         end = min(start + SOFTMAX_ROWS, count)
-        block = hidden[start : start + SOFTMAX_ROWS]  # bf16: always SOFTMAX_ROWS rows
+        block = hidden[start : start + SOFTMAX_ROWS]  # always SOFTMAX_ROWS rows
         scores = block @ weight.t()  # [rows, V], logits without the bias
         if low:
             # bf16 exponentials, summed by a bf16 product that accumulates in float32: the normaliser
@@ -230,16 +236,16 @@ def softmax_logprobs(model: LSTMLanguageModel, hidden: Tensor, target: Tensor, p
             chosen += bias[target[start:end]]
             norm = (scores.exp_() @ exp_bias_low)[: end - start, 0].float()  # the whole block: same shape
         else:
-            chosen = scores.gather(1, target[start:end].unsqueeze(1)).squeeze(1) + bias[target[start:end]]
-            norm = torch.mv(scores.exp_(), exp_bias)  # sum_v exp(logit_v)
+            chosen = (
+                scores[: end - start].gather(1, target[start:end].unsqueeze(1)).squeeze(1) + bias[target[start:end]]
+            )
+            norm = torch.mv(scores.exp_(), exp_bias)[: end - start]  # sum_v exp(logit_v), the whole block
         logprobs[start:end] = chosen - norm.log()
         unsafe = ~((norm > 1e-30) & (norm < 1e30))  # NaN included
         if unsafe.any():
             index = torch.arange(start, end, device=hidden.device)[unsafe]
-            if low:  # the same block product again, so the row's numbers stay those of its block shape
-                logits = (block @ weight.t())[: end - start][unsafe].float() + bias
-            else:
-                logits = torch.addmm(bias, hidden[index], weight.t())
+            # the same block product again, so the row's numbers stay those of its block shape
+            logits = (block @ weight.t())[: end - start][unsafe].float() + bias
             logprobs[index] = logits.gather(1, target[index].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)
     return logprobs
 

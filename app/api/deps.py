@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.inference.batcher import Batchers
 from app.inference.slots import Slots
 from app.observability.prometheus import Observability
 from app.settings import Settings
@@ -45,6 +46,15 @@ def get_inference_slots(request: Request) -> Slots:
     none is free) once its input is valid, and releases it when its answer or its stream ends."""
     slots: Slots = request.app.state.inference_slots
     return slots
+
+
+def get_batchers(request: Request) -> Batchers:
+    """The app's scoring batchers (one per loaded model and precision)."""
+    batchers: Batchers = request.app.state.batchers
+    return batchers
+
+
+BatchersDep = Annotated[Batchers, Depends(get_batchers)]
 
 
 def get_event_slots(request: Request) -> Slots:

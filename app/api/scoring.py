@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import anyio
 from fastapi import APIRouter, Response
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import InferenceSlotsDep, ObservabilityDep, SessionsDep, SettingsDep
+from app.api.deps import BatchersDep, ObservabilityDep, SessionsDep, SettingsDep
 from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, ScoreWarning, SentenceOut
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
-from app.inference import scoring
+from app.errors import Busy
+from app.inference import scoring, text
 from app.inference.precision import request_precision
+from app.inference.registry import LoadedModel, ModelRef
 from model.tokenizers import legacy_name
 
 router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 
 
 @router.post("/score", response_model=ScoreResponse, responses=problem_responses(*INFERENCE_PROBLEMS))
-def score(
+async def score(
     body: ScoreRequest,
     principal: ReadKey,
     sessions: SessionsDep,
     settings: SettingsDep,
     cache: ModelCacheDep,
-    slots: InferenceSlotsDep,
+    batchers: BatchersDep,
     observability: ObservabilityDep,
 ) -> Response:
     """Score each sentence from a fresh state: per-token log p, `<unk>` flags, perplexities per token
-    and per word, bits per byte, `<unk>` shares, aggregates and warnings."""
+    and per word, bits per byte, `<unk>` shares, aggregates and warnings.
+
+    The sentences of concurrent requests are scored together (`app.inference.batcher`): a request
+    waits for its turn, at most `LSTMLM_MAX_QUEUE_SECONDS`, and gets exactly the numbers it would
+    get alone."""
     precision = request_precision(body.precision, settings, cache.device)
     options = scoring.ScoreOptions(
         log10=body.log10,
@@ -37,25 +46,46 @@ def score(
         max_unk_rate=body.max_unk_rate,
     )
     scoring.check_request_words(body.sentences, settings)  # limits first: no model load for nothing
-    with slots.acquire():
+
+    def prepare() -> tuple[ModelRef, LoadedModel, list[scoring.Sentence]]:  # database, disk, tokenizer
         ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
         sentences = scoring.sentences_of(body.sentences, options, settings, loaded.tokenizer)
-        scored, totals = scoring.score_words(loaded, sentences, options)
-    aggregate = ScoreAggregate.model_validate(totals)
-    observability.tokens_scored.inc(aggregate.num_tokens)
-    warnings = scoring.unk_warnings(scored, totals, settings.unk_warn_rate)
-    result = ScoreResponse(
-        model=body.model,
-        job_id=ref.job_id,
-        checkpoint_id=ref.checkpoint_id,
-        log_base="10" if body.log10 else "e",
-        tokenizer=loaded.tokenizer.kind,
-        pretokenized=options.pretokenized,
-        convention=legacy_name(loaded.tokenizer.kind),
-        precision=precision,
-        sentences=[SentenceOut.model_validate(s) for s in scored],
-        aggregate=aggregate,
-        warnings=[ScoreWarning.model_validate(w) for w in warnings],
-    )
-    # Serialised once here: validating a large, already typed body again costs as much as the JSON.
-    return Response(result.model_dump_json(), media_type="application/json")
+        for sentence in sentences:  # refused here, not in a batch it shares: a vocabulary without <unk>
+            text.encode(loaded.vocab, sentence.tokens)
+        return ref, loaded, sentences
+
+    ref, loaded, sentences = await anyio.to_thread.run_sync(prepare)
+    batcher = batchers.get(loaded, precision)
+    future = batcher.submit(principal.owner_id or "local", [s.tokens for s in sentences], options.score_eos)
+    try:
+        with anyio.fail_after(settings.max_queue_seconds):
+            scores = await asyncio.wrap_future(future)
+    except TimeoutError:
+        batcher.withdraw(future)
+        raise Busy(
+            f"the server is busy: the scoring waited {settings.max_queue_seconds:g} s for its turn; retry shortly",
+            retry_after=max(1, int(settings.max_queue_seconds / 10)),
+        ) from None
+
+    def answer() -> str:
+        scored, totals = scoring.summarize_all(scores, sentences, options)
+        aggregate = ScoreAggregate.model_validate(totals)
+        observability.tokens_scored.inc(aggregate.num_tokens)
+        warnings = scoring.unk_warnings(scored, totals, settings.unk_warn_rate)
+        result = ScoreResponse(
+            model=body.model,
+            job_id=ref.job_id,
+            checkpoint_id=ref.checkpoint_id,
+            log_base="10" if body.log10 else "e",
+            tokenizer=loaded.tokenizer.kind,
+            pretokenized=options.pretokenized,
+            convention=legacy_name(loaded.tokenizer.kind),
+            precision=precision,
+            sentences=[SentenceOut.model_validate(s) for s in scored],
+            aggregate=aggregate,
+            warnings=[ScoreWarning.model_validate(w) for w in warnings],
+        )
+        # Serialised once here: validating a large, already typed body again costs as much as the JSON.
+        return result.model_dump_json()
+
+    return Response(await anyio.to_thread.run_sync(answer), media_type="application/json")

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -69,6 +70,7 @@ class LoadedModel:
     vocab: Vocabulary
     config: ModelConfig
     tokenizer: Tokenizer = field(default_factory=Tokenizer)  # how its training text was cut (model/tokenizers.py)
+    batchers: dict[str, Any] = field(default_factory=dict, repr=False)  # precision -> its ScoreBatcher
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 

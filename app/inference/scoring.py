@@ -258,6 +258,19 @@ def check_unk_rate(scored: Sequence[ScoredSentence], totals: ScoreTotals, limit:
             )
 
 
+def summarize_all(
+    scores: Sequence[SentenceScore], sentences: Sequence[Sentence], options: ScoreOptions
+) -> tuple[list[ScoredSentence], ScoreTotals]:
+    """The numbers of every sentence and the aggregates from their token scores; `Invalid` past the
+    options' `max_unk_rate`."""
+    scored = [
+        summarize(score, options.log10, s.num_words, s.num_bytes) for score, s in zip(scores, sentences, strict=True)
+    ]
+    aggregate = totals(scores, sentences, options.log10)
+    check_unk_rate(scored, aggregate, options.max_unk_rate)
+    return scored, aggregate
+
+
 def score_words(
     loaded: LoadedModel, sentences: Sequence[Sentence], options: ScoreOptions
 ) -> tuple[list[ScoredSentence], ScoreTotals]:
@@ -274,9 +287,4 @@ def score_words(
             )
     except KeyError as exc:  # only a vocabulary without <unk> refuses unknown words
         raise Invalid(f"cannot score: {exc.args[0]}") from None
-    scored = [
-        summarize(score, options.log10, s.num_words, s.num_bytes) for score, s in zip(scores, sentences, strict=True)
-    ]
-    aggregate = totals(scores, sentences, options.log10)
-    check_unk_rate(scored, aggregate, options.max_unk_rate)
-    return scored, aggregate
+    return summarize_all(scores, sentences, options)

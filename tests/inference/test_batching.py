@@ -1,0 +1,154 @@
+"""Cross-request batching of `/v1/score`: the same floats whatever a sentence is computed with, one
+forward pass for concurrent requests, fairness between keys, and a bounded wait instead of a refusal.
+
+The batcher is held still by taking its model's lock (what a long forward pass does), so requests
+pile up exactly as they would behind one.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from app.inference import registry
+from app.inference.batcher import ScoreBatcher
+from app.inference.registry import LoadedModel
+from model.inference import score_sentences
+from model.network import supported_precisions
+
+from .conftest import WORDS, InferenceService, problem
+
+
+def loaded_model(service: InferenceService) -> LoadedModel:
+    app = service.client.app
+    with Session(service.engine) as session:
+        ref = registry.resolve(session, service.job_id, service.settings.data_dir)
+    loaded: LoadedModel = app.state.model_cache.get(ref)  # type: ignore[attr-defined]
+    return loaded
+
+
+@pytest.fixture
+def batcher(inference_service: InferenceService) -> Iterator[ScoreBatcher]:
+    loaded = loaded_model(inference_service)
+    found: ScoreBatcher = inference_service.client.app.state.batchers.get(loaded, "fp32")  # type: ignore[attr-defined]
+    limits = (found.max_queue_tokens, found.max_queue_seconds)
+    yield found
+    found.max_queue_tokens, found.max_queue_seconds = limits
+
+
+def logprobs(client: TestClient, model: str, sentences: list[str], **options: Any) -> list[list[float]]:
+    response = client.post("/v1/score", json={"model": model, "sentences": sentences, **options})
+    assert response.status_code == 200, response.text
+    return [s["logprobs"] for s in response.json()["sentences"]]
+
+
+def sentences(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 30))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_sentence_gets_identical_floats_whatever_it_is_computed_with(
+    inference_service: InferenceService, precision: str
+) -> None:
+    if precision not in supported_precisions(torch.device("cpu")):
+        pytest.skip(f"this CPU has no {precision}")
+    client, model = inference_service.client, inference_service.job_id
+    target = "the cat sat on the mat and the dog ran fast on the big red mat"
+    alone = logprobs(client, model, [target], precision=precision)[0]
+    others = sentences(49, seed=7)
+    for position in (0, 24, 49):  # first, in the middle, last
+        batch = [*others[:position], target, *others[position:]]
+        assert logprobs(client, model, batch, precision=precision)[position] == alone, position
+    assert all(got == alone for got in logprobs(client, model, [target] * 50, precision=precision))
+    for count in (2, 3, 5, 31, 33):
+        assert all(got == alone for got in logprobs(client, model, [target] * count, precision=precision)), count
+
+
+def test_concurrent_requests_share_a_forward_pass_and_keep_their_numbers(
+    inference_service: InferenceService, batcher: ScoreBatcher
+) -> None:
+    client, model = inference_service.client, inference_service.job_id
+    requests = [sentences(3, seed) for seed in range(12)]
+    alone = [logprobs(client, model, request) for request in requests]
+    before = batcher.batches
+    with ThreadPoolExecutor(len(requests)) as pool:
+        with batcher.loaded.lock:  # a forward pass in progress
+            futures = [pool.submit(logprobs, client, model, request) for request in requests]
+            deadline = time.monotonic() + 30
+            total = sum(len(s.split()) + 1 for r in requests for s in r)
+            while batcher.queued_tokens + batcher.in_flight_tokens < total:  # the first batch waits for the lock
+                assert time.monotonic() < deadline, "the requests never queued"
+                time.sleep(0.01)
+            assert not any(f.done() for f in futures)  # waiting, not refused
+        together = [f.result() for f in futures]
+    assert together == alone  # identical floats, batched with other clients' sentences
+    # what came before the batcher took its first batch, and all the rest in a second one
+    assert batcher.batches - before <= 2
+
+
+def test_a_flood_from_one_key_does_not_starve_another_keys_sentence(
+    inference_service: InferenceService, batcher: ScoreBatcher
+) -> None:
+    flood = [[s.split() for s in sentences(200, seed)] for seed in range(8)]  # ~3,400 tokens each
+    single = ["the", "cat", "sat"]
+    finished: list[str] = []
+    lock = threading.Lock()
+
+    def note(name: str) -> Any:
+        def done(_: Any) -> None:
+            with lock:
+                finished.append(name)
+
+        return done
+
+    with batcher.loaded.lock:
+        for i, request in enumerate(flood):
+            batcher.submit("flooder", request, True).add_done_callback(note(f"flood-{i}"))
+        lone = batcher.submit("other", [single], True)
+        lone.add_done_callback(note("single"))
+    got = lone.result(timeout=60)[0]
+    expected = score_sentences(batcher.loaded.model, batcher.loaded.vocab, [single])[0]
+    assert got.logprobs == expected.logprobs
+    deadline = time.monotonic() + 120
+    while len(finished) < len(flood) + 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # the lone sentence went in the first batch, ahead of requests queued before it
+    assert finished.index("single") < finished.index(f"flood-{len(flood) - 1}")
+    assert finished.index("single") <= 1
+
+
+def test_a_full_queue_and_a_long_wait_answer_503_with_retry_after(
+    inference_service: InferenceService, batcher: ScoreBatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, model = inference_service.client, inference_service.job_id
+    body = {"model": model, "sentences": ["the cat sat on the mat"] * 10}
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    monkeypatch.setattr(settings, "max_queue_seconds", 1.0)
+    batcher.max_queue_tokens = 100
+    with ThreadPoolExecutor(2) as pool, batcher.loaded.lock:  # the lock is let go first
+        first = pool.submit(client.post, "/v1/score", json=body)  # taken into a batch that waits
+        deadline = time.monotonic() + 30
+        while batcher.in_flight_tokens == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        waiting = pool.submit(client.post, "/v1/score", json=body)  # 70 tokens: queued
+        while batcher.queued_tokens == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        full = client.post("/v1/score", json=body)  # 70 more: past 100
+        assert "waiting to be scored" in problem(full, 503)["detail"] and full.headers["retry-after"]
+        for late in (first.result(timeout=30), waiting.result(timeout=30)):  # their second ran out
+            assert "waited 1 s" in problem(late, 503)["detail"] and late.headers["retry-after"] == "1"
+        assert batcher.queued_tokens == 0  # the queued request's work was withdrawn
+    assert client.post("/v1/score", json=body).status_code == 200
