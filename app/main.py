@@ -90,7 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.observability = Observability(app.state.engine, app.state.model_cache, settings.lease_seconds)
     problems.install(app)
     # Routers are included below, one line per concept.
-    app.state.inference_slots = Slots(settings.max_concurrent_inference, "scoring or generation requests")
+    app.state.inference_slots = Slots(
+        settings.max_concurrent_inference,
+        "generation requests",
+        wait_seconds=settings.max_queue_seconds,
+        max_waiting=4 * settings.max_concurrent_inference,
+    )
     app.state.batchers = Batchers(settings.score_batch_tokens, settings.max_queue_tokens, settings.max_queue_seconds)
     app.state.event_slots = Slots(settings.max_event_streams, "event streams")
     # Keys are checked before a body is read; bodies are bounded; cross-site requests are refused first.

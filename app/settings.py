@@ -80,7 +80,10 @@ class Settings(BaseSettings):
     max_completion_prompts: int = Field(64, ge=1, description="prompts of one completions request")
     max_json_bytes: int = Field(2 * 1024 * 1024, gt=0, description="largest body of a request other than an upload")
     max_concurrent_inference: int = Field(
-        4, ge=1, description="scoring and generation requests computing at once; past it 503 with Retry-After"
+        16,
+        ge=1,
+        description="generation and completions requests decoding at once (they share each step); up to four "
+        "times as many wait for a turn, at most max_queue_seconds; past either, 503 with Retry-After",
     )
     score_batch_tokens: int = Field(
         16_384, ge=64, description="tokens one scoring forward pass takes, from every request waiting"

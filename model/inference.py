@@ -18,6 +18,7 @@ import math
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -370,15 +371,29 @@ def step_logits(model: LSTMLanguageModel, ids: Tensor, state: State, precision: 
     The cell has no bf16 kernel on a CPU and is a small part of a step: it stays float32, and
     `precision` applies to the softmax layer's product.
     """
+    rows = ids.size(0)
+    pad = -rows % LSTM_ROWS  # whole 8-row tiles: a row's numbers never depend on the rows beside it
+    if pad:
+        ids = torch.cat([ids, ids.new_zeros(pad)])
+        state = tuple(torch.cat([s, s.new_zeros(s.size(0), pad, s.size(2))], dim=1) for s in state)  # type: ignore[assignment]
     x = model.embedding(ids)  # [n, H]
     h, c = [], []
     for layer in range(model.num_layers):
         weights = [getattr(model.lstm, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         h_l, c_l = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *weights)
-        h.append(h_l)
-        c.append(c_l)
+        h.append(h_l[:rows])
+        c.append(c_l[:rows])
         x = h_l
-    return decode(model, x, precision), (torch.stack(h), torch.stack(c))
+    return decode(model, x, precision)[:rows], (torch.stack(h), torch.stack(c))
+
+
+def decode_rows(model: LSTMLanguageModel, hidden: Tensor, precision: str = "fp32") -> Tensor:
+    """`decode` of hidden rows [n, H] padded to whole `LSTM_ROWS` tiles, as every generation step is."""
+    rows = hidden.size(0)
+    pad = -rows % LSTM_ROWS
+    if pad:
+        hidden = torch.cat([hidden, hidden.new_zeros(pad, hidden.size(1))])
+    return decode(model, hidden, precision)[:rows]
 
 
 def _check_sampling(max_tokens: int, temperature: float, top_k: int | None, top_p: float | None, n: int) -> None:
@@ -394,95 +409,135 @@ def _check_sampling(max_tokens: int, temperature: float, top_k: int | None, top_
         raise ValueError("n must be >= 1")
 
 
-@torch.no_grad()
-def generate_stream(
-    model: LSTMLanguageModel,
-    vocab: Vocabulary,
-    prompt: Sequence[str],
-    *,
-    max_tokens: int = 30,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    n: int = 1,
-    stop: Sequence[Sequence[str]] = (),
-    stop_at_eos: bool = True,
-    precision: str = "fp32",
-) -> Iterator[GeneratedToken | tuple[int, str]]:
-    """Continue `prompt` n times, yielding each token as it is chosen.
+class Continuations:
+    """The n continuations of one prompt, one step at a time: `choose` picks every active row's next
+    token from the logits of its last step and says what happened; the caller reads the chosen
+    tokens (`step_logits`, alone or batched with other continuations' rows) and hands the result to
+    `advance`. `generate_stream` runs it alone; a server's decode loop runs many together.
 
-    Yields `GeneratedToken`s, and `(index, finish_reason)` once per continuation when it ends.
-    Temperature 0 is greedy; a seed makes sampling repeatable. A stop sequence is not emitted:
-    tokens are held back while they could still be the start of one. `precision` (fp32 or bf16)
-    applies to reading the prompt and to the softmax layer's product at every step.
+    Temperature 0 is greedy; a seed makes sampling repeatable (each `Continuations` has its own
+    generator, so its draws never depend on what it is batched with). A stop sequence is not
+    emitted: tokens are held back while they could still be the start of one. `precision` (fp32 or
+    bf16) applies to reading the prompt and to the softmax layer's product at every step.
     """
-    _check_sampling(max_tokens, temperature, top_k, top_p, n)
-    check_inference_precision(precision)
-    model.eval()
-    device = model.decoder.weight.device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    stops = [list(s) for s in stop if len(s) > 0]
-    # Read the prompt once (context starts at <eos>), then copy its state to the n rows. Only the
-    # last position's logits are needed: the [P+1, V] logits of the whole prompt never exist.
-    context = torch.tensor([[vocab.eos_id] + [vocab.id_of(w) for w in prompt]], device=device)  # [1, P+1]
-    top, (h, c) = read_prompt(model, context, keep_outputs=False, precision=precision)
-    last = decode(model, top[:, -1], precision).expand(n, -1)  # [n, V]
-    state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
-    active = list(range(n))
-    emitted = [0] * n
-    pending: list[list[GeneratedToken]] = [[] for _ in range(n)]  # held back: may start a stop sequence
-    for _ in range(max_tokens):
-        if not active:
-            return
-        logp = torch.log_softmax(last.float(), dim=-1)  # [n, V] the model's own distribution
-        if temperature == 0:
+
+    @torch.no_grad()
+    def __init__(
+        self,
+        model: LSTMLanguageModel,
+        vocab: Vocabulary,
+        prompt: Sequence[str],
+        *,
+        max_tokens: int = 30,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        n: int = 1,
+        stop: Sequence[Sequence[str]] = (),
+        stop_at_eos: bool = True,
+        precision: str = "fp32",
+    ) -> None:
+        _check_sampling(max_tokens, temperature, top_k, top_p, n)
+        check_inference_precision(precision)
+        model.eval()
+        self.model, self.vocab, self.n, self.precision = model, vocab, n, precision
+        self.temperature, self.top_k, self.top_p, self.stop_at_eos = temperature, top_k, top_p, stop_at_eos
+        device = model.decoder.weight.device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        self.stops = [list(s) for s in stop if len(s) > 0]
+        # Read the prompt once (context starts at <eos>), then copy its state to the n rows. Only the
+        # last position's logits are needed: the [P+1, V] logits of the whole prompt never exist.
+        context = torch.tensor([[vocab.eos_id] + [vocab.id_of(w) for w in prompt]], device=device)  # [1, P+1]
+        top, (h, c) = read_prompt(model, context, keep_outputs=False, precision=precision)
+        self.last = decode_rows(model, top[:, -1], precision).expand(n, -1)  # [n, V]
+        self.state: State = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
+        self.active = list(range(n))
+        self.steps_left = max_tokens
+        self.pending: list[list[GeneratedToken]] = [[] for _ in range(n)]  # held back: may start a stop sequence
+
+    @property
+    def done(self) -> bool:
+        return not self.active
+
+    @torch.no_grad()
+    def choose(self) -> tuple[list[GeneratedToken | tuple[int, str]], Tensor | None]:
+        """The next token of every active row: the events it makes (tokens released, ends) and the
+        ids to read next for all n rows (finished rows too: cheaper than reshaping), or None when
+        every continuation has ended."""
+        events: list[GeneratedToken | tuple[int, str]] = []
+        if self.steps_left == 0:  # max_tokens reached
+            for i in self.active:
+                events += [*self.pending[i], (i, "length")]
+            self.active = []
+            return events, None
+        self.steps_left -= 1
+        vocab, stops = self.vocab, self.stops
+        logp = torch.log_softmax(self.last.float(), dim=-1)  # [n, V] the model's own distribution
+        if self.temperature == 0:
             choice = logp.argmax(dim=-1)
         else:
-            probs = torch.softmax(_filter_logits(last.float() / temperature, top_k, top_p), dim=-1)
-            choice = _sample(probs, generator)
+            probs = torch.softmax(_filter_logits(self.last.float() / self.temperature, self.top_k, self.top_p), dim=-1)
+            choice = _sample(probs, self.generator)
         chosen = choice.tolist()
         chosen_lp = logp.gather(-1, choice.unsqueeze(-1)).squeeze(-1).tolist()
         still: list[int] = []
-        for i in active:
+        for i in self.active:
             token = vocab.words[chosen[i]]
-            emitted[i] += 1
-            if stop_at_eos and chosen[i] == vocab.eos_id:
-                yield from pending[i]
-                yield (i, "eos")
+            if self.stop_at_eos and chosen[i] == vocab.eos_id:
+                events += [*self.pending[i], (i, "eos")]
                 continue
-            pending[i].append(GeneratedToken(i, token, chosen_lp[i]))
-            words = [t.token for t in pending[i]]
+            self.pending[i].append(GeneratedToken(i, token, chosen_lp[i]))
+            words = [t.token for t in self.pending[i]]
             if any(words[-len(s) :] == s for s in stops if len(words) >= len(s)):
                 matched = max((s for s in stops if words[-len(s) :] == s), key=len)
-                yield from pending[i][: len(words) - len(matched)]
-                yield (i, "stop")
+                events += [*self.pending[i][: len(words) - len(matched)], (i, "stop")]
                 continue
             # Release the tokens that can no longer begin any stop sequence.
             keep = max(
                 (k for s in stops for k in range(1, min(len(s), len(words)) + 1) if words[-k:] == s[:k]),
                 default=0,
             )
-            release = len(pending[i]) - keep
-            yield from pending[i][:release]
-            pending[i] = pending[i][release:]
+            release = len(self.pending[i]) - keep
+            events += self.pending[i][:release]
+            self.pending[i] = self.pending[i][release:]
             still.append(i)
-        active = still
-        if not active:
+        self.active = still
+        if not still:
+            return events, None
+        if self.steps_left == 0:  # nothing more will be chosen: end now, without another step
+            for i in still:
+                events += [*self.pending[i], (i, "length")]
+            self.active = []
+            return events, None
+        return events, choice
+
+    def advance(self, last: Tensor, state: State) -> None:
+        """The logits [n, V] and state after reading the chosen ids."""
+        self.last, self.state = last, state
+
+
+@torch.no_grad()
+def generate_stream(
+    model: LSTMLanguageModel, vocab: Vocabulary, prompt: Sequence[str], **options: Any
+) -> Iterator[GeneratedToken | tuple[int, str]]:
+    """Continue `prompt` n times, yielding each token as it is chosen, and `(index, finish_reason)`
+    once per continuation when it ends (see `Continuations` for the options)."""
+    continuations = Continuations(model, vocab, prompt, **options)
+    while True:
+        events, choice = continuations.choose()
+        yield from events
+        if choice is None:
             return
-        # Feed every row its chosen token (finished rows too: cheaper than reshaping the batch).
-        last, state = step_logits(model, choice, state, precision)
-    for i in active:
-        yield from pending[i]
-        yield (i, "length")
+        continuations.advance(*step_logits(model, choice, continuations.state, continuations.precision))
 
 
 def generate(model: LSTMLanguageModel, vocab: Vocabulary, prompt: Sequence[str], **options: object) -> list[Generation]:
     """All n continuations at once (see `generate_stream` for the options)."""
     n = int(options.get("n", 1))  # type: ignore[call-overload]
     results = [Generation() for _ in range(n)]
-    for event in generate_stream(model, vocab, prompt, **options):  # type: ignore[arg-type]
+    for event in generate_stream(model, vocab, prompt, **options):
         if isinstance(event, GeneratedToken):
             results[event.index].tokens.append(event.token)
             results[event.index].logprobs.append(event.logprob)
@@ -494,6 +549,7 @@ def generate(model: LSTMLanguageModel, vocab: Vocabulary, prompt: Sequence[str],
 __all__ = [
     "INFERENCE_PRECISIONS",
     "UNK",
+    "Continuations",
     "GeneratedToken",
     "Generation",
     "SentenceScore",

@@ -1,4 +1,5 @@
-"""Cross-request batching for scoring: the sentences of concurrent requests share forward passes.
+"""Cross-request batching: the sentences of concurrent scoring requests share forward passes, and
+concurrent generations decode together, one step for all (`DecodeLoop`).
 
 One `ScoreBatcher` per loaded model and precision (`batcher_for`) runs a thread that takes waiting
 work, packs it into one `score_sentences` call of at most `settings.batch_tokens` tokens, and hands
@@ -21,17 +22,20 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+
+import torch
 
 from app.errors import Busy
 from app.inference.registry import LoadedModel
 from model.data import EOS
-from model.inference import SentenceScore, score_sentences
+from model.inference import Continuations, GeneratedToken, SentenceScore, score_sentences, step_logits
 
 log = logging.getLogger(__name__)
 
@@ -239,3 +243,118 @@ class Batchers:
                 )
                 loaded.batchers[precision] = batcher
             return batcher
+
+
+# --- generation: continuous batching ---
+
+
+_ENDED = object()  # a continuation's last item in its queue
+
+
+@dataclass
+class _Running:
+    continuations: Continuations
+    events: queue.Queue[object] = field(default_factory=queue.Queue)
+    abandoned: bool = False  # its reader went away (a closed stream)
+
+
+class DecodeLoop:
+    """Continuous batching for one model and precision: every running generation (`Continuations`)
+    advances by one token per step, and the steps of all of them read their chosen tokens in one
+    batched `step_logits`. A generation joins between two steps and leaves when it ends; each keeps
+    its own sampling generator, and every row's numbers are computed in the same fixed-shape tiles
+    whatever else is batched, so a seeded sample is the same text alone or among other streams.
+    """
+
+    def __init__(self, loaded: LoadedModel, precision: str) -> None:
+        self.loaded, self.precision = loaded, precision
+        self._running: list[_Running] = []
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.steps = 0  # batched steps run (for tests and metrics)
+
+    def run(self, continuations: Continuations) -> Iterator[GeneratedToken | tuple[int, str]]:
+        """The events of `continuations` as the loop produces them (its prompt already read)."""
+        running = _Running(continuations)
+        with self._lock:
+            self._running.append(running)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name=f"decode-{self.precision}", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+        try:
+            while True:
+                item = running.events.get()
+                if item is _ENDED:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item  # type: ignore[misc]
+        finally:
+            running.abandoned = True
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                deadline = time.monotonic() + IDLE_SECONDS
+                while not self._running:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._thread = None
+                        return
+                    self._lock.wait(left)
+                batch = list(self._running)
+            try:
+                self._step(batch)
+            except Exception as exc:  # every generation of the step gets the error
+                log.exception("generation step failed")
+                self._drop(batch, exc)
+
+    def _drop(self, ended: list[_Running], error: BaseException | None = None) -> None:
+        with self._lock:
+            self._running = [r for r in self._running if r not in ended]
+        for running in ended:
+            running.events.put(error if error is not None else _ENDED)
+
+    def _step(self, batch: list[_Running]) -> None:
+        model = self.loaded.model
+        going: list[tuple[_Running, torch.Tensor]] = []
+        ended: list[_Running] = []
+        with self.loaded.lock:
+            for running in batch:
+                if running.abandoned:
+                    ended.append(running)
+                    continue
+                events, choice = running.continuations.choose()
+                if events:
+                    running.events.put(events)
+                if choice is None:
+                    ended.append(running)
+                else:
+                    going.append((running, choice))
+            if going:
+                ids = torch.cat([choice for _, choice in going])
+                h = torch.cat([r.continuations.state[0] for r, _ in going], dim=1)
+                c = torch.cat([r.continuations.state[1] for r, _ in going], dim=1)
+                last, (h, c) = step_logits(model, ids, (h, c), self.precision)
+                start = 0
+                for running, choice in going:
+                    end = start + choice.numel()
+                    running.continuations.advance(last[start:end], (h[:, start:end], c[:, start:end]))
+                    start = end
+                self.steps += 1
+        if ended:
+            self._drop(ended)
+
+
+def decode_loop(loaded: LoadedModel, precision: str) -> DecodeLoop:
+    """The decode loop of a loaded model and precision (kept on the `LoadedModel`, made on first use)."""
+    key = f"decode-{precision}"
+    with _LOOPS_LOCK:
+        loop = loaded.batchers.get(key)
+        if loop is None:
+            loop = loaded.batchers[key] = DecodeLoop(loaded, precision)
+        return loop
+
+
+_LOOPS_LOCK = threading.Lock()

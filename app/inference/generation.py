@@ -11,7 +11,6 @@ of a sentence, and an empty prompt starts one from scratch.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,10 +18,19 @@ import torch
 from torch import Tensor
 
 from app.errors import Invalid
+from app.inference.batcher import decode_loop
 from app.inference.registry import LoadedModel
 from app.settings import Settings
 from model.data import EOS
-from model.inference import GeneratedToken, decode, generate_stream, read_prompt, score_sentences, step_logits
+from model.inference import (
+    Continuations,
+    GeneratedToken,
+    decode,
+    decode_rows,
+    read_prompt,
+    score_sentences,
+    step_logits,
+)
 from model.network import State
 from model.tokenizers import words_of
 
@@ -114,7 +122,7 @@ class Replay:
             outputs, state = read_prompt(model, context, keep_outputs=True, precision=precision)
             # [P + 1, H]: the distributions over V are computed block by block when they are read.
             self.prompt_hidden = outputs[0]
-            last = torch.log_softmax(decode(model, self.prompt_hidden[-1], precision), dim=-1)
+            last = torch.log_softmax(decode_rows(model, self.prompt_hidden[-1:], precision)[0], dim=-1)
         self.states: list[State] = [state] * n  # never written in place: sharing is safe
         self.next_logp = [last] * n  # [V] each: the distribution of the next word
         self.pending: list[int | None] = [None] * n  # a word emitted but not yet read
@@ -166,17 +174,6 @@ class Replay:
         return float(logp[token_id]), _top(logp, k, self.loaded.vocab.words, token_id)
 
 
-def _locked(events: Iterator[GeneratedToken | tuple[int, str]], lock: threading.Lock) -> Iterator[object]:
-    """Advance `events` one item at a time while holding `lock`, releasing it between items."""
-    while True:
-        with lock:
-            try:
-                event = next(events)
-            except StopIteration:
-                return
-        yield event
-
-
 def generate_events(
     loaded: LoadedModel,
     prompt_words: Sequence[str],
@@ -193,23 +190,24 @@ def generate_events(
     exactly. `replay` may be passed when the caller already built it for the prompt (in the same
     `precision`).
     """
-    events = generate_stream(
-        loaded.model,
-        loaded.vocab,
-        prompt_words,
-        max_tokens=sampling.max_tokens,
-        temperature=sampling.temperature,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
-        seed=sampling.seed,
-        n=sampling.n,
-        stop=[list(s) for s in sampling.stop],
-        stop_at_eos=sampling.stop_at_eos,
-        precision=precision,
-    )
+    with loaded.lock:  # the prompt is read alone; the steps after it with every running generation
+        continuations = Continuations(
+            loaded.model,
+            loaded.vocab,
+            prompt_words,
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            n=sampling.n,
+            stop=[list(s) for s in sampling.stop],
+            stop_at_eos=sampling.stop_at_eos,
+            precision=precision,
+        )
     if top_logprobs is not None and replay is None:
         replay = Replay(loaded, prompt_words, sampling.n, precision)
-    for event in _locked(events, loaded.lock):
+    for event in decode_loop(loaded, precision).run(continuations):
         if isinstance(event, GeneratedToken):
             if top_logprobs is not None and replay is not None:
                 logprob, top = replay.step(event.index, loaded.vocab.id_of(event.token), top_logprobs)

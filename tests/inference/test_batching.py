@@ -1,5 +1,6 @@
-"""Cross-request batching of `/v1/score`: the same floats whatever a sentence is computed with, one
-forward pass for concurrent requests, fairness between keys, and a bounded wait instead of a refusal.
+"""Cross-request batching: for `/v1/score` the same floats whatever a sentence is computed with, one
+forward pass for concurrent requests, fairness between keys, and a bounded wait instead of a
+refusal; for generation, concurrent streams decoding together with a seeded sample's text unchanged.
 
 The batcher is held still by taking its model's lock (what a long forward pass does), so requests
 pile up exactly as they would behind one.
@@ -7,6 +8,7 @@ pile up exactly as they would behind one.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -20,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.inference import registry
-from app.inference.batcher import ScoreBatcher
+from app.inference.batcher import ScoreBatcher, decode_loop
 from app.inference.registry import LoadedModel
 from model.inference import score_sentences
 from model.network import supported_precisions
@@ -152,3 +154,34 @@ def test_a_full_queue_and_a_long_wait_answer_503_with_retry_after(
             assert "waited 1 s" in problem(late, 503)["detail"] and late.headers["retry-after"] == "1"
         assert batcher.queued_tokens == 0  # the queued request's work was withdrawn
     assert client.post("/v1/score", json=body).status_code == 200
+
+
+def test_a_seeded_sample_is_the_same_text_alone_or_among_15_concurrent_streams(
+    inference_service: InferenceService,
+) -> None:
+    client, model = inference_service.client, inference_service.job_id
+    loop = decode_loop(loaded_model(inference_service), "fp32")
+
+    def stream(seed: int, temperature: float = 1.0) -> list[str]:
+        body = {"model": model, "prompt": "the cat", "max_tokens": 40, "temperature": temperature, "seed": seed}
+        body["stream"] = True
+        with client.stream("POST", "/v1/generate", json=body) as response:
+            assert response.status_code == 200
+            events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+        return [
+            json.loads(e)["choices"][0]["token"] or "" for e in events if e != "[DONE]" and json.loads(e)["choices"]
+        ]
+
+    alone = stream(1234)
+    greedy_alone = stream(0, temperature=0)
+    before = loop.steps
+    with ThreadPoolExecutor(16) as pool:
+        with loop.loaded.lock:  # the streams start together
+            futures = [pool.submit(stream, 1234 if i == 7 else 100 + i) for i in range(15)]
+            futures.append(pool.submit(stream, 0, 0.0))
+            time.sleep(0.5)
+        together = [f.result(timeout=120) for f in futures]
+    assert together[7] == alone  # the seeded sample, batched with 15 others
+    assert together[15] == greedy_alone  # greedy is unchanged
+    steps = loop.steps - before
+    assert steps < sum(len(t) for t in together) // 2  # they decoded together, not one after another

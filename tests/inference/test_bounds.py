@@ -1,10 +1,15 @@
 """Work per request is bounded by the settings, not by what a client sends: prompt length and
-count, concurrent inference and open event streams (past them 503 with Retry-After, never a
-queue), and a long prompt read in chunks gives the numbers a token-by-token reading gives."""
+count, concurrent generation (a bounded wait for a turn, then 503 with Retry-After) and open event
+streams (503 at once), and a long prompt read in chunks gives the numbers a token-by-token reading
+gives."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import pytest
 
 from .conftest import LIMITS, InferenceService, ModelFiles, close, hand_greedy, hand_logprobs, problem
 
@@ -42,21 +47,35 @@ def test_a_prompt_longer_than_a_chunk_reads_as_one_token_at_a_time(
     assert generated["finish_reason"] == ("eos" if len(expected) < 3 else "length")
 
 
-def test_inference_past_the_concurrency_limit_gets_503_with_retry_after(inference_service: InferenceService) -> None:
+def test_generation_past_the_concurrency_limit_waits_then_gets_503_with_retry_after(
+    inference_service: InferenceService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = inference_service.client
     slots = client.app.state.inference_slots  # type: ignore[attr-defined]
+    monkeypatch.setattr(slots, "wait_seconds", 0.5)
     body: dict[str, Any] = {"model": inference_service.job_id, "sentences": ["the cat sat"]}
+    generate = {"model": body["model"], "prompt": "the", "max_tokens": 3, "temperature": 0}
     held = [slots.acquire() for _ in range(slots.capacity)]  # as many requests as allowed, computing
     try:
-        # generation takes slots; scoring waits for the batcher instead (tests/inference/test_batching.py)
-        response = client.post("/v1/generate", json={"model": body["model"], "stream": True})
+        started = time.monotonic()
+        response = client.post("/v1/generate", json={**generate, "stream": True})
+        assert time.monotonic() - started >= 0.5  # it waited for a turn before giving up
         assert "busy" in problem(response, 503)["detail"] and response.headers["retry-after"] == "1"
+        # scoring waits for the batcher instead (tests/inference/test_batching.py)
         assert client.post("/v1/score", json=body).status_code == 200
+        with ThreadPoolExecutor(1) as pool:  # a turn that frees up in time is taken
+            waiting = pool.submit(client.post, "/v1/generate", json=generate)
+            time.sleep(0.1)
+            held.pop().release()
+            assert waiting.result(timeout=30).status_code == 200
+        held.append(slots.acquire())  # all taken again
+        monkeypatch.setattr(slots, "max_waiting", 0)  # no room to wait: refused at once
+        assert "none free" in problem(client.post("/v1/generate", json=generate), 503)["detail"]
     finally:
         for slot in held:
             slot.release()
-    assert client.post("/v1/score", json=body).status_code == 200
-    assert slots.taken == 0  # every request gave its slot back, streamed ones included
+    assert client.post("/v1/generate", json=generate).status_code == 200
+    assert slots.taken == 0 and slots.waiting == 0  # every request gave its slot back, streamed ones included
 
 
 def test_event_streams_past_their_cap_get_503_with_retry_after(inference_service: InferenceService) -> None:
