@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
-from app.api.deps import InferenceSlotsDep, ObservabilityDep, SessionsDep, SettingsDep
+from app.api.deps import BatchersDep, InferenceSlotsDep, ObservabilityDep, SessionsDep, SettingsDep
 from app.api.generation import STREAM_RESPONSES, event_stream, new_id
 from app.api.inference_schemas import (
     CompletionChoice,
@@ -46,6 +46,7 @@ from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.auth.principal import Principal
 from app.errors import Invalid
+from app.inference.batcher import Batchers
 from app.inference.generation import (
     FINISH_EOS,
     FINISH_STOP,
@@ -62,7 +63,10 @@ from app.inference.slots import Slot, Slots
 from app.inference.text import decode, split_start, word_offsets
 from app.observability.prometheus import Observability
 from app.settings import Settings
+from model.inference import SentenceScore
 from model.tokenizers import Tokenizer, words_of
+
+Scorer = Callable[[Sequence[Sequence[str]]], list[SentenceScore]]  # the scoring batcher, for echoed prompts
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=AUTH_RESPONSES)
 scoped_router = APIRouter(tags=["openai"], responses=AUTH_RESPONSES)
@@ -99,11 +103,13 @@ class PromptCompletions:
             return None
         return CompletionLogprobs(tokens=tokens, token_logprobs=lps, top_logprobs=tops, text_offset=offsets)
 
-    def echoed(self, replay: Replay | None) -> CompletionLogprobs | None:
-        """The log-probabilities of the prompt's words (echo=true), when asked for."""
+    def echoed(self, replay: Replay | None, scorer: Scorer) -> CompletionLogprobs | None:
+        """The log-probabilities of the prompt's words (echo=true), when asked for: scored by the
+        scoring batcher with every other request's sentences, the alternatives from the replay."""
         if self.k is None or replay is None:
             return None
-        scored = replay.prompt(self.words, self.k, self.starts)
+        logprobs = scorer([self.words])[0].logprobs if self.words else []
+        scored = replay.prompt(self.words, self.k, self.starts, logprobs)
         return self._logprobs(
             [t.token for t in scored],
             [t.logprob for t in scored],
@@ -131,11 +137,13 @@ class PromptCompletions:
         rest = self.tokenizer.text_rest(self.generated[finish.index])  # a character's bytes held back
         return CompletionChoice(text=rest, index=self.first_index + finish.index, logprobs=None, finish_reason=reason)
 
-    def pieces(self, loaded: LoadedModel, sampling: Sampling, precision: str) -> Iterator[CompletionChoice]:
+    def pieces(
+        self, loaded: LoadedModel, sampling: Sampling, precision: str, scorer: Scorer
+    ) -> Iterator[CompletionChoice]:
         """Every piece of this prompt's n choices, in the order they are produced."""
         replay = Replay(loaded, self.words, sampling.n, precision) if self.k is not None else None
         if self.echo:
-            logprobs = self.echoed(replay)
+            logprobs = self.echoed(replay, scorer)
             for i in range(sampling.n):
                 yield CompletionChoice(text=self.prompt, index=self.first_index + i, logprobs=logprobs)
         events = generate_events(loaded, self.words, sampling, top_logprobs=self.k, replay=replay, precision=precision)
@@ -171,10 +179,11 @@ def create_completion(
     settings: SettingsDep,
     cache: ModelCacheDep,
     slots: InferenceSlotsDep,
+    batchers: BatchersDep,
     observability: ObservabilityDep,
 ) -> Response:
     """OpenAI-compatible completions: continue each prompt n times; echo + logprobs score the prompt."""
-    return complete(body, principal, sessions, settings, cache, slots, observability)
+    return complete(body, principal, sessions, settings, cache, slots, batchers, observability)
 
 
 @scoped_router.post(
@@ -190,6 +199,7 @@ def create_scoped_completion(
     settings: SettingsDep,
     cache: ModelCacheDep,
     slots: InferenceSlotsDep,
+    batchers: BatchersDep,
     observability: ObservabilityDep,
 ) -> Response:
     """Completions of the URL's model, for clients that find the tokenizer routes beside their base URL
@@ -198,7 +208,7 @@ def create_scoped_completion(
     with sessions() as session:
         same_model(session, settings.data_dir, principal, model, body.model)
     request = CompletionRequest.model_validate({**body.model_dump(exclude_unset=True), "model": model})
-    return complete(request, principal, sessions, settings, cache, slots, observability)
+    return complete(request, principal, sessions, settings, cache, slots, batchers, observability)
 
 
 def complete(
@@ -208,6 +218,7 @@ def complete(
     settings: Settings,
     cache: ModelCache,
     slots: Slots,
+    batchers: Batchers,
     observability: Observability,
 ) -> Response:
     """Continue each prompt n times (see `create_completion`)."""
@@ -227,7 +238,9 @@ def complete(
     slot = slots.acquire()
     streaming = False  # once the stream owns the slot, it releases it when it ends
     try:
-        response = _complete(body, principal, sessions, settings, cache, observability, sampling, precision, slot)
+        response = _complete(
+            body, principal, sessions, settings, cache, batchers, observability, sampling, precision, slot
+        )
         streaming = body.stream
         return response
     finally:
@@ -241,12 +254,18 @@ def _complete(
     sessions: sessionmaker[Session],
     settings: Settings,
     cache: ModelCache,
+    batchers: Batchers,
     observability: Observability,
     sampling: Sampling,
     precision: str,
     slot: Slot,
 ) -> Response:
     ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
+    batcher, owner = batchers.get(loaded, precision), principal.owner_id or "local"
+
+    def scorer(sentences: Sequence[Sequence[str]]) -> list[SentenceScore]:
+        return batcher.score(owner, sentences, score_eos=False)
+
     head = CompletionResponse(
         id=new_id("cmpl"),
         created=int(time.time()),
@@ -274,7 +293,7 @@ def _complete(
 
         def chunks() -> Iterator[CompletionResponse]:
             for group in groups:
-                for piece in group.pieces(loaded, sampling, precision):
+                for piece in group.pieces(loaded, sampling, precision, scorer):
                     yield head.model_copy(update={"choices": [piece]})
             generated = sum(sum(g.emitted) for g in groups)
             observability.tokens_generated.inc(generated)
@@ -285,7 +304,7 @@ def _complete(
 
     choices: list[CompletionChoice] = []
     for group in groups:
-        pieces = list(group.pieces(loaded, sampling, precision))
+        pieces = list(group.pieces(loaded, sampling, precision, scorer))
         choices += [join(pieces, group.first_index + i, body.logprobs is not None) for i in range(sampling.n)]
     generated = sum(sum(g.emitted) for g in groups)
     observability.tokens_generated.inc(generated)

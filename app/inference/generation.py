@@ -127,22 +127,26 @@ class Replay:
         self.next_logp = [last] * n  # [V] each: the distribution of the next word
         self.pending: list[int | None] = [None] * n  # a word emitted but not yet read
 
-    def prompt(self, words: Sequence[str], k: int, starts: bool = False) -> list[PromptToken]:
+    def prompt(
+        self, words: Sequence[str], k: int, starts: bool = False, scored: Sequence[float] | None = None
+    ) -> list[PromptToken]:
         """Log p of each prompt word given the words before it, with k alternatives.
 
         The first word's is None (OpenAI's convention) unless `starts`: then an `<eos>` token comes
         first with None, and every word has its log p. The log-probabilities are `/v1/score`'s
-        (`score_sentences`, score_eos off), so both answer the same numbers; the alternatives come
-        from the replay, with the token's own entry set to that same number.
+        (`score_sentences`, score_eos off; `scored` when the caller has them from the scoring
+        batcher), so both answer the same numbers; the alternatives come from the replay, with the
+        token's own entry set to that same number.
         """
         vocab_words = self.loaded.vocab.words
         model = self.loaded.model
-        scored: list[float] = []
-        if words:
-            with self.loaded.lock:
-                scored = score_sentences(model, self.loaded.vocab, [words], score_eos=False, precision=self.precision)[
-                    0
-                ].logprobs
+        if scored is None:
+            scored = []
+            if words:
+                with self.loaded.lock:
+                    scored = score_sentences(
+                        model, self.loaded.vocab, [words], score_eos=False, precision=self.precision
+                    )[0].logprobs
         out = [PromptToken(EOS, None, None)] if starts else []
         block: Tensor | None = None  # log p over V at positions [start, start + PROMPT_BLOCK)
         start = 0
