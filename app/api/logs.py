@@ -83,10 +83,10 @@ async def job_logs(
     ] = "",
 ) -> Response:
     """A job's log lines, oldest first, paged; `follow=true` streams them as `log` events until the job ends."""
+    resumed = resume_after(last_event_id)  # refused when malformed, following or not: the document states it
     page = await anyio.to_thread.run_sync(_page, engine, job_id, cursor, limit, principal)
     if not follow:
         return Response(page.model_dump_json(), media_type="application/json")
-    resumed = resume_after(last_event_id)
     after_id = logs.decode_cursor(cursor) if resumed is None else resumed
 
     def poll() -> Polled:

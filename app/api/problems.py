@@ -101,7 +101,27 @@ def document_problems(schema: dict[str, Any], problem_schema: dict[str, Any]) ->
                     response.setdefault("description", HTTPStatus(int(code)).phrase)
     for name in ("HTTPValidationError", "ValidationError"):
         schema["components"]["schemas"].pop(name, None)
+    _forms_without_null(schema)
     return schema
+
+
+def _forms_without_null(schema: dict[str, Any]) -> None:
+    """A multipart form cannot send null: an optional field is one left out. FastAPI states an optional
+    `Form`/`File` as `anyOf: [..., {"type": "null"}]`, which a client reads as "send the text null" (and
+    a file part as a text field); the document states the field's own type instead."""
+    components = schema["components"]["schemas"]
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):
+                continue
+            content = operation.get("requestBody", {}).get("content", {})
+            ref = content.get("multipart/form-data", {}).get("schema", {}).get("$ref", "")
+            form = components.get(ref.rsplit("/", 1)[-1], {}) if ref else {}
+            for name, field in form.get("properties", {}).items():
+                branches = [branch for branch in field.get("anyOf", []) if branch != {"type": "null"}]
+                if "anyOf" in field and len(branches) == 1:
+                    rest = {key: value for key, value in field.items() if key != "anyOf"}
+                    form["properties"][name] = {**branches[0], **rest}
 
 
 # The methods an `Allow` header may name, in the order it names them.

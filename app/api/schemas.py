@@ -57,8 +57,10 @@ PageLimit = Annotated[int, Query(ge=1, le=200, description="items on a page")]
 PageCursor = Annotated[
     str | None,
     Query(
-        description="next_cursor of the previous page (url-safe base64)",
-        json_schema_extra={"pattern": r"^[A-Za-z0-9_=-]*$"},  # stated; the decoder refuses what it cannot read
+        description="next_cursor of the previous page: an opaque position (url-safe base64) only this API makes",
+        # Stated; the decoder refuses what it cannot read. No pattern can say what a cursor is (one that
+        # `encode_cursor` made): the format names it, a position any list route's next_cursor could give.
+        json_schema_extra={"pattern": r"^[A-Za-z0-9_=-]*$", "format": "page-cursor"},
     ),
 ]
 
