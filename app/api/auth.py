@@ -155,17 +155,17 @@ def _require(principal: Principal, needed: KeyScope) -> Principal:
     return principal
 
 
-def read_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def read_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """Any valid key."""
     return principal
 
 
-def write_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def write_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """A key with scope write or admin."""
     return _require(principal, KeyScope.WRITE)
 
 
-def admin_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def admin_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """A key with scope admin."""
     return _require(principal, KeyScope.ADMIN)
 

@@ -1,5 +1,7 @@
 """Dependencies shared by the routes: settings, a database session per request, the session
-factory (for routes that must not hold a session while they compute) and the concurrency slots."""
+factory (for routes that must not hold a session while they compute) and the concurrency slots.
+Those that only read the app's state are `async`: FastAPI calls them on the event loop instead of
+sending each one to the thread pool, a hop that costs more than the call."""
 
 from __future__ import annotations
 
@@ -16,12 +18,12 @@ from app.observability.prometheus import Observability
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
@@ -31,24 +33,24 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_observability(request: Request) -> Observability:
+async def get_observability(request: Request) -> Observability:
     observability: Observability = request.app.state.observability
     return observability
 
 
-def get_sessions(request: Request) -> sessionmaker[Session]:
+async def get_sessions(request: Request) -> sessionmaker[Session]:
     sessions: sessionmaker[Session] = request.app.state.sessions
     return sessions
 
 
-def get_inference_slots(request: Request) -> Slots:
+async def get_inference_slots(request: Request) -> Slots:
     """The inference concurrency limit; a route takes a slot (`acquire()`, 503 with Retry-After when
     none is free) once its input is valid, and releases it when its answer or its stream ends."""
     slots: Slots = request.app.state.inference_slots
     return slots
 
 
-def get_batchers(request: Request) -> Batchers:
+async def get_batchers(request: Request) -> Batchers:
     """The app's scoring batchers (one per loaded model and precision)."""
     batchers: Batchers = request.app.state.batchers
     return batchers
@@ -57,7 +59,7 @@ def get_batchers(request: Request) -> Batchers:
 BatchersDep = Annotated[Batchers, Depends(get_batchers)]
 
 
-def get_event_slots(request: Request) -> Slots:
+async def get_event_slots(request: Request) -> Slots:
     """The cap on open job event streams (503 with Retry-After past it)."""
     slots: Slots = request.app.state.event_slots
     return slots

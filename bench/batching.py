@@ -1,0 +1,193 @@
+"""Many clients at once, on loopback only: what cross-request batching of `/v1/score` and continuous
+batching of generation give, measured in one run against one server.
+
+Serves the small preset over the PTB vocabulary (a given checkpoint, or random weights) with
+`uvicorn` in a subprocess, then, each phase bounded in count and time:
+
+1. one client sends single-sentence `/v1/score` requests one after another (requests/s, p99);
+2. 32 concurrent clients send single-sentence requests (requests/s, p99, 503 answers; a client
+   that gets a 503 waits its `Retry-After` and tries again);
+3. 64 concurrent requests of 20 sentences each, sent once: how many get 200 without a retry;
+4. one greedy stream of `--tokens` tokens alone, then 16 such streams at once (tokens/s).
+
+Sentences are PTB test lines sent with `pretokenized: true` (the tokens as given), so the numbers
+measure the batching, not the tokenizer. Nothing is asserted; a Markdown report is printed (and
+written to `--out`).
+
+    .venv/bin/python bench/batching.py --out /tmp/batching.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from serving import JOB_ID, PTB_DIR, checkpoint_file, prepare_service, serve
+
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def score_once(client: httpx.Client, sentences: list[str]) -> httpx.Response:
+    body = {"model": JOB_ID, "sentences": sentences, "pretokenized": True}
+    return client.post("/v1/score", json=body)
+
+
+def sequential(url: str, lines: list[str], count: int) -> tuple[float, list[float]]:
+    latencies = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        score_once(client, lines[:1]).raise_for_status()  # the model loaded
+        start = time.perf_counter()
+        for i in range(count):
+            began = time.perf_counter()
+            score_once(client, [lines[i % len(lines)]]).raise_for_status()
+            latencies.append(time.perf_counter() - began)
+        return count / (time.perf_counter() - start), latencies
+
+
+def concurrent_singles(url: str, lines: list[str], clients: int, total: int) -> tuple[float, list[float], int]:
+    """`clients` threads share `total` single-sentence requests; 503s are retried after Retry-After."""
+    latencies: list[float] = []
+    busy = 0
+    taken = 0
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        nonlocal busy, taken
+        with httpx.Client(base_url=url, timeout=120) as client:
+            while True:
+                with lock:
+                    if taken >= total:
+                        return
+                    i = taken
+                    taken += 1
+                began = time.perf_counter()
+                while True:
+                    response = score_once(client, [lines[i % len(lines)]])
+                    if response.status_code != 503:
+                        response.raise_for_status()
+                        break
+                    with lock:
+                        busy += 1
+                    time.sleep(float(response.headers.get("retry-after", "1")))
+                with lock:
+                    latencies.append(time.perf_counter() - began)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(client_loop) for _ in range(clients)]:
+            future.result()
+    return total / (time.perf_counter() - start), latencies, busy
+
+
+def burst(url: str, lines: list[str], requests: int, size: int) -> tuple[dict[int, int], float]:
+    """`requests` requests of `size` sentences, all at once, each sent once: answers by status."""
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def send(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            batch = [lines[(i * size + j) % len(lines)] for j in range(size)]
+            status = score_once(client, batch).status_code
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(requests) as pool:
+        list(pool.map(send, range(requests)))
+    return statuses, time.perf_counter() - start
+
+
+def stream_tokens(url: str, tokens: int, prompt: str) -> int:
+    body = {"model": JOB_ID, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
+    body["pretokenized"] = True
+    count = 0
+    with (
+        httpx.Client(base_url=url, timeout=300) as client,
+        client.stream("POST", "/v1/generate", json=body) as response,
+    ):
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                event = json.loads(line.removeprefix("data: "))
+                count += sum(1 for c in event.get("choices", []) if c.get("token"))
+    return count
+
+
+def streams(url: str, count: int, tokens: int, prompts: list[str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(count) as pool:
+        produced = sum(pool.map(lambda i: stream_tokens(url, tokens, prompts[i % len(prompts)]), range(count)))
+    return produced / (time.perf_counter() - start), produced
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: random weights)")
+    parser.add_argument("--requests", type=int, default=200, help="single-sentence requests of phase 1")
+    parser.add_argument("--concurrent-requests", type=int, default=400, help="requests of phase 2, all clients")
+    parser.add_argument("--tokens", type=int, default=100, help="tokens per generated stream")
+    parser.add_argument("--out", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    if not (PTB_DIR / "ptb.test.txt").is_file():
+        print(f"no PTB corpus at {PTB_DIR}", file=sys.stderr)
+        return 2
+    lines = [line.strip() for line in (PTB_DIR / "ptb.test.txt").read_text().splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory(prefix="batching-bench-") as tmp:
+        folder = Path(tmp)
+        checkpoint = checkpoint_file(args.checkpoint, PTB_DIR, folder)
+        prepare_service(folder / "data", checkpoint)
+        with serve(folder / "data") as url:
+            seq_rps, seq_lat = sequential(url, lines, args.requests)
+            conc_rps, conc_lat, busy = concurrent_singles(url, lines, 32, args.concurrent_requests)
+            statuses, burst_seconds = burst(url, lines, 64, 20)
+            prompts = [" ".join(line.split()[:3]) for line in lines[:16]]
+            one_tps, _ = streams(url, 1, args.tokens, prompts)
+            many_tps, produced = streams(url, 16, args.tokens, prompts)
+
+    report = [
+        "## Many clients at once: cross-request batching (`bench/batching.py`)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()} ({os.cpu_count()} cores), {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}. Small preset "
+        f"over the PTB vocabulary ({'trained checkpoint' if args.checkpoint else 'random weights'}), one server "
+        "process, PTB test lines sent pretokenized.",
+        "Command: `.venv/bin/python bench/batching.py`",
+        "",
+        "| load | result |",
+        "|---|---|",
+        f"| {args.requests} single-sentence `/v1/score` requests, one client, one after another | "
+        f"{seq_rps:.1f} requests/s, p99 {percentile(seq_lat, 99) * 1000:.0f} ms |",
+        f"| {args.concurrent_requests} single-sentence requests from 32 concurrent clients that obey `Retry-After` | "
+        f"**{conc_rps:.1f} requests/s ({conc_rps / seq_rps:.1f}x)**, p50 {statistics.median(conc_lat) * 1000:.0f} ms, "
+        f"p99 {percentile(conc_lat, 99) * 1000:.0f} ms, {busy} answers 503 |",
+        "| 64 concurrent requests of 20 sentences, each sent once | "
+        + ", ".join(f"{n} answered {s}" for s, n in sorted(statuses.items()))
+        + f" in {burst_seconds:.1f} s ({64 * 20 / burst_seconds:.0f} sentences/s) |",
+        f"| one greedy stream of {args.tokens} tokens | {one_tps:.0f} tokens/s |",
+        f"| 16 concurrent greedy streams of {args.tokens} tokens | **{many_tps:.0f} tokens/s in all "
+        f"({many_tps / one_tps:.1f}x)**, {produced} tokens |",
+    ]
+    text = "\n".join(report) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
