@@ -211,18 +211,19 @@ def softmax_logprobs(model: LSTMLanguageModel, hidden: Tensor, target: Tensor, p
     while it is in cache instead of the max, subtract, exp and sum passes of a log-sum-exp; rows
     where that could lose precision (sum outside [1e-30, 1e30]) take the max-shifted way.
 
-    The rows are padded to whole blocks, so every product (and the normaliser's) has the shape
-    [SOFTMAX_ROWS, H] x [H, V] whatever the rows hold: a row's numbers never depend on how many
-    rows came with it (a short last block would take other kernels, with other roundings). In bf16
-    the exponentials are bf16, the normaliser accumulates in float32 and is rounded to bf16, the
-    rest is float32.
+    The last block is padded to whole 8-row tiles (`LSTM_ROWS`; in bf16 to a whole block, so that
+    every bf16 product has the shape [SOFTMAX_ROWS, H] x [H, V]): a row's numbers never depend on
+    how many rows came with it (a partial tile would take other kernels, with other roundings). In
+    bf16 the exponentials are bf16, the normaliser accumulates in float32 and is rounded to bf16,
+    the rest is float32.
     """
     count = target.numel()
     weight, bias = decoder_weight(model, precision), model.decoder.bias
     low = precision == "bf16"
     if low:
         hidden = hidden.to(torch.bfloat16)
-    hidden = torch.cat([hidden, hidden.new_zeros((-count) % SOFTMAX_ROWS, hidden.size(1))])  # whole blocks
+    tile = SOFTMAX_ROWS if low else LSTM_ROWS
+    hidden = torch.cat([hidden, hidden.new_zeros((-count) % tile, hidden.size(1))])  # whole tiles
     exp_bias = bias.exp()  # [V]
     exp_bias_low = exp_bias.to(torch.bfloat16).unsqueeze(1)  # [V, 1]: a product, 2x faster than bf16 `mv`
     logprobs = torch.empty(count, device=hidden.device)
