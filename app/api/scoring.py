@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import anyio
 from fastapi import APIRouter, Response
 
@@ -12,7 +10,6 @@ from app.api.deps import BatchersDep, ObservabilityDep, SessionsDep, SettingsDep
 from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, ScoreWarning, SentenceOut
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
-from app.errors import Busy
 from app.inference import scoring, text
 from app.inference.precision import request_precision
 from app.inference.registry import LoadedModel, ModelRef
@@ -56,16 +53,7 @@ async def score(
 
     ref, loaded, sentences = await anyio.to_thread.run_sync(prepare)
     batcher = batchers.get(loaded, precision)
-    future = batcher.submit(principal.owner_id or "local", [s.tokens for s in sentences], options.score_eos)
-    try:
-        with anyio.fail_after(settings.max_queue_seconds):
-            scores = await asyncio.wrap_future(future)
-    except TimeoutError:
-        batcher.withdraw(future)
-        raise Busy(
-            f"the server is busy: the scoring waited {settings.max_queue_seconds:g} s for its turn; retry shortly",
-            retry_after=max(1, int(settings.max_queue_seconds / 10)),
-        ) from None
+    scores = await batcher.score_async(principal.owner_id or "local", [s.tokens for s in sentences], options.score_eos)
 
     def answer() -> str:
         scored, totals = scoring.summarize_all(scores, sentences, options)

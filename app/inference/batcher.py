@@ -20,16 +20,18 @@ unstarted work withdrawn). The thread ends after a while idle; the next request 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+import anyio
 import torch
 
 from app.errors import Busy
@@ -40,6 +42,17 @@ from model.inference import Continuations, GeneratedToken, SentenceScore, score_
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 30.0  # a batcher's thread ends after this long without work
+
+
+def _wait_for_work(condition: threading.Condition, has_work: Callable[[], bool]) -> bool:
+    """Wait (holding `condition`) until there is work; False after `IDLE_SECONDS` without any."""
+    deadline = time.monotonic() + IDLE_SECONDS
+    while not has_work():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        condition.wait(left)
+    return True
 
 
 @dataclass
@@ -98,11 +111,24 @@ class ScoreBatcher:
         try:
             return future.result(timeout=self.max_queue_seconds)
         except TimeoutError:
-            self.withdraw(future)
-            raise Busy(
-                f"the server is busy: the scoring waited {self.max_queue_seconds:g} s for its turn; retry shortly",
-                retry_after=max(1, int(self.max_queue_seconds / 10)),
-            ) from None
+            raise self._gave_up(future) from None
+
+    async def score_async(self, owner: str, sentences: Sequence[Sequence[str]], score_eos: bool) -> list[SentenceScore]:
+        """`score` for a caller on the event loop: it waits without holding a thread."""
+        future = self.submit(owner, sentences, score_eos)
+        try:
+            with anyio.fail_after(self.max_queue_seconds):
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            raise self._gave_up(future) from None
+
+    def _gave_up(self, future: Future[list[SentenceScore]]) -> Busy:
+        """Withdraw a request that waited `max_queue_seconds`; the `Busy` to answer it with."""
+        self.withdraw(future)
+        return Busy(
+            f"the server is busy: the scoring waited {self.max_queue_seconds:g} s for its turn; retry shortly",
+            retry_after=max(1, int(self.max_queue_seconds / 10)),
+        )
 
     def submit(self, owner: str, sentences: Sequence[Sequence[str]], score_eos: bool) -> Future[list[SentenceScore]]:
         """Queue a request's sentences; its future gets their scores in order."""
@@ -187,13 +213,9 @@ class ScoreBatcher:
     def _run(self) -> None:
         while True:
             with self._lock:
-                deadline = time.monotonic() + IDLE_SECONDS
-                while not self._queues:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self._thread = None
-                        return
-                    self._lock.wait(left)
+                if not _wait_for_work(self._lock, lambda: bool(self._queues)):
+                    self._thread = None
+                    return
                 batch = self._take()
                 self.in_flight_tokens = sum(p.tokens for p in batch)
             try:
@@ -296,13 +318,9 @@ class DecodeLoop:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                deadline = time.monotonic() + IDLE_SECONDS
-                while not self._running:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self._thread = None
-                        return
-                    self._lock.wait(left)
+                if not _wait_for_work(self._lock, lambda: bool(self._running)):
+                    self._thread = None
+                    return
                 batch = list(self._running)
             try:
                 self._step(batch)

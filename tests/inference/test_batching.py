@@ -131,13 +131,11 @@ def test_a_flood_from_one_key_does_not_starve_another_keys_sentence(
 
 
 def test_a_full_queue_and_a_long_wait_answer_503_with_retry_after(
-    inference_service: InferenceService, batcher: ScoreBatcher, monkeypatch: pytest.MonkeyPatch
+    inference_service: InferenceService, batcher: ScoreBatcher
 ) -> None:
     client, model = inference_service.client, inference_service.job_id
     body = {"model": model, "sentences": ["the cat sat on the mat"] * 10}
-    settings = client.app.state.settings  # type: ignore[attr-defined]
-    monkeypatch.setattr(settings, "max_queue_seconds", 1.0)
-    batcher.max_queue_tokens = 100
+    batcher.max_queue_tokens, batcher.max_queue_seconds = 100, 1.0
     with ThreadPoolExecutor(2) as pool, batcher.loaded.lock:  # the lock is let go first
         first = pool.submit(client.post, "/v1/score", json=body)  # taken into a batch that waits
         deadline = time.monotonic() + 30
