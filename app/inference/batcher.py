@@ -1,12 +1,12 @@
 """Cross-request batching: the sentences of concurrent scoring requests share forward passes, and
 concurrent generations decode together, one step for all (`DecodeLoop`).
 
-One `ScoreBatcher` per loaded model and precision (`batcher_for`) runs a thread that takes waiting
-work, packs it into one `score_sentences` call of at most `settings.batch_tokens` tokens, and hands
-each request its own sentences' results. It never waits to fill a batch: when it is idle, a
-request's sentences start at once; while it computes, new work queues and goes into the next batch
-whole, as much as fits. A sentence's numbers are the same whatever it is batched with
-(`model.inference` computes in fixed-shape blocks), so batching changes the speed, not the answer.
+One `ScoreBatcher` per loaded model and precision (`Batchers.get`) runs a thread that takes waiting
+work, packs it into one `score_sentences` call of at most `settings.score_batch_tokens` tokens, and
+hands each request its own sentences' results. It never waits to fill a batch: when it is idle, a
+request's sentences start at once; while it computes, new work queues and goes into the next batch,
+as much as fits. A sentence's numbers are the same whatever it is batched with (`model.inference`
+computes in whole tiles), so batching changes the speed, not the answer.
 
 Fairness: work waits in one queue per key (the request's owner), and a batch takes one piece of
 work from each key in turn; a request larger than a quarter of the budget is cut into pieces of
