@@ -106,6 +106,8 @@ def served_checkpoint(rows: list[Checkpoint]) -> Checkpoint | None:
 
 def resolve(session: Session, name: str, data_dir: Path, viewer: Principal | None = None) -> ModelRef:
     """The checkpoint `name` means; `NotFound` when there is no such model or `viewer` may not use it."""
+    if _ALIAS_RE.fullmatch(name) is None:  # no job, checkpoint or alias is named so (a NUL byte, ...)
+        raise NotFound(f"model {name!r} not found: not a job id, checkpoint id or alias", model=name)
     target = name
     if not name.startswith((JOB_PREFIX, CHECKPOINT_PREFIX)):
         alias = session.get(ModelAlias, name)

@@ -171,6 +171,12 @@ CATALOGUE: dict[str, tuple[Request, int, str]] = {
     # Inputs that used to get a 500.
     "NUL byte in a corpus path": (builtin("a\x00b"), 422, "path"),
     "5,000-character corpus path": (builtin("a" * 5000), 422, "path"),
+    # A model name no job, checkpoint or alias can have (PostgreSQL refuses NUL bytes in text).
+    "NUL byte in a model name": (
+        lambda s, ids: s.client.post("/v1/score", json={"model": "a\x00b", "sentences": ["the cat"]}),
+        404,
+        "not found",
+    ),
     "lone surrogate in a corpus path": (
         raw("/v1/datasets/builtin", b'{"root": "tiny", "path": "\\ud800"}'),
         422,
