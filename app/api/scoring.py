@@ -47,8 +47,9 @@ async def score(
     def prepare() -> tuple[ModelRef, LoadedModel, list[scoring.Sentence]]:  # database, disk, tokenizer
         ref, loaded = serve_model(body.model, sessions, settings, cache, principal)
         sentences = scoring.sentences_of(body.sentences, options, settings, loaded.tokenizer)
-        for sentence in sentences:  # refused here, not in a batch it shares: a vocabulary without <unk>
-            text.encode(loaded.vocab, sentence.tokens)
+        if loaded.vocab.unk_id is None:  # an unknown word is refused here, not in a batch it shares
+            for sentence in sentences:
+                text.encode(loaded.vocab, sentence.tokens)
         return ref, loaded, sentences
 
     ref, loaded, sentences = await anyio.to_thread.run_sync(prepare)

@@ -85,25 +85,9 @@ class DatabaseCollector(Collector):
             running = session.execute(
                 select(Job.id, Job.progress).where(Job.status.in_(ACTIVE)).order_by(Job.id).limit(MAX_SERIES)
             ).all()
-        jobs = GaugeMetricFamily(f"{PREFIX}_jobs", "jobs by status", labels=["status"])
-        for status in STATUSES:
-            jobs.add_metric([status], counts.get(status, 0))
-        yield jobs
-        yield GaugeMetricFamily(f"{PREFIX}_queue_depth", "queued jobs", value=counts.get(QUEUED, 0))
-        yield GaugeMetricFamily(
-            f"{PREFIX}_queue_oldest_age_seconds",
-            "age of the oldest queued job (0 when none)",
-            value=_age(now, oldest),
-        )
-        by_status = GaugeMetricFamily(f"{PREFIX}_scorings", "scoring jobs by status", labels=["status"])
-        for status in STATUSES:
-            by_status.add_metric([status], scorings.get(status, 0))
-        yield by_status
-        yield GaugeMetricFamily(f"{PREFIX}_scoring_queue_depth", "queued scorings", value=scorings.get(QUEUED, 0))
-        yield GaugeMetricFamily(
-            f"{PREFIX}_scoring_queue_oldest_age_seconds",
-            "age of the oldest queued scoring (0 when none)",
-            value=_age(now, oldest_scoring),
+        yield from _queue_gauges("jobs", "queue", "jobs", "job", counts, _age(now, oldest))
+        yield from _queue_gauges(
+            "scorings", "scoring_queue", "scoring jobs", "scoring", scorings, _age(now, oldest_scoring)
         )
         ended = GaugeMetricFamily(
             f"{PREFIX}_jobs_ended",
@@ -199,6 +183,20 @@ def build_info() -> dict[str, str]:
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
         version = "unknown"
     return {"version": version, "python": platform.python_version(), "torch": torch.__version__}
+
+
+def _queue_gauges(
+    name: str, queue: str, plural: str, noun: str, counts: dict[str, int], oldest_age: float
+) -> Iterator[GaugeMetricFamily]:
+    """A queue's gauges: `<name>{status}`, `<queue>_depth` and `<queue>_oldest_age_seconds`."""
+    by_status = GaugeMetricFamily(f"{PREFIX}_{name}", f"{plural} by status", labels=["status"])
+    for status in STATUSES:
+        by_status.add_metric([status], counts.get(status, 0))
+    yield by_status
+    yield GaugeMetricFamily(f"{PREFIX}_{queue}_depth", f"queued {noun}s", value=counts.get(QUEUED, 0))
+    yield GaugeMetricFamily(
+        f"{PREFIX}_{queue}_oldest_age_seconds", f"age of the oldest queued {noun} (0 when none)", value=oldest_age
+    )
 
 
 def _age(now: datetime, oldest: datetime | None) -> float:
