@@ -8,6 +8,7 @@ pile up exactly as they would behind one.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import threading
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session
 from app.inference import registry
 from app.inference.batcher import ScoreBatcher, decode_loop
 from app.inference.registry import LoadedModel
+from model.checkpoint import load
 from model.inference import score_sentences
 from model.network import supported_precisions
 
@@ -183,3 +185,18 @@ def test_a_seeded_sample_is_the_same_text_alone_or_among_15_concurrent_streams(
     assert together[15] == greedy_alone  # greedy is unchanged
     steps = loop.steps - before
     assert steps < sum(len(t) for t in together) // 2  # they decoded together, not one after another
+
+
+def test_an_unknown_word_for_a_vocabulary_without_unk_is_refused_before_the_batch(
+    inference_service: InferenceService,
+) -> None:
+    payload = load(inference_service.best_file)
+    payload["vocab"] = ["<nothing>" if w == "<unk>" else w for w in payload["vocab"]]  # no <unk> at all
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    job_id, _ = inference_service.add_job("succeeded", [(buffer.getvalue(), 1, 10.0)])
+    client = inference_service.client
+    body = {"model": job_id, "sentences": ["the zebra sat"], "pretokenized": True}
+    assert "cannot tokenize" in problem(client.post("/v1/score", json=body), 422)["detail"]
+    body["sentences"] = ["the cat sat"]
+    assert client.post("/v1/score", json=body).status_code == 200
