@@ -69,9 +69,9 @@ async def job_logs(
     cursor: Annotated[
         str | None,
         Query(
-            max_length=40,
+            max_length=18,
             description="next_cursor of the previous page: a line id",
-            json_schema_extra={"pattern": "^[0-9]*$"},
+            json_schema_extra=EVENT_ID_SCHEMA,
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,

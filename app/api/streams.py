@@ -9,7 +9,6 @@ poll says so or the client goes away.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
@@ -20,10 +19,10 @@ from starlette.background import BackgroundTask
 
 from app.errors import Invalid
 from app.inference.slots import Slot
+from app.store.pagination import row_id_after
 from app.training.jobs import TERMINAL
 
 PING_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
-EVENT_ID = re.compile(r"[0-9]{1,18}")  # a row id, as the streams send them
 EVENT_ID_SCHEMA = {"pattern": r"^([0-9]{1,18})?$"}  # what the document says of Last-Event-ID (empty: none)
 
 
@@ -32,9 +31,10 @@ def resume_after(last_event_id: str | None) -> int | None:
     no stream sent."""
     if not last_event_id:
         return None
-    if not EVENT_ID.fullmatch(last_event_id):
+    after_id = row_id_after(last_event_id)
+    if after_id is None:
         raise Invalid("Last-Event-ID must be the id of an event this stream sent (1-18 digits)", field="Last-Event-ID")
-    return int(last_event_id)
+    return after_id
 
 
 class Polled(NamedTuple):

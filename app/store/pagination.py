@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -20,6 +21,18 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from app.errors import Invalid
 
 T = TypeVar("T")
+
+# The largest id an integer primary key holds (PostgreSQL's `integer`): a client's "after id N" past it
+# names no row, and is read as this bound rather than sent to a database that would refuse the number.
+MAX_ROW_ID = 2**31 - 1
+ROW_ID = re.compile(r"[0-9]{1,18}")  # an id as the API sends them (`str.isdigit` also takes "²")
+
+
+def row_id_after(text: str) -> int | None:
+    """The row id a client's "after" names, at most `MAX_ROW_ID`; None when `text` is not 1-18 ASCII digits."""
+    if not ROW_ID.fullmatch(text):
+        return None
+    return min(int(text), MAX_ROW_ID)
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from app.errors import Invalid
+from app.store.pagination import row_id_after
 from app.store.tables import JobLog, utcnow
 
 INFO, WARNING, ERROR = "INFO", "WARNING", "ERROR"
@@ -75,9 +76,10 @@ def decode_cursor(cursor: str | None) -> int:
     """The line id a page starts after; `Invalid` for a cursor this API did not issue."""
     if not cursor:
         return 0
-    if not cursor.isdigit():
-        raise Invalid(f"cursor {cursor!r} is not valid: pass a previous page's next_cursor", field="cursor")
-    return int(cursor)
+    after_id = row_id_after(cursor)
+    if after_id is None:
+        raise Invalid(f"cursor {cursor[:100]!r} is not valid: pass a previous page's next_cursor", field="cursor")
+    return after_id
 
 
 def page(session: Session, job_id: str, cursor: str | None, limit: int) -> tuple[list[JobLog], str | None]:

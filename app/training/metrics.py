@@ -9,15 +9,13 @@ epoch's last step `lr` and `wps` are the epoch's.
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.errors import Invalid
+from app.store.pagination import row_id_after
 from app.store.tables import Metric
 
-PAGE_TOKEN = re.compile(r"[0-9]{1,18}")  # a metric id, as `history` issues them
 KEYS = ("train_ppl", "valid_ppl", "test_ppl", "lr", "wps", "train_ppl_running")
 
 
@@ -25,9 +23,12 @@ def decode_page_token(token: str | None) -> int:
     """The metric id a page starts after; `Invalid` for a token this API did not issue."""
     if not token:
         return 0
-    if not PAGE_TOKEN.fullmatch(token):
-        raise Invalid(f"page_token {token!r} is not valid: pass a previous page's next_page_token", field="page_token")
-    return int(token)
+    after_id = row_id_after(token)
+    if after_id is None:
+        raise Invalid(
+            f"page_token {token[:100]!r} is not valid: pass a previous page's next_page_token", field="page_token"
+        )
+    return after_id
 
 
 def history(

@@ -116,12 +116,35 @@ def test_follow_streamed_every_line_then_the_end(logged: Logged) -> None:
     assert len([e for e in resumed if e["event"] == "log"]) == len(streamed) - 3
 
 
+@pytest.mark.parametrize("after", ["2147483647", "2147483648", "77867450579", "9" * 18])
+def test_an_id_past_every_row_is_the_end_of_the_history(logged: Logged, after: str) -> None:
+    """Past PostgreSQL's integer range too: an id no row can have names the end, not a database error."""
+    client, job_id = logged.service.client, logged.job["id"]
+    page = client.get(f"/v1/jobs/{job_id}/logs", params={"cursor": after})
+    assert page.status_code == 200 and page.json() == {"items": [], "next_cursor": None}
+    followed = parse_events(client.get(f"/v1/jobs/{job_id}/logs", params={"follow": True, "cursor": after}).text)
+    assert [e["event"] for e in followed] == ["end"]
+    resumed = client.get(f"/v1/jobs/{job_id}/logs", params={"follow": True}, headers={"Last-Event-ID": after})
+    assert [e["event"] for e in parse_events(resumed.text)] == ["end"]
+    metrics = client.get(f"/v1/jobs/{job_id}/metrics", params={"page_token": after})
+    assert metrics.status_code == 200 and metrics.json()["metrics"] == []
+    events = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": after})
+    assert "event: metric" not in events.text and "event: end" in events.text
+
+
 def test_bad_requests_for_logs(logged: Logged) -> None:
     client = logged.service.client
     missing = client.get("/v1/jobs/job_missing/logs")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert client.get("/v1/jobs/job_missing/logs", params={"follow": "true"}).status_code == 404
-    for params in ({"cursor": "abc"}, {"limit": 0}, {"limit": 5000}, {"follow": "maybe"}):
+    for params in (
+        {"cursor": "abc"},
+        {"cursor": "\u00b2"},
+        {"cursor": "1" * 19},
+        {"limit": 0},
+        {"limit": 5000},
+        {"follow": "maybe"},
+    ):
         response = client.get(f"/v1/jobs/{logged.job['id']}/logs", params=params)
         assert response.status_code == 422, (params, response.text)
 
