@@ -93,6 +93,9 @@ class Job(Base):
         Index("ix_jobs_status_created_id", "status", "created_at", "id"),  # claims, queue positions, status pages
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),  # expired leases
         Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        Index("ix_jobs_dataset_created_id", "dataset_id", "created_at", "id"),  # a dataset's jobs
+        Index("ix_jobs_best_valid_id", "best_valid_ppl", "id"),  # sorted by validation perplexity
+        Index("ix_jobs_test_ppl_id", "test_ppl", "id"),  # sorted by test perplexity
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -123,6 +126,14 @@ class Job(Base):
     owner_id: Mapped[str | None] = mapped_column(String(40))
     # the vocabulary the job trains with and the <unk> rates of its splits, once a worker read the corpus
     vocabulary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What its owner calls it: a name, tags (in the order given; `job_tags` holds them for filtering)
+    # and free-form notes.
+    name: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    notes: Mapped[str | None] = mapped_column(Text)
+    # Why a queued job is back in the queue when that is no error: a planned hand-back (the worker
+    # or the service stopping), with where it resumes. Cleared when a worker claims it.
+    status_note: Mapped[str | None] = mapped_column(Text)
 
 
 class Scoring(Base):
@@ -166,6 +177,36 @@ class Scoring(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    name: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    notes: Mapped[str | None] = mapped_column(Text)
+
+
+# Tags are kept twice: in the row's `tags` (JSON, the order its owner gave, what the API shows) and
+# one row per tag in these tables, which is what list filters query. JSON containment is a different
+# operator on each database (and PostgreSQL indexes only jsonb), while `EXISTS (... tag = :t)` on a
+# (owner row, tag) primary key is one index seek on SQLite and PostgreSQL alike; the (tag, row)
+# index finds a rare tag's rows directly.
+
+
+class JobTag(Base):
+    """One tag of a job (its `tags` in a form list filters can query)."""
+
+    __tablename__ = "job_tags"
+    __table_args__ = (Index("ix_job_tags_tag", "tag", "job_id"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(50), primary_key=True)
+
+
+class ScoringTag(Base):
+    """One tag of a scoring."""
+
+    __tablename__ = "scoring_tags"
+    __table_args__ = (Index("ix_scoring_tags_tag", "tag", "scoring_id"),)
+
+    scoring_id: Mapped[str] = mapped_column(ForeignKey("scorings.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(50), primary_key=True)
 
 
 class Metric(Base):
