@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from client.api import Api, ApiError
+from client.api import GIVE_UP_AFTER, Api, ApiError
+from client.output import duration, eta_text
 
-RECONNECTS = 5  # a broken stream is resumed (Last-Event-ID) this many times before giving up
 EPOCH_KEYS = ("train_ppl", "valid_ppl", "lr", "wps")  # the worker's points after each epoch, in this order
 HEADER = f"{'epoch':>5}  {'lr':>8}  {'train ppl':>10}  {'valid ppl':>10}  {'words/s':>9}"
 
@@ -28,6 +29,7 @@ class EpochRows:
         self.print_line = print_line
         self.epochs = 0
         self.row: dict[str, Any] | None = None
+        self.eta: float | None = None  # the job's ETA as last seen, printed at the end of each row
 
     def metric(self, point: dict[str, Any]) -> None:
         key, step = point["key"], point["step"]
@@ -49,6 +51,7 @@ class EpochRows:
         self.print_line(
             f"{self.epochs:>5}  {number(r.get('lr'), '8.4g')}  {number(r['train_ppl'], '10.2f')}  "
             f"{number(r['valid_ppl'], '10.2f')}  {number(r.get('wps'), '9,.0f')}"
+            + (f"  {eta_text(self.eta)}" if self.eta is not None else "")
         )
 
 
@@ -57,8 +60,15 @@ def describe(progress: dict[str, Any]) -> str:
     return f"epoch {progress.get('epoch', '?')}/{progress.get('epochs', '?')} {phase}"
 
 
-def watch_job(api: Api, job_id: str, console: Console) -> dict[str, Any]:
-    """Follow the job until its stream ends; returns the job as last seen."""
+def watch_job(
+    api: Api,
+    job_id: str,
+    console: Console,
+    give_up_after: float = GIVE_UP_AFTER,
+    note: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Follow the job until its stream ends (reconnecting with Last-Event-ID when the server goes away,
+    for at most `give_up_after` seconds at a time); returns the job as last seen."""
     job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}")
     columns = (
         TextColumn("{task.description:<22}"),
@@ -66,31 +76,30 @@ def watch_job(api: Api, job_id: str, console: Console) -> dict[str, Any]:
         MofNCompleteColumn(),
         TextColumn("{task.fields[wps]:>8} words/s  ppl {task.fields[ppl]:>8}"),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[eta]}"),
     )
-    last_id: str | None = None
     ended: str | None = None
+    estimate = job.get("estimate")
+    if estimate and job["status"] in ("queued", "running"):
+        epochs = (job.get("config") or {}).get("max_max_epoch")
+        console.print(f"estimate: {estimate_text(estimate, epochs)}", markup=False, highlight=False)
     with Progress(*columns, console=console, transient=True) as bar:
         rows = EpochRows(lambda line: bar.console.print(line, markup=False, highlight=False))
-        task: TaskID = bar.add_task(job["status"], total=None, wps="-", ppl="-")
-        for attempt in range(RECONNECTS + 1):
-            try:
-                for event in api.events(f"/v1/jobs/{job_id}/events", last_id=last_id):
-                    if event.id is not None:
-                        last_id = event.id
-                    if event.event == "metric":
-                        rows.metric(event.json())
-                    elif event.event == "status":
-                        job = event.json()
-                        show(bar, task, job)
-                    elif event.event == "end":
-                        ended = event.json()["status"]
-                break
-            except ApiError:
-                if attempt == RECONNECTS:
-                    raise
+        task: TaskID = bar.add_task(job["status"], total=None, wps="-", ppl="-", eta="")
+        for event in api.follow(f"/v1/jobs/{job_id}/events", give_up_after=give_up_after, note=note):
+            if event.event == "metric":
+                rows.metric(event.json())
+            elif event.event == "status":
+                job = event.json()
+                rows.eta = (job.get("progress") or {}).get("eta_seconds")
+                show(bar, task, job)
+            elif event.event == "end":
+                ended = event.json()["status"]
         rows.flush()
     if ended == "deleted":
         raise ApiError(f"job {job_id} was deleted")
+    if ended is not None and job.get("status") != ended:
+        job = api.get(f"/v1/jobs/{job_id}")
     summary = f"job {job_id} {job['status']}"
     if job.get("test_ppl") is not None:
         summary += f": test perplexity {job['test_ppl']:.2f}"
@@ -98,6 +107,20 @@ def watch_job(api: Api, job_id: str, console: Console) -> dict[str, Any]:
         summary += f": {job['error']}"
     console.print(summary, markup=False, highlight=False)
     return job
+
+
+def estimate_text(estimate: dict[str, Any] | None, epochs: int | None) -> str:
+    """`312 steps an epoch at 0.12 s a step: 37s an epoch, 1m 52s for 3 epochs`."""
+    if not estimate:
+        return "none yet"
+    parts = []
+    steps, step_s, epoch_s = (estimate.get(k) for k in ("steps_per_epoch", "step_seconds", "epoch_seconds"))
+    if steps is not None:
+        parts.append(f"{steps:,} steps an epoch" + (f" at {step_s:.3g} s a step" if step_s is not None else ""))
+    if epoch_s is not None:
+        whole = f", {duration(epoch_s * epochs)} for {epochs} epochs" if epochs else ""
+        parts.append(f"{duration(epoch_s)} an epoch{whole}")
+    return ": ".join(parts) if parts else "none yet"
 
 
 def show(bar: Progress, task: TaskID, job: dict[str, Any]) -> None:
@@ -113,4 +136,5 @@ def show(bar: Progress, task: TaskID, job: dict[str, Any]) -> None:
         completed=p.get("step", 0),
         wps=number(p.get("wps"), ",.0f"),
         ppl=number(p.get("train_ppl_running"), ".2f"),
+        eta=eta_text(p.get("eta_seconds")),
     )

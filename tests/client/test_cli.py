@@ -6,109 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch
-from harness import TINY, wait_for, write_corpus
+from harness import wait_for
 from service.test_serve import free_port
 
-EPOCHS = 2
-OVERRIDES = {**TINY, "max_max_epoch": EPOCHS}
-
-
-@dataclass
-class Server:
-    url: str
-    folder: Path  # the server's working folder (its ./data) and the client's
-
-    def cli(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run `lstm-lm --url URL ARGS` as a subprocess in the server's folder."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
-        env["COLUMNS"] = "200"  # wide tables: no wrapped cells
-        return subprocess.run(
-            [sys.executable, "-m", "client", "--url", self.url, *args],
-            cwd=self.folder,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        done = self.cli(*args, stdin=stdin)
-        assert done.returncode == 0, f"{args}: rc {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def json(self, *args: str, stdin: str | None = None) -> Any:
-        return json.loads(self.ok(*args, "--json", stdin=stdin))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("cli")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LSTMLM_")}
-    env.update({"LSTMLM_POLL_SECONDS": "0.2", "LSTMLM_HEARTBEAT_SECONDS": "0.5", "LSTMLM_TORCH_THREADS": "1"})
-    env["LSTMLM_EVENTS_POLL_SECONDS"] = "0.1"
-    env["ONEDNN_MAX_CPU_ISA"] = "AVX2"  # the server's worker has no bf16: a bf16 scoring waits, and says so
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--port", str(port), "--workers", "1"],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(ready, timeout=90, interval=0.2, what="the server to be ready")
-        yield Server(url, folder)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def trained(server: Server) -> dict[str, Any]:
-    """A corpus uploaded, a job submitted and watched to its end, all with the CLI."""
-    corpus = write_corpus(server.folder / "corpus")
-    upload = server.cli("upload", str(corpus), "--name", "tiny")
-    assert upload.returncode == 0, upload.stderr
-    assert upload.stdout.startswith("dataset ds_") and "(tiny)" in upload.stdout
-    # the server's one-command start saved its admin key in ./data/admin.key, which the client found
-    key = (server.folder / "data" / "admin.key").read_text().strip()
-    datasets = httpx.get(f"{server.url}/v1/datasets", headers={"Authorization": f"Bearer {key}"}).json()["items"]
-    dataset = datasets[0]
-    sets = [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in OVERRIDES.items()]
-    job = server.json("submit", "--dataset", dataset["id"], "--preset", "test", *sets, "--idempotency-key", "k1")
-    again = server.json("submit", "--dataset", dataset["id"], "--preset", "test", *sets, "--idempotency-key", "k1")
-    assert again["id"] == job["id"] and job["config"]["hidden_size"] == 16 and job["config"]["device"] == "cpu"
-    watched = server.cli("watch", job["id"])
-    return {"dataset": dataset, "job": job, "watch": watched}
+from .conftest import EPOCHS, Server, sets
 
 
 def test_console_script_is_installed() -> None:
@@ -145,8 +54,8 @@ def test_score_from_stdin(server: Server, trained: dict[str, Any]) -> None:
     body = server.json("score", "--model", job_id, "-", stdin=sentences)
     assert len(body["sentences"]) == 2 and body["aggregate"]["num_sentences"] == 2
     table = server.ok("score", "--model", job_id, stdin=sentences)
-    first = next(line for line in table.splitlines() if line.strip().startswith("1 "))
-    assert float(first.split()[1]) == pytest.approx(body["sentences"][0]["perplexity"], abs=0.01)
+    first = next(line for line in table.splitlines() if line.startswith("1\t"))
+    assert float(first.split("\t")[1]) == pytest.approx(body["sentences"][0]["perplexity"], abs=0.01)
     assert f"corpus perplexity {body['aggregate']['corpus_perplexity']:.2f}" in table
     assert "word perplexity" in table and "bits per byte" in table
 
@@ -158,9 +67,7 @@ def test_upload_with_a_tokenizer_and_its_options(server: Server, trained: dict[s
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     dataset_id = lines[0].split()[1]
-    key = (server.folder / "data" / "admin.key").read_text().strip()
-    auth = {"Authorization": f"Bearer {key}"}
-    bpe = httpx.get(f"{server.url}/v1/datasets/{dataset_id}", headers=auth).json()
+    bpe = server.http("GET", f"/v1/datasets/{dataset_id}").json()
     assert bpe["tokenizer"]["kind"] == "bpe" and bpe["tokenizer"]["lowercase"] is True
     assert bpe["tokenizer"]["vocab_size"] <= 300
     assert lines[1] == f"tokenizer bpe (lowercase, {bpe['tokenizer']['vocab_size']:,} pieces)"
@@ -191,8 +98,8 @@ def test_score_warns_of_unknown_words_on_stderr(server: Server, trained: dict[st
     assert "warning" not in done.stdout
     body = server.json("score", "--model", job_id, "--pretokenized", stdin=sentences)
     assert body["pretokenized"] is True and body["warnings"][0]["sentence"] == 1
-    table = next(line for line in done.stdout.splitlines() if line.strip().startswith("2 "))
-    assert float(table.split()[2]) == pytest.approx(body["sentences"][1]["word_perplexity"], abs=0.01)
+    table = next(line for line in done.stdout.splitlines() if line.startswith("2\t"))
+    assert float(table.split("\t")[2]) == pytest.approx(body["sentences"][1]["word_perplexity"], abs=0.01)
 
     refused = server.cli("score", "--model", job_id, "--max-unk-rate", "0.5", stdin=sentences)
     assert refused.returncode == 1 and refused.stdout == ""
@@ -211,8 +118,7 @@ def test_submit_warns_on_stderr_when_no_live_worker_can_run_it(
         "warning: no worker that sent a heartbeat in the last 120 s offers {0}: "
         "it waits in the queue until a worker with {0} starts"
     )
-    sets = [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in OVERRIDES.items()]
-    args = ("submit", "--dataset", trained["dataset"]["id"], "--preset", "test", *sets, "--set", "device=cuda")
+    args = ("submit", "--dataset", trained["dataset"]["id"], "--preset", "test", *sets(), "--set", "device=cuda")
     on_gpu = server.cli(*args)
     assert on_gpu.returncode == 0, on_gpu.stdout + on_gpu.stderr
     assert warning_lines(on_gpu) == [lacks.format("cuda")] and "warning" not in on_gpu.stdout
@@ -332,8 +238,7 @@ def test_list_status_checkpoints_download_alias_generate_delete(
     whole = server.json("generate", "--model", "tiny-model", "--prompt", "the cat", "--max-tokens", "5", "--seed", "3")
     assert streamed.strip() == f"the cat {whole['choices'][0]['text'].strip()}".strip()
     # a queued job can be canceled, then deleted
-    sets = [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in OVERRIDES.items()]
-    extra = server.json("submit", "-d", trained["dataset"]["id"], "-p", "test", *sets, "--set", "max_max_epoch=500")
+    extra = server.json("submit", "-d", trained["dataset"]["id"], "-p", "test", *sets(), "--set", "max_max_epoch=500")
     assert "cancel" in server.ok("cancel", extra["id"])
     wait_for(lambda: server.json("status", extra["id"])["status"] == "canceled", timeout=60, what="cancel")
     assert server.ok("delete", extra["id"]).strip() == f"job {extra['id']} deleted"
