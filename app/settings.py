@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="longest estimated training step a job may have (cancel waits for one step)"
     )
     worker_gflops: float = Field(50.0, gt=0, description="sustained GFLOP/s a worker trains at, for estimates")
+    cuda_gflops: float = Field(
+        5000.0, gt=0, description="sustained GFLOP/s a worker trains at on a CUDA device, for estimates"
+    )
     retry_backoff_seconds: float = Field(
         5.0, ge=0, description="wait before retrying a job after a transient error; doubles per attempt"
     )

@@ -151,6 +151,8 @@ class ModelConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(ModelConfig))
+TEST_PRESET_STEPS = 100
+PAPER_PRESETS = ("small", "medium", "large")  # Zaremba et al. (2014)'s three, exactly
 
 PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(),
@@ -167,7 +169,17 @@ PRESETS: dict[str, ModelConfig] = {
         keep_prob=0.35,
         lr_decay=1 / 1.15,
     ),
-    "test": ModelConfig(max_grad_norm=1.0, num_layers=1, num_steps=2, hidden_size=2, max_epoch=1, max_max_epoch=1),
+    # The seed's TestConfig, with each epoch capped at 100 steps: a smoke run of seconds on any corpus
+    # (a whole PTB epoch at T = 2 is 23,239 steps).
+    "test": ModelConfig(
+        max_grad_norm=1.0,
+        num_layers=1,
+        num_steps=2,
+        hidden_size=2,
+        max_epoch=1,
+        max_max_epoch=1,
+        max_steps_per_epoch=TEST_PRESET_STEPS,
+    ),
 }
 
 

@@ -52,37 +52,77 @@ def estimate_size(config: ModelConfig, corpus_vocab_size: int) -> SizeEstimate:
     return SizeEstimate(v, parameters, weights + activations)
 
 
-LAYER_STEP_SECONDS = 2e-5  # per layer and time step (forward and backward): kernel calls, not FLOPs
+# Costs beyond the FLOPs, measured on a 2-core CPU (a CUDA device: the GPU column): a training step's
+# fixed work (the optimiser, clipping, reading the loss back), each layer and time step's kernel calls,
+# each logit of a step (the softmax over the vocabulary and its gradient move memory, not FLOPs), and
+# each token and layer of the test stream (B = 1: the LSTM's time steps one after another).
+DEVICE_COSTS: dict[str, dict[str, float]] = {
+    "cpu": {"step": 1e-3, "layer_step": 2e-5, "logit": 1e-8, "test_layer_token": 3e-5},
+    "cuda": {"step": 5e-4, "layer_step": 2e-5, "logit": 2e-10, "test_layer_token": 2e-5},
+}
+LOAD_TOKEN_SECONDS = 1e-6  # reading and encoding the corpus before the first step
+EVAL_FRACTION = 0.25  # a validation batch (forward only, no optimiser) against a training step
+LAYER_STEP_SECONDS = DEVICE_COSTS["cpu"]["layer_step"]
 
 
 @dataclass(frozen=True)
 class TimeEstimate:
-    """How long training takes on a worker of `settings.worker_gflops`, a rough but bounded guess."""
+    """How long training takes on a worker's device (`cpu`: `settings.worker_gflops`, `cuda`:
+    `settings.cuda_gflops`), a rough but bounded guess: the corpus load, every epoch's steps and
+    validation pass, and the test run."""
 
     steps_per_epoch: int
     step_seconds: float
     epoch_seconds: float
+    epochs: int = 1
+    test_seconds: float = 0.0
+    load_seconds: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def total_seconds(self) -> float:
+        return self.load_seconds + self.epochs * self.epoch_seconds + self.test_seconds
 
     def as_dict(self) -> dict[str, float | int]:
         return {
             "steps_per_epoch": self.steps_per_epoch,
             "step_seconds": round(self.step_seconds, 6),
             "epoch_seconds": round(self.epoch_seconds, 3),
+            "test_seconds": round(self.test_seconds, 3),
+            "total_seconds": round(self.total_seconds, 3),
         }
 
 
-def estimate_time(config: ModelConfig, dataset: Dataset, settings: Settings) -> TimeEstimate:
-    """Step and epoch time: the training FLOPs of a [B, T] batch at `worker_gflops`, plus a fixed
-    cost per layer and time step; the epoch adds its validation pass (a forward, a third of a step)."""
+def estimate_time(config: ModelConfig, dataset: Dataset, settings: Settings, device: str = "cpu") -> TimeEstimate:
+    """Step, epoch and whole-run time on `device`: the training FLOPs of a [B, T] batch at the
+    device's GFLOP/s, plus the costs of `DEVICE_COSTS`; an epoch adds its validation pass, the run
+    its corpus load and its test run."""
+    costs = DEVICE_COSTS.get(device, DEVICE_COSTS["cpu"])
+    gflops = settings.cuda_gflops if device == "cuda" else settings.worker_gflops
     v = train_vocabulary(config, dataset)
-    b, t = config.batch_size, config.num_steps
-    step = config.train_flops_per_token(v) * b * t / (settings.worker_gflops * 1e9)
-    step += LAYER_STEP_SECONDS * config.num_layers * t
-    steps = epoch_size(dataset.train_tokens, b, t)
+    b, t, layers = config.batch_size, config.num_steps, config.num_layers
+    step = config.train_flops_per_token(v) * b * t / (gflops * 1e9)
+    step += costs["layer_step"] * layers * t + costs["logit"] * b * t * v + costs["step"]
+    steps = max(epoch_size(dataset.train_tokens, b, t), 0)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
-    valid_steps = epoch_size(dataset.valid_tokens, b, t)
-    return TimeEstimate(max(steps, 0), step, step * max(steps, 0) + step / 3 * max(valid_steps, 0))
+    valid_steps = max(epoch_size(dataset.valid_tokens, b, t), 0)
+    epoch = step * steps + step * EVAL_FRACTION * valid_steps
+    per_test_token = (
+        config.forward_flops_per_token(v) / (gflops * 1e9)
+        + costs["test_layer_token"] * layers
+        + costs["logit"] * v * EVAL_FRACTION
+    )
+    tokens = dataset.train_tokens + dataset.valid_tokens + dataset.test_tokens
+    return TimeEstimate(
+        steps_per_epoch=steps,
+        step_seconds=step,
+        epoch_seconds=epoch,
+        epochs=config.max_max_epoch,
+        test_seconds=per_test_token * max(dataset.test_tokens - 1, 0),
+        load_seconds=LOAD_TOKEN_SECONDS * tokens,
+        device=device,
+    )
 
 
 def build_config(settings: Settings, preset_name: str, overrides: dict[str, Any], dataset: Dataset) -> ModelConfig:
