@@ -438,11 +438,21 @@ def _train(
     saved = _interrupt_checkpoint(callbacks, trainer)
     status = CANCELED if callbacks.cancel_requested else QUEUED
     where = f"at epoch {trainer.state.epoch + 1} step {trainer.state.step}"
-    why = "canceled" if status == CANCELED else "handed back to the queue (worker shutting down)"
+    why = "canceled" if status == CANCELED else "handed back to the queue (the worker is stopping)"
     saved_line = f"; interrupt checkpoint {saved.id} written" if saved is not None else ""
     callbacks.note(logs.info(f"{why} {where}{saved_line}"))
+    note = None
+    if status == QUEUED:
+        last = callbacks.last_checkpoint
+        if saved is not None:
+            resumes = f"resumes from its checkpoint {where}"
+        elif last is not None:
+            resumes = f"resumes from the checkpoint of epoch {last.epoch}"
+        else:
+            resumes = "starts again from the beginning (no checkpoint yet)"
+        note = f"handed back {where} (the worker is stopping); {resumes}"
     try:
-        attempt.stop(status, saved, settings.keep_last_checkpoints, lines=callbacks.take_lines())
+        attempt.stop(status, saved, settings.keep_last_checkpoints, lines=callbacks.take_lines(), note=note)
     except LeaseLost:
         if saved is not None:
             Path(saved.path).unlink(missing_ok=True)

@@ -10,6 +10,8 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.store.tables import Checkpoint, Dataset, Job
+from app.training.jobs import eta_seconds, paper_comparison
+from app.training.run_metadata import MAX_NAME, MAX_NOTES, MAX_TAG, MAX_TAGS, TAG_PATTERN
 from model.tokenizers import SUBWORD
 
 
@@ -185,18 +187,48 @@ class CorpusRoots(BaseModel):
 # --- jobs ---
 
 
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG, pattern=TAG_PATTERN)]
+NAME_FIELD = Field(None, max_length=MAX_NAME, description="what to call the run (at most 200 characters)")
+TAGS_DESCRIPTION = "labels to find the run by: 1-50 characters of letters, digits and _ . : - each, duplicates dropped"
+NOTES_FIELD = Field(None, max_length=MAX_NOTES, description="free-form notes (at most 10,000 characters)")
+
+
+class RunMetadataPatch(RequestModel):
+    """A JSON merge of a run's name, tags and notes: only the fields sent change; null clears one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = NAME_FIELD
+    tags: list[Tag] | None = Field(None, max_length=MAX_TAGS, description=TAGS_DESCRIPTION)
+    notes: str | None = NOTES_FIELD
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
 class JobCreate(RequestModel):
     """A training job: a dataset, a preset and field overrides of its config."""
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: str = Field(min_length=1, max_length=40, examples=["ds_0123456789abcdef"])
+    dataset_id: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="a dataset id, or the name of exactly one dataset this key can see",
+        examples=["ds_0123456789abcdef"],
+    )
     preset: str = Field("small", max_length=20, description="small, medium, large or test", examples=["small"])
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="config fields to change, e.g. max_max_epoch, hidden_size, seed, max_steps_per_epoch",
         examples=[{"max_max_epoch": 1, "max_steps_per_epoch": 200}],
     )
+    name: str | None = NAME_FIELD
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description=TAGS_DESCRIPTION)
+    notes: str | None = NOTES_FIELD
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "tags": self.tags, "notes": self.notes}
 
 
 class Progress(BaseModel):
@@ -214,6 +246,11 @@ class Progress(BaseModel):
     lr: float | None = None
     wps: float | None = Field(None, description="training words per second this epoch")
     train_ppl_running: float | None = Field(None, description="training perplexity of this epoch so far")
+    eta_seconds: float | None = Field(
+        None,
+        description="seconds until the job is done, from the speed of this attempt's epoch (steps left in this "
+        "and the remaining epochs, the validation passes and the test run); null unless running",
+    )
 
 
 class JobVocabulary(BaseModel):
@@ -269,8 +306,21 @@ class JobEvaluation(BaseModel):
     test: SplitEvaluation | None = Field(description="the test perplexity, once trained")
 
 
+class PaperComparison(BaseModel):
+    """The paper's number for the job's preset, and whether the job's may be set beside it."""
+
+    test_ppl: float | None = Field(
+        description="Zaremba et al. (2014), Table 1: the preset's test perplexity on PTB; null for the test preset"
+    )
+    comparable: bool = Field(description="true only for an unmodified small, medium or large preset on PTB")
+    reason: str | None = Field(description="why it is not comparable, in words; null when it is")
+
+
 class JobOut(BaseModel):
     id: str
+    name: str | None = Field(None, description="what its owner calls it")
+    tags: list[str] = Field(default_factory=list, description="its tags, in the order given")
+    notes: str | None = None
     status: str = Field(description="queued, running, canceling, succeeded, failed or canceled")
     message: str = Field(description="why the job is where it is")
     warning: str | None = Field(
@@ -302,8 +352,13 @@ class JobOut(BaseModel):
     requirements: list[str] = Field(
         default_factory=list, description="what a worker must have to run it (cpu, cuda, bf16, tf32)"
     )
-    estimate: dict[str, int | float] | None = Field(
-        None, description="estimated steps_per_epoch, step_seconds and epoch_seconds on this server's workers"
+    estimate: dict[str, int | float | str] | None = Field(
+        None,
+        description="at submission: steps_per_epoch, step_seconds, epoch_seconds, test_seconds and total_seconds "
+        "on the device of the fastest live worker that can run it (device)",
+    )
+    paper: PaperComparison | None = Field(
+        None, description="the published test perplexity of its preset and whether this job is comparable to it"
     )
     worker_id: str | None
     created_at: datetime
@@ -328,9 +383,16 @@ class JobOut(BaseModel):
                 valid=SplitEvaluation.of(job.best_valid_ppl, splits.get("valid")),
                 test=SplitEvaluation.of(job.test_ppl, splits.get("test")),
             )
+        progress = None
+        if job.progress:
+            progress = Progress.model_validate({**job.progress, "eta_seconds": eta_seconds(job)})
         return cls(
             evaluation=evaluation,
             id=job.id,
+            name=job.name,
+            tags=list(job.tags or []),
+            notes=job.notes,
+            paper=PaperComparison.model_validate(paper_comparison(job, dataset)),
             status=job.status,
             message=message,
             warning=warning,
@@ -341,7 +403,7 @@ class JobOut(BaseModel):
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             queue_position=queue_position,
-            progress=Progress.model_validate(job.progress) if job.progress else None,
+            progress=progress,
             latest_train_ppl=job.latest_train_ppl,
             latest_valid_ppl=job.latest_valid_ppl,
             best_valid_ppl=job.best_valid_ppl,
@@ -360,6 +422,27 @@ class JobOut(BaseModel):
 
 class JobPage(Page[JobOut]):
     pass
+
+
+class JobEstimateOut(BaseModel):
+    """What a job would be and cost, before it is submitted (nothing is stored)."""
+
+    dataset_id: str
+    preset: str
+    config: dict[str, Any] = Field(description="the full model config it would train with")
+    parameters: int
+    vocab_size: int = Field(description="the vocabulary it would train with")
+    train_memory_bytes: int = Field(description="an upper estimate of training memory")
+    steps_per_epoch: int
+    step_seconds: float
+    epoch_seconds: float = Field(description="an epoch's training steps and its validation pass")
+    test_seconds: float = Field(description="the test run at the end")
+    total_seconds: float = Field(description="the corpus load, every epoch and the test run")
+    device: str = Field(description="cpu or cuda: the device the estimate is for")
+    basis: str = Field(description="whose device: the live workers' (the fastest that can run it), or this server's")
+    fits: bool = Field(description="whether the job would be accepted: total_seconds within the job limit")
+    limit_seconds: float = Field(description="the job wall-time limit (LSTMLM_MAX_JOB_SECONDS)")
+    problem: str | None = Field(description="why it would be refused; null when it fits")
 
 
 # --- metrics ---

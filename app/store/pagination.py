@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, and_, or_, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.errors import Invalid
@@ -77,3 +78,86 @@ def keyset_page(
     rows = rows[:limit]
     last = rows[-1]
     return rows, encode_cursor(getattr(last, created_at.key), getattr(last, row_id.key))
+
+
+# --- other orders than newest first ---
+
+NEWEST_FIRST = "-created_at"
+OLDEST_FIRST = "created_at"
+
+
+def _encode(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_sorted(cursor: str, sort: str) -> dict[str, Any]:
+    """A cursor's fields, checked to be of `sort` (a newest-first cursor names no sort)."""
+    invalid = Invalid(f"cursor {cursor[:100]!r} is not valid: pass a previous page's next_cursor", field="cursor")
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise invalid from None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or len(data["id"]) > 100:
+        raise invalid
+    made_for = data.get("s", NEWEST_FIRST)
+    if made_for != sort:
+        raise Invalid(
+            f"cursor was made for sort={str(made_for)[:40]}, not sort={sort}: a cursor continues the list it came "
+            "from; start again without a cursor",
+            field="cursor",
+        )
+    return data
+
+
+def sorted_page(
+    session: Session,
+    stmt: Select[T],
+    sort: str,
+    created_at: InstrumentedAttribute[Any],
+    row_id: InstrumentedAttribute[Any],
+    limit: int,
+    cursor: str | None,
+    value: InstrumentedAttribute[Any] | None = None,
+) -> tuple[list[T], str | None]:
+    """One page of `stmt`'s rows in the order `sort` names, and the next page's cursor (None at the end).
+
+    `-created_at` (newest first) and `created_at` page by (created_at, id); any other sort is by
+    `value`, lowest first with the rows that have none last, then by id. A cursor encodes its sort and
+    the last row's key, so a page never shifts; a cursor of another sort is `Invalid`.
+    """
+    if sort == NEWEST_FIRST:
+        if cursor:
+            _decode_sorted(cursor, sort)  # a cursor of another sort is refused, not misread
+        return keyset_page(session, stmt, created_at, row_id, limit, cursor)
+    if sort == OLDEST_FIRST:
+        if cursor:
+            data = _decode_sorted(cursor, sort)
+            after_t, after_id = decode_cursor(_encode({"t": data.get("t"), "id": data["id"]}))
+            stmt = stmt.where(tuple_(created_at, row_id) > tuple_(after_t, after_id))
+        rows = list(session.scalars(stmt.order_by(created_at.asc(), row_id.asc()).limit(limit + 1)))
+        if len(rows) <= limit:
+            return rows, None
+        rows = rows[:limit]
+        last = rows[-1]
+        t = getattr(last, created_at.key)
+        return rows, _encode({"s": sort, "t": t.isoformat(), "id": getattr(last, row_id.key)})
+    if value is None:
+        raise ValueError(f"sort {sort!r} needs a value column")
+    if cursor:
+        data = _decode_sorted(cursor, sort)
+        v = data.get("v")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
+            raise Invalid(f"cursor {cursor[:100]!r} is not valid: pass a previous page's next_cursor", field="cursor")
+        after_id = data["id"]
+        if v is None:
+            stmt = stmt.where(value.is_(None), row_id > after_id)
+        else:
+            later = or_(value > v, and_(value == v, row_id > after_id))
+            stmt = stmt.where(or_(and_(value.is_not(None), later), value.is_(None)))
+    rows = list(session.scalars(stmt.order_by(value.asc().nulls_last(), row_id.asc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, _encode({"s": sort, "v": getattr(last, value.key), "id": getattr(last, row_id.key)})

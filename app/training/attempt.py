@@ -226,10 +226,12 @@ class Attempt:
         error: str | None = None,
         lines: Sequence[LogLine] = (),
         retry_in: float | None = None,
+        note: str | None = None,
     ) -> None:
         """Leave the job canceled, or queued again (shutdown, transient error), after an optional
-        interrupt checkpoint. A clean hand-back (`error` None) does not use up one of the job's
-        attempts: `max_attempts` grows by one with it. `retry_in` holds a requeued job back for that
+        interrupt checkpoint. A clean hand-back (`error` None) is no error: it does not use up one of
+        the job's attempts (`max_attempts` grows by one with it) and its `note` says where it stopped
+        and where it resumes (the job's `status_note`). `retry_in` holds a requeued job back for that
         many seconds (backoff after a transient error).
         """
         if status not in (CANCELED, QUEUED):
@@ -240,9 +242,10 @@ class Attempt:
             values["finished_at"] = now
         else:
             values["worker_id"] = None
-            values["error"] = error or f"attempt {self.attempt} handed back by worker {self.worker_id} (shutdown)"
+            values["error"] = error
             if error is None:
                 values["max_attempts"] = Job.max_attempts + 1
+                values["status_note"] = note or f"handed back by worker {self.worker_id} (the worker is stopping)"
             if retry_in:
                 values["run_after"] = now + timedelta(seconds=retry_in)
         with write_session(self.engine) as session:

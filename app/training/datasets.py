@@ -423,6 +423,48 @@ def get_dataset(session: Session, dataset_id: str, viewer: Principal | None = No
     return dataset
 
 
+def find_dataset(
+    session: Session,
+    ref: str,
+    viewer: Principal | None,
+    missing: type[NotFound] | type[Invalid] = NotFound,
+    field: str = "dataset_id",
+    lock: bool = False,
+) -> Dataset:
+    """The dataset `ref` names: its id, or its name when exactly one dataset `viewer` may see has it.
+    `Invalid` (listing their ids) when several do; `missing` (NotFound, or Invalid where a request
+    body names it) when none does. `lock`: FOR SHARE on PostgreSQL (a concurrent delete waits)."""
+
+    def visible(dataset: Dataset | None) -> bool:
+        return (
+            dataset is not None
+            and dataset.deleted_at is None
+            and (viewer is None or ownership.may_see_dataset(viewer, dataset))
+        )
+
+    by_id = session.get(Dataset, ref, with_for_update={"read": True} if lock else None) if len(ref) <= 40 else None
+    if by_id is not None and visible(by_id):
+        return by_id
+    stmt = _live().where(Dataset.name == ref)
+    if viewer is not None:
+        stmt = stmt.where(ownership.visible_datasets(viewer))
+    named = list(session.scalars(stmt.order_by(Dataset.created_at, Dataset.id).limit(21)))
+    if len(named) > 1:
+        ids = [d.id for d in named[:20]]
+        more = " and more" if len(named) > 20 else ""
+        raise Invalid(
+            f"{len(named) if len(named) <= 20 else 'over 20'} datasets are named {ref[:100]!r}: "
+            f"give one of their ids ({', '.join(ids)}{more})",
+            field=field,
+            dataset_ids=ids,
+        )
+    if named:
+        if lock:
+            session.refresh(named[0], with_for_update={"read": True})
+        return named[0]
+    raise missing(f"dataset {ref!r} not found", field=field)
+
+
 def list_datasets(
     session: Session, limit: int, cursor: str | None, viewer: Principal | None = None
 ) -> tuple[list[Dataset], str | None]:

@@ -70,7 +70,12 @@ def claim_next(
             return None
         job_id, attempt = candidate
         # started_at stays the first attempt's start: the job's wall time counts from there
-        extra = {"started_at": func.coalesce(Job.started_at, now), "finished_at": None, "run_after": None}
+        extra = {
+            "started_at": func.coalesce(Job.started_at, now),
+            "finished_at": None,
+            "run_after": None,
+            "status_note": None,
+        }
         if not claim_row(session, Job, job_id, attempt, worker_id, now + timedelta(seconds=lease_seconds), extra):
             return None  # unreachable under the lock; kept as the guard of last resort
         job = session.get_one(Job, job_id)

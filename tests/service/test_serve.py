@@ -211,9 +211,11 @@ def test_sigterm_to_the_run_command_hands_the_job_back_and_leaves_no_process(tmp
     import sqlite3
 
     with sqlite3.connect(tmp_path / "data" / "service.db") as db:
-        status, error = db.execute("SELECT status, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        status, error, note = db.execute(
+            "SELECT status, error, status_note FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
         kinds = [k for (k,) in db.execute("SELECT kind FROM checkpoints WHERE job_id = ?", (job_id,))]
-    assert status == "queued" and "handed back" in error
+    assert status == "queued" and error is None and "handed back" in note
     assert "interrupt" in kinds
 
 
