@@ -1,4 +1,5 @@
-"""Routes: the dashboard's pages (jobs, a job, compare, submit, scorings, playground, login) and its static files.
+"""Routes: the dashboard's pages (jobs, a job, compare, submit, scorings, playground, login), its
+static files and icon, and a "not found" page for any other address a browser asks for.
 
 Each route renders a page shell only; the page's script fetches its data from the JSON API.
 """
@@ -9,12 +10,29 @@ from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 HERE = Path(__file__).resolve().parent
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+ICON = HERE / "static" / "favicon.svg"
+# Paths of the API and its files: an unknown one there stays the API's problem+json 404.
+NOT_PAGES = (
+    "/v1/",
+    "/static/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/tokenize",
+    "/detokenize",
+    "/tokenizer_info",
+    "/models/",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+)
 
 
 @lru_cache
@@ -70,7 +88,40 @@ def login_page(request: Request) -> HTMLResponse:
     return page(request, "login.html", "Log in", active="login")
 
 
+@router.get("/favicon.ico", response_class=FileResponse)
+def favicon() -> FileResponse:
+    """The icon, for browsers that ask for it where no page names it (a JSON answer opened in a tab)."""
+    return FileResponse(ICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
+def wants_page(scope: Scope) -> bool:
+    """A browser asking for a dashboard address: GET or HEAD of HTML, outside the API's paths."""
+    if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+        return False
+    if str(scope["path"]).startswith(NOT_PAGES):
+        return False
+    accept = dict(scope["headers"]).get(b"accept", b"").decode("latin-1")
+    return "text/html" in accept
+
+
+def not_found_page(fallback: ASGIApp) -> ASGIApp:
+    """What answers a request no route matched: for a browser's page address, a page saying so (404)
+    with links to the jobs; anything else goes to `fallback` (the API's problem+json 404)."""
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        if not wants_page(scope):
+            await fallback(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        response = page(request, "notfound.html", "Not found", active="", path=request.url.path)
+        response.status_code = 404
+        await response(scope, receive, send)
+
+    return answer
+
+
 def install(app: FastAPI) -> None:
-    """Serve the pages at `/` and their static files at `/static`."""
+    """Serve the pages at `/`, their static files at `/static` and a page for unknown addresses."""
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.router.default = not_found_page(app.router.default)

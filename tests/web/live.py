@@ -3,10 +3,11 @@ it and their screenshots."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,28 +98,51 @@ def serve(tmp: Path, worker: bool, **settings_overrides: Any) -> Iterator[LiveSe
         thread.join(timeout=15)
 
 
+# Console errors a test expects, by page: `allow_console_errors` adds to them.
+EXPECTED_CONSOLE: dict[int, list[re.Pattern[str]]] = {}
+
+
 @contextmanager
-def open_page(browser: Any, url: str) -> Iterator[Any]:
-    """A page in a fresh browser context (its own cookies) on `url`; uncaught page errors and anything
-    the content security policy refused (reported on the console) fail the test."""
+def open_page(browser: Any, url: str, allowed: Sequence[str] = ()) -> Iterator[Any]:
+    """A page in a fresh browser context (its own cookies) on `url`; uncaught page errors, anything
+    the content security policy refused and any other console error (a failed request, a missing
+    file: the line and its address) fail the test, unless it matches one of `allowed` or a pattern
+    the test gave `allow_console_errors`."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=WAIT_MS)
-    context = browser.new_context(base_url=url, viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(base_url=url, viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     # Every violation, also of what reports no console line of its own (an inline style, an eval).
     context.add_init_script(CSP_LISTENER)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     violations: list[str] = []
+    console: list[str] = []
+    EXPECTED_CONSOLE[id(page)] = [re.compile(p) for p in allowed]
+
+    def on_console(message: Any) -> None:
+        if is_csp_violation(message.text):
+            violations.append(message.text)
+        elif message.type == "error":
+            console.append(f"{message.text} at {message.location.get('url', '')}")
+
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda message: violations.append(message.text) if is_csp_violation(message.text) else None)
+    page.on("console", on_console)
     try:
         yield page
     finally:
         context.close()
+        expected = EXPECTED_CONSOLE.pop(id(page))
     assert errors == [], f"errors in the page: {errors}"
     assert violations == [], f"content security policy violations: {violations}"
+    unexpected = [line for line in console if not any(p.search(line) for p in expected)]
+    assert unexpected == [], f"errors on the console: {unexpected}"
+
+
+def allow_console_errors(page: Any, *patterns: str) -> None:
+    """Console errors this test expects of `page` (regular expressions): a refusal it provokes on purpose."""
+    EXPECTED_CONSOLE[id(page)].extend(re.compile(p) for p in patterns)
 
 
 CSP_LISTENER = """

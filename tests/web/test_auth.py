@@ -21,7 +21,7 @@ from sqlalchemy import update
 from app.auth import keys
 from app.store.db import make_engine, write_session
 from app.store.tables import ApiKey
-from web.live import LiveService, open_page, screenshot, serve
+from web.live import LiveService, allow_console_errors, open_page, screenshot, serve
 
 COOKIE = "lstmlm_session"
 
@@ -82,6 +82,7 @@ def page(browser: Any, world: World) -> Iterator[Any]:
 
 def log_in(page: Any, secret: str, path: str = "/") -> None:
     """Open `path`, get sent to the login form, log in and come back."""
+    allow_console_errors(page, r"status of 401 .* at .*/v1/whoami$")  # the refusal that sends it there
     page.goto(path)
     page.wait_for_url(re.compile(r"/login\?next="))
     page.fill("#key", secret)
@@ -97,6 +98,14 @@ def test_login_once_in_an_httponly_strict_cookie_shows_only_the_keys_jobs_and_lo
     world: World, page: Any
 ) -> None:
     alice, bob = world.alice, world.bob
+    # The login page asks the API nothing before a key is given: no refusal on its console.
+    refusals: list[str] = []
+    page.on("console", lambda message: refusals.append(message.text) if message.type == "error" else None)
+    page.goto("/login")
+    page.wait_for_load_state("networkidle")
+    assert refusals == []
+    # Then a page that needs a key is refused (401) and sends the browser to the login form.
+    allow_console_errors(page, r"status of 401 .* at .*/v1/(whoami|session)$")
     page.goto("/")
     page.wait_for_url(re.compile(r"/login\?next=%2F$"))
     page.fill("#key", "lsk_" + "x" * 43)
@@ -135,9 +144,11 @@ def test_login_once_in_an_httponly_strict_cookie_shows_only_the_keys_jobs_and_lo
     expect(page.locator("#cancel")).to_be_hidden()
 
     # Another key's job is not found, as if it did not exist.
+    allow_console_errors(page, rf"status of 404 .* at .*/v1/jobs/{bob.queued['id']}$")
     page.goto(f"/jobs/{bob.queued['id']}")
-    expect(page.locator("#flash")).to_have_text(f"job {bob.queued['id']} not found")
-    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#not-found")).to_contain_text(f"No job has the id {bob.queued['id']}.")
+    expect(page.locator("#job")).to_be_hidden()
+    expect(page.locator("#flash")).to_be_hidden()
 
     page.goto("/submit")
     expect(page.locator("#job-form")).to_be_visible()
@@ -239,6 +250,7 @@ def test_the_pager_walks_a_keys_jobs_page_by_page(world: World, page: Any) -> No
 
 
 def test_a_logged_out_or_revoked_session_is_sent_back_to_the_login_form(world: World, page: Any) -> None:
+    allow_console_errors(page, r"status of 401 .* at .*/v1/")  # every request of an ended session is refused
     engine = make_engine(world.live.settings.resolved_database_url)
     try:
         row, secret = keys.create_key(engine, "erin", "read")

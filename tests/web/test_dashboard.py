@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from web.live import LiveService, screenshot, wait_until
+from web.live import LiveService, allow_console_errors, screenshot, wait_until
 
 LONG = {"max_max_epoch": 500}  # a job that trains until it is canceled
 
@@ -116,6 +116,7 @@ def test_submit_from_the_form_then_watch_the_curve_grow_and_cancel(live: LiveSer
 
 
 def test_submit_shows_the_apis_error_next_to_the_field(live: LiveService, page: Any, dataset: dict) -> None:
+    allow_console_errors(page, r"status of 422 .* at .*/v1/jobs(/estimate)?$")  # the refusals shown
     page.goto("/submit")
     page.locator(f'#dataset_id option[value="{dataset["id"]}"]').wait_for(state="attached")
     page.select_option("#dataset_id", dataset["id"])

@@ -36,14 +36,16 @@ const Dash = (() => {
 
   // The key's scope from GET /v1/whoami (with authentication off: a local admin without a key id).
   // Pages start loading once it is known; without a valid key it never resolves, as the browser is
-  // on its way to the login page.
+  // on its way to the login page. The login page itself asks nothing before the key is given.
   let identity = null;
   const ready = (async () => {
-    try {
-      identity = await api("/v1/whoami");
-    } catch (err) {
-      identity = null;
-      if (err.status === 401 && location.pathname !== "/login") await new Promise(() => {});
+    if (location.pathname !== "/login") {
+      try {
+        identity = await api("/v1/whoami");
+      } catch (err) {
+        identity = null;
+        if (err.status === 401) await new Promise(() => {});
+      }
     }
     applyScope();
   })();
@@ -137,12 +139,26 @@ const Dash = (() => {
     return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
   }
 
+  // A size in binary units, as the command-line client writes it: "512 bytes", "4.00 KiB", "12.3 MiB".
   function bytes(n) {
-    if (n === null || n === undefined) return "–";
-    const units = ["B", "KiB", "MiB", "GiB"];
+    if (n === null || n === undefined || !Number.isFinite(n)) return "–";
+    const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
     while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
-    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+    if (i === 0) return `${num(n, 0)} bytes`;
+    return `${n.toFixed(n < 10 ? 2 : 1)} ${units[i]}`;
+  }
+
+  // A length of time, as the command-line client writes it: "45s", "3m 20s", "1h 05m", "2d 3h".
+  function seconds(s) {
+    if (s === null || s === undefined || !Number.isFinite(s) || s < 0) return "–";
+    const whole = Math.round(s);
+    const [d, h, m, sec] = [Math.floor(whole / 86400), Math.floor((whole % 86400) / 3600), Math.floor((whole % 3600) / 60), whole % 60];
+    const two = (v) => String(v).padStart(2, "0");
+    if (d) return `${d}d ${h}h`;
+    if (h) return `${h}h ${two(m)}m`;
+    if (m) return `${m}m ${two(sec)}s`;
+    return `${sec}s`;
   }
 
   function age(iso) {
@@ -340,7 +356,7 @@ const Dash = (() => {
   }
 
   return {
-    api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, age, flash, dataset, datasetName, datasetOptions,
+    api, ApiError, ready, can, applyScope, postEvents, el, num, bytes, seconds, age, flash, dataset, datasetName, datasetOptions,
     modelOptions, upload, pager, liveList, standing, jobTokenizer, tokenizersOf, wordPerplexity, TERMINAL,
   };
 })();

@@ -8,7 +8,6 @@
   const jobId = root.dataset.jobId;
   const base = `/v1/jobs/${encodeURIComponent(jobId)}`;
   const MAX_POINTS = 1000; // per key: the downsampled history a chart starts from
-  const PAPER_TEST_PPL = { small: 114.5, medium: 82.7, large: 78.4 };
 
   const group = new ChartGroup(`job-${jobId}`);
   const logBox = document.getElementById("logscale");
@@ -63,6 +62,9 @@
       ["latest train ppl", num(job.latest_train_ppl)],
     ];
     if (job.queue_position !== null && job.queue_position !== undefined) facts.push(["queue position", job.queue_position]);
+    const eta = (job.progress || {}).eta_seconds;
+    if (active(job)) facts.push(["ETA", Number.isFinite(eta) ? Dash.seconds(eta) : "not known yet"]);
+    if (job.estimate && job.estimate.total_seconds !== undefined) facts.push(["estimated", `${Dash.seconds(job.estimate.total_seconds)} in all`]);
     document.getElementById("facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
 
     const p = job.progress || {};
@@ -78,15 +80,17 @@
     } else if (p.steps && job.status === "running") {
       parts.push(`step ${num(p.step, 0)} of ${num(p.steps, 0)}`);
     }
+    if (active(job) && Number.isFinite(p.eta_seconds)) parts.push(`ETA ${Dash.seconds(p.eta_seconds)}`);
     if (p.wps) parts.push(`${num(p.wps, 0)} words/s`);
     if (p.lr !== null && p.lr !== undefined) parts.push(`lr ${num(p.lr, 4)}`);
     if (p.train_ppl_running) parts.push(`running train ppl ${num(p.train_ppl_running)}`);
     document.getElementById("progress-text").textContent = parts.join(" · ") || job.status;
 
+    renderAbout();
     renderTestPpl();
     renderEvaluation();
-    const active = job.status === "queued" || job.status === "running";
-    document.getElementById("cancel").classList.toggle("hidden", !active);
+    const cancelable = job.status === "queued" || job.status === "running";
+    document.getElementById("cancel").classList.toggle("hidden", !cancelable);
     document.getElementById("delete").classList.toggle("hidden", !TERMINAL.includes(job.status));
     renderConfig();
 
@@ -96,24 +100,100 @@
     if (!previous || changed("attempt") || changed("status")) renderAttempts();
   }
 
+  function active(j) {
+    return j.status === "running" || j.status === "canceling";
+  }
+
+  // The paper's test perplexity beside the job's only where the two compare (`paper.comparable`:
+  // its preset on the PTB corpus as the paper trained it), else the reason they do not.
+  function paperLine() {
+    const paper = job.paper;
+    if (!paper || (paper.test_ppl === null && !paper.reason)) return null;
+    if (paper.comparable) {
+      return el("div", { class: "paper comparable" }, `paper (Zaremba et al. 2014, ${job.preset}): ${num(paper.test_ppl)}`);
+    }
+    return el("div", { class: "paper not-comparable" }, `no paper number to compare: ${paper.reason || "not the paper's setup"}`);
+  }
+
   function renderTestPpl() {
     const box = document.getElementById("test-ppl");
     if (job.test_ppl === null || job.test_ppl === undefined) {
       box.classList.add("hidden");
       return;
     }
-    const paper = PAPER_TEST_PPL[job.preset];
-    const isPtb = (datasetName || "").toLowerCase().includes("ptb");
     const test = job.evaluation && job.evaluation.test;
     const parts = [
       el("div", { class: "big" }, num(job.test_ppl)),
       el("div", { class: "muted" }, "test perplexity (per token)"),
       test ? el("div", { class: "per-word" }, `word ppl ${num(test.word_perplexity)} · ${num(test.bits_per_byte, 3)} bits/byte`) : null,
-      isPtb && paper ? el("div", { class: "paper" }, `paper (Zaremba et al. 2014, ${job.preset}): ${paper}`) : null,
+      paperLine(),
     ];
     box.replaceChildren(...parts.filter(Boolean)); // replaceChildren would write a null as "null"
     box.classList.remove("hidden");
   }
+
+  // --- name, tags and notes: shown, and edited in place (PATCH, a JSON merge of the three) ---
+
+  const aboutForm = document.getElementById("about-form");
+  const aboutView = document.getElementById("about-view");
+
+  function renderAbout() {
+    const named = Boolean(job.name);
+    const nameBox = document.getElementById("job-name");
+    nameBox.textContent = job.name || "";
+    nameBox.classList.toggle("hidden", !named);
+    document.getElementById("job-title").classList.toggle("subtitle", named);
+    document.title = `${job.name || `Job ${job.id}`} · LSTM LM`;
+    const tags = (job.tags || []).map((t) => el("a", { class: "chip tag", href: `/?tag=${encodeURIComponent(t)}`, "data-tag": t, text: `#${t}` }));
+    document.getElementById("tags").replaceChildren(...tags);
+    const notes = document.getElementById("notes");
+    notes.textContent = job.notes || "";
+    notes.classList.toggle("hidden", !job.notes);
+  }
+
+  function editAbout(on) {
+    aboutForm.classList.toggle("hidden", !on);
+    aboutView.classList.toggle("hidden", on);
+    if (!on) return;
+    document.getElementById("edit-name").value = job.name || "";
+    document.getElementById("edit-tags").value = (job.tags || []).join(" ");
+    document.getElementById("edit-notes").value = job.notes || "";
+    aboutForm.querySelectorAll(".field").forEach((f) => f.classList.remove("invalid"));
+    aboutForm.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
+    document.getElementById("edit-name").focus();
+  }
+
+  document.getElementById("edit").addEventListener("click", () => editAbout(true));
+  document.getElementById("cancel-about").addEventListener("click", () => editAbout(false));
+  aboutForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    aboutForm.querySelectorAll(".field").forEach((f) => f.classList.remove("invalid"));
+    aboutForm.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
+    const patch = {
+      name: document.getElementById("edit-name").value.trim() || null,
+      tags: document.getElementById("edit-tags").value.split(/[\s,]+/).filter(Boolean),
+      notes: document.getElementById("edit-notes").value.trim() || null,
+    };
+    const button = document.getElementById("save-about");
+    button.disabled = true;
+    try {
+      render(await api(base, { method: "PATCH", json: patch }));
+      editAbout(false);
+    } catch (err) {
+      const problem = (err instanceof Dash.ApiError && err.problem) || {};
+      const errors = Array.isArray(problem.errors) && problem.errors.length ? problem.errors : [{ field: problem.field || "", message: err.message }];
+      for (const e of errors) {
+        const where = String(e.field !== undefined ? e.field || "" : String(e.loc || "").replace(/^body\.?/, "")).split(".")[0];
+        const field = aboutForm.querySelector(`.field[data-field="${CSS.escape(where)}"]`) || aboutForm.querySelector('.field[data-field=""]');
+        field.classList.add("invalid");
+        const box = field.querySelector(".error");
+        const message = e.message || e.msg || err.message;
+        box.textContent = box.textContent ? `${box.textContent}; ${message}` : message;
+      }
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   // Validation (best) and test in per-token, per-word and per-byte terms: word perplexity and bits
   // per byte compare with jobs whose tokenizers differ, the per-token perplexity does not.
@@ -295,13 +375,21 @@
     });
   }
 
+  // No such job (or not this key's): a page that says so in place of the job's empty skeleton.
+  function notFound() {
+    root.classList.add("hidden");
+    document.getElementById("not-found").classList.remove("hidden");
+    document.title = "Not found · LSTM LM";
+  }
+
   async function start() {
     await Dash.ready;
     let first;
     try {
       first = await api(base);
     } catch (err) {
-      flash(err.status === 404 ? `job ${jobId} not found` : `could not load the job: ${err.message}`);
+      if (err.status === 404) notFound();
+      else flash(`could not load the job: ${err.message}`);
       return;
     }
     datasetName = await Dash.datasetName(first.dataset_id);

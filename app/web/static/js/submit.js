@@ -18,31 +18,44 @@
     scope.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
   }
 
+  // The field box a problem's field name is about: "name", "dataset_id", "overrides.hidden_size" or a
+  // bare config field ("hidden_size"); the form's general box when it names none of them.
+  function fieldBox(name) {
+    const find = (n) => form.querySelector(`.field[data-field="${CSS.escape(n)}"]`);
+    return (name && (find(name) || find(`overrides.${name}`))) || find("");
+  }
+
   function showError(name, message) {
-    const field = form.querySelector(`.field[data-field="${CSS.escape(name)}"]`) || form.querySelector('.field[data-field=""]');
+    const field = fieldBox(name);
     field.classList.add("invalid");
     const box = field.querySelector(".error");
-    box.textContent = box.textContent ? `${box.textContent}; ${message}` : message;
-    const input = field.querySelector("input, select");
+    if (!box.textContent.split("; ").includes(message)) box.textContent = box.textContent ? `${box.textContent}; ${message}` : message;
+  }
+
+  function focusFirstError() {
+    const input = form.querySelector(".field.invalid input, .field.invalid select, .field.invalid textarea");
     if (input) input.focus();
   }
 
-  // Which field a problem+json answer is about: its `field` ("overrides.hidden_size", "preset",
-  // "dataset_id"), the unknown `fields`, a validation error's `loc`, or the config field its
-  // detail starts with ("hidden_size must be ...").
+  // Every field a problem+json answer is about, each message next to its field: its `errors` list
+  // ([{field, message}], or a validation error's {loc, msg}), the unknown `fields`, its `field`
+  // ("overrides.hidden_size", "preset", "dataset_id"), or the config field its detail starts with
+  // ("hidden_size must be ...").
   function placeProblem(problem) {
     const detail = problem.detail || "request refused";
-    if (Array.isArray(problem.fields) && problem.fields.length) {
-      problem.fields.forEach((f) => showError(`overrides.${f}`, `unknown field ${f}`));
-      return;
-    }
+    let placed = false;
     if (Array.isArray(problem.errors) && problem.errors.length) {
       for (const e of problem.errors) {
-        const loc = String(e.loc || "").replace(/^body\.?/, "");
-        showError(loc.split(".").slice(0, 2).join("."), e.msg || detail);
+        const where = e.field !== undefined ? String(e.field || "") : String(e.loc || "").replace(/^body\.?/, "");
+        showError(where.split(".").slice(0, 2).join("."), e.message || e.msg || detail);
       }
-      return;
+      placed = true;
     }
+    if (Array.isArray(problem.fields) && problem.fields.length) {
+      problem.fields.forEach((f) => showError(`overrides.${f}`, `unknown field ${f}`));
+      placed = true;
+    }
+    if (placed) return;
     let name = problem.field || "";
     if (name === "overrides") {
       const named = fields.find((f) => detail.startsWith(`${f.name} `));
@@ -89,6 +102,97 @@
 
   presetSelect.addEventListener("change", renderOverrides);
 
+  // What the form would submit: name, tags and notes where given, the dataset, preset and overrides.
+  function body() {
+    const out = { dataset_id: datasetSelect.value, preset: presetSelect.value, overrides: overrides() };
+    const name = document.getElementById("name").value.trim();
+    const tags = document.getElementById("tags").value.split(/[\s,]+/).filter(Boolean);
+    const notes = document.getElementById("notes").value.trim();
+    if (name) out.name = name;
+    if (tags.length) out.tags = tags;
+    if (notes) out.notes = notes;
+    return out;
+  }
+
+  // --- the estimate, asked for as the fields change (POST /v1/jobs/estimate stores nothing) ---
+
+  const estimateBox = document.getElementById("estimate");
+  let estimateTimer = null;
+  let estimateTicket = 0;
+
+  function showEstimate(state, ...children) {
+    estimateBox.dataset.state = state;
+    estimateBox.className = `estimate ${state}`;
+    estimateBox.replaceChildren(...children.filter(Boolean));
+  }
+
+  // Warnings of an estimate answer: its own, the limits it is past, and a general one when it does not fit.
+  function estimateWarnings(answer) {
+    const texts = [];
+    const add = (w) => {
+      const text = typeof w === "string" ? w : w && (w.message || w.detail || w.reason);
+      if (text && !texts.includes(text)) texts.push(text);
+    };
+    (answer.warnings || []).forEach(add);
+    (answer.problems || []).forEach(add);
+    if (answer.fits === false) {
+      add(answer.reason);
+      if (!texts.length) add("past this server's job limits");
+    }
+    return texts;
+  }
+
+  function renderEstimate(answer) {
+    const e = answer.estimate || answer;
+    const parts = [];
+    if (e.total_seconds !== undefined) parts.push(el("strong", { class: "total", text: `about ${Dash.seconds(e.total_seconds)}` }));
+    if (e.epoch_seconds !== undefined) parts.push(`${Dash.seconds(e.epoch_seconds)} an epoch`);
+    if (e.steps_per_epoch !== undefined) parts.push(`${num(e.steps_per_epoch, 0)} steps an epoch`);
+    if (e.step_seconds !== undefined) parts.push(`${num(e.step_seconds * 1000, 1)} ms a step`);
+    const size = answer.size || answer.memory || {};
+    if (size.parameters !== undefined || answer.parameters !== undefined) parts.push(`${num(size.parameters ?? answer.parameters, 0)} parameters`);
+    const memory = size.memory_bytes ?? size.bytes ?? answer.memory_bytes;
+    if (memory !== undefined) parts.push(`${Dash.bytes(memory)} of training memory`);
+    const line = el("div", { class: "numbers" }, "Estimate: ");
+    parts.forEach((part, i) => line.append(...(i ? [" · ", part] : [part])));
+    const warnings = estimateWarnings(answer);
+    const list = warnings.length ? el("ul", { class: "warnings" }, ...warnings.map((w) => el("li", { class: "warning", text: w }))) : null;
+    showEstimate(warnings.length ? "warn" : "ok", line, list);
+  }
+
+  async function estimate() {
+    const ticket = ++estimateTicket;
+    if (!datasetSelect.value || !presetSelect.value) {
+      showEstimate("none", "Choose a dataset for an estimate of the job's time.");
+      return;
+    }
+    try {
+      const answer = await api("/v1/jobs/estimate", { method: "POST", json: body() });
+      if (ticket !== estimateTicket) return;
+      clearErrors(form);
+      renderEstimate(answer);
+    } catch (err) {
+      if (ticket !== estimateTicket) return;
+      clearErrors(form);
+      if (err instanceof Dash.ApiError && err.status === 422) {
+        placeProblem(err.problem);
+        const n = form.querySelectorAll(".field.invalid").length;
+        showEstimate("invalid", `No estimate: ${n === 1 ? "one field needs" : `${n} fields need`} fixing (marked below).`);
+      } else if (err instanceof Dash.ApiError && err.status !== 404) {
+        showEstimate("invalid", `No estimate: ${err.message}`);
+      } else {
+        showEstimate("none", "");
+      }
+    }
+  }
+
+  function estimateSoon() {
+    clearTimeout(estimateTimer);
+    estimateTimer = setTimeout(estimate, 400);
+  }
+  form.addEventListener("input", estimateSoon);
+  form.addEventListener("change", estimateSoon);
+
   // Typed overrides from the filled-in inputs; the API checks the values (and answers where they are wrong).
   function overrides() {
     const out = {};
@@ -113,15 +217,15 @@
     }
     const button = document.getElementById("submit-job");
     button.disabled = true;
+    clearTimeout(estimateTimer);
+    estimateTicket += 1; // an estimate on its way would clear the errors shown below
     try {
-      const job = await api("/v1/jobs", {
-        method: "POST",
-        json: { dataset_id: datasetSelect.value, preset: presetSelect.value, overrides: overrides() },
-      });
+      const job = await api("/v1/jobs", { method: "POST", json: body() });
       location.assign(`/jobs/${job.id}`);
     } catch (err) {
       if (err instanceof Dash.ApiError) placeProblem(err.problem);
       else showError("", err.message);
+      focusFirstError();
     } finally {
       button.disabled = false;
     }
@@ -159,6 +263,7 @@
     if (answer.status === 201) {
       // Chosen in the job form by the time the status says "uploaded".
       await loadDatasets(answer.body.id).catch((err) => flash(`could not list the datasets: ${err.message}`));
+      estimateSoon();
       const d = answer.body;
       const t = d.tokenizer || {};
       const valid = d.splits && d.splits.valid;
@@ -184,6 +289,7 @@
       });
       status.textContent = `registered ${dataset.name}`;
       await loadDatasets(dataset.id);
+      estimateSoon();
     } catch (err) {
       status.textContent = `refused: ${err.message}`;
     }
@@ -201,7 +307,7 @@
     .then(() => {
       if (!Dash.can("write")) return null;
       if (Dash.can("admin")) loadRoots().catch((err) => flash(`could not list the server-side corpora: ${err.message}`));
-      return Promise.all([loadDatasets(new URLSearchParams(location.search).get("dataset")), loadPresets()]);
+      return Promise.all([loadDatasets(new URLSearchParams(location.search).get("dataset")), loadPresets()]).then(estimate);
     })
     .catch((err) => flash(`could not load the form: ${err.message}`));
 })();
