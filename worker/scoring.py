@@ -90,6 +90,7 @@ def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring,
     precision = jobs.precision_of(options)
     chunk = settings.scoring_chunk_lines
     done, size, sums = claimed.lines_done, claimed.bytes_done, dict(claimed.sums)
+    sums[jobs.ATTEMPT_START] = done  # where this attempt's speed counts from (its ETA)
 
     path = jobs.results_path(settings, claimed.id)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -14,14 +14,15 @@ from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.inference_schemas import Precision, ScoreAggregate, ScoreWarning
 from app.api.jobs import LIVE_WORKERS
-from app.api.schemas import Page, PageCursor, PageLimit, problem_responses
+from app.api.schemas import Page, PageCursor, PageLimit, RunMetadataPatch, problem_responses
 from app.errors import Conflict
 from app.inference.scoring import ScoreOptions, total_unk_warnings
 from app.scorings import jobs
 from app.settings import Settings
 from app.store.tables import Scoring
-from app.training.jobs import QUEUED, SUCCEEDED
+from app.training.jobs import QUEUED, STATUSES, SUCCEEDED
 from app.training.queue import live_capabilities, unmet_by, waiting_warning
+from app.training.run_metadata import MAX_NAME, MAX_NOTES, MAX_TAGS, TAG_PATTERN
 
 router = APIRouter(prefix="/v1/scorings", tags=["scorings"], responses=AUTH_RESPONSES)
 PROBLEMS = problem_responses(400, 404, 409, 413, 422, 429)
@@ -29,6 +30,9 @@ PROBLEMS = problem_responses(400, 404, 409, 413, 422, 429)
 
 class ScoringOut(BaseModel):
     id: str
+    name: str | None = Field(None, description="what its owner calls it")
+    tags: list[str] = Field(default_factory=list, description="its tags, in the order given")
+    notes: str | None = None
     status: str = Field(description="queued, running, canceling, succeeded, failed or canceled")
     model: str
     checkpoint_id: str = Field(description="the checkpoint the model name meant at submission")
@@ -45,6 +49,9 @@ class ScoringOut(BaseModel):
     total_lines: int
     lines_done: int
     fraction: float = Field(description="lines_done / total_lines")
+    eta_seconds: float | None = Field(
+        None, description="seconds until it is done, from the lines this attempt scored per second; null unless running"
+    )
     size_bytes: int = Field(
         description="bytes it keeps: the uploaded text and the results so far (they count in the key's storage quota)"
     )
@@ -70,6 +77,10 @@ class ScoringOut(BaseModel):
         aggregate = ScoreAggregate.model_validate(jobs.aggregate(row.sums, bool(row.options.get("log10"))))
         return cls(
             id=row.id,
+            name=row.name,
+            tags=list(row.tags or []),
+            notes=row.notes,
+            eta_seconds=jobs.eta_seconds(row),
             status=row.status,
             model=row.model,
             checkpoint_id=row.checkpoint_id,
@@ -127,7 +138,13 @@ def submit_scoring(
     settings: SettingsDep,
     model: Annotated[str, Form(min_length=1, max_length=200, description="a job id, checkpoint id or alias")],
     file: Annotated[UploadFile | None, File(description="UTF-8 text, one sentence a line")] = None,
-    dataset_id: Annotated[str | None, Form(max_length=40, description="score a dataset's split instead")] = None,
+    dataset_id: Annotated[
+        str | None,
+        Form(
+            max_length=MAX_NAME,
+            description="score a dataset's split instead: its id, or the name of exactly one dataset this key can see",
+        ),
+    ] = None,
     split: Annotated[str | None, Form(max_length=10, description="train, valid or test")] = None,
     log10: Annotated[bool, Form()] = False,
     score_eos: Annotated[bool, Form()] = True,
@@ -143,6 +160,16 @@ def submit_scoring(
             "waits for a worker whose machine has bf16"
         ),
     ] = None,
+    name: Annotated[str | None, Form(max_length=MAX_NAME, description="what to call the scoring")] = None,
+    tags: Annotated[
+        list[str] | None,
+        Form(
+            description="tags (repeat the field for each): 1-50 characters of letters, digits and _ . : - each, "
+            "at most 20, duplicates dropped",
+            json_schema_extra={"items": {"type": "string", "pattern": TAG_PATTERN}, "maxItems": MAX_TAGS},
+        ),
+    ] = None,
+    notes: Annotated[str | None, Form(max_length=MAX_NOTES, description="free-form notes")] = None,
 ) -> ScoringOut:
     """Queue the scoring of a text (an uploaded file or a dataset split), line by line, on the workers."""
     options = ScoreOptions(
@@ -153,7 +180,16 @@ def submit_scoring(
     )
     upload = file.file if file is not None else None  # spooled to a temporary file: copied, never read whole
     row = jobs.submit(
-        engine, session, settings, model, options, upload=upload, dataset_id=dataset_id, split=split, owner=principal
+        engine,
+        session,
+        settings,
+        model,
+        options,
+        upload=upload,
+        dataset_id=dataset_id,
+        split=split,
+        owner=principal,
+        metadata={"name": name, "tags": tags, "notes": notes},
     )
     return scoring_out(session, settings, row)
 
@@ -163,17 +199,55 @@ def list_scorings(
     principal: ReadKey,
     session: SessionDep,
     settings: SettingsDep,
+    status_filter: Annotated[
+        list[str] | None,
+        Query(
+            alias="status",
+            description="only these statuses (repeatable)",
+            json_schema_extra={"items": {"enum": list(STATUSES)}},
+        ),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=MAX_NAME, description="a case-insensitive part of the name, or exactly the id"),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(
+            max_length=MAX_TAGS,
+            description="only scorings with every one of these tags (repeatable)",
+            json_schema_extra={"items": {"type": "string", "pattern": TAG_PATTERN}},
+        ),
+    ] = None,
+    sort: Annotated[
+        Literal["-created_at", "created_at"],
+        Query(description="-created_at: newest first (the default); created_at: oldest first"),
+    ] = "-created_at",
     limit: PageLimit = 50,
     cursor: PageCursor = None,
 ) -> ScoringPage:
-    """Scoring jobs, newest first."""
-    rows, next_cursor = jobs.page(session, limit, cursor, principal)
+    """Scoring jobs, filtered by status, name or id and tags; newest first by default."""
+    rows, next_cursor = jobs.page(session, limit, cursor, principal, statuses=status_filter, q=q, tags=tag, sort=sort)
     return ScoringPage(items=[scoring_out(session, settings, r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{scoring_id}", response_model=ScoringOut, responses=PROBLEMS)
 def get_scoring(scoring_id: str, principal: ReadKey, session: SessionDep, settings: SettingsDep) -> ScoringOut:
     """One scoring job: status, progress and the aggregates so far."""
+    return scoring_out(session, settings, jobs.get(session, scoring_id, principal))
+
+
+@router.patch("/{scoring_id}", response_model=ScoringOut, responses=PROBLEMS)
+def edit_scoring(
+    scoring_id: str,
+    body: RunMetadataPatch,
+    principal: WriteKey,
+    engine: EngineDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> ScoringOut:
+    """Change a scoring's name, tags or notes: only the fields sent change (null clears one), in any status."""
+    jobs.update_metadata(engine, scoring_id, body.changes(), principal)
     return scoring_out(session, settings, jobs.get(session, scoring_id, principal))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,14 +32,16 @@ from app.inference import registry
 from app.inference.scoring import ScoreOptions, bits_per_byte, perplexity_of_logprobs
 from app.settings import Settings
 from app.store.db import write_session
-from app.store.pagination import keyset_page
-from app.store.tables import Dataset, Scoring, new_id
-from app.training.datasets import store_capped
-from app.training.jobs import QUEUED, TERMINAL, request_cancel
+from app.store.pagination import NEWEST_FIRST, OLDEST_FIRST, sorted_page
+from app.store.tables import Scoring, new_id, utcnow
+from app.training import run_metadata
+from app.training.datasets import find_dataset, store_capped
+from app.training.jobs import QUEUED, RUNNING, TERMINAL, check_statuses, name_or_id, request_cancel
 from model.data import SPLITS, find_split
 from model.tokenizers import split_lines, words_of
 
 UPLOAD, DATASET = "upload", "dataset"
+ATTEMPT_START = "attempt_start_lines"  # in the sums: the lines done when the current attempt began
 RESULTS = "results.jsonl"
 INPUT = "input.txt"
 
@@ -90,6 +93,7 @@ def submit(
     dataset_id: str | None = None,
     split: str | None = None,
     owner: Principal = LOCAL,
+    metadata: dict[str, Any] | None = None,
 ) -> Scoring:
     """Queue the scoring of an uploaded text or of a dataset split; nothing is stored when refused.
 
@@ -98,15 +102,16 @@ def submit(
     """
     if (upload is None) == (dataset_id is None):
         raise Invalid("give either a file or a dataset_id (with a split)", field="file")
+    values = run_metadata.clean(metadata or {})
     ref = registry.resolve(session, model, settings.data_dir, owner)  # 404 unknown, 409 no checkpoint yet
     scoring_id = new_id("scr")
     where = folder(settings, scoring_id)
     if upload is None:
         if split not in SPLITS:
             raise Invalid(f"split: give one of {', '.join(SPLITS)}", field="split")
-        dataset = session.get(Dataset, dataset_id)
-        if dataset is None or dataset.deleted_at is not None or not ownership.may_see_dataset(owner, dataset):
-            raise NotFound(f"dataset {dataset_id!r} not found", field="dataset_id")
+        assert dataset_id is not None
+        dataset = find_dataset(session, dataset_id, owner)  # its id, or its name when only one has it
+        dataset_id = dataset.id
         input_path, field = find_split(Path(dataset.path), split), split
     else:
         input_path, field = where / INPUT, "file"
@@ -145,6 +150,7 @@ def submit(
                 max_attempts=settings.max_attempts,
             )
             write.add(row)
+            run_metadata.apply(write, row, values)
     except BaseException:
         shutil.rmtree(where, ignore_errors=True)
         raise
@@ -170,12 +176,57 @@ def get(session: Session, scoring_id: str, viewer: Principal = LOCAL) -> Scoring
     return row
 
 
+SORTS = (NEWEST_FIRST, OLDEST_FIRST)
+
+
 def page(
-    session: Session, limit: int, cursor: str | None, viewer: Principal = LOCAL
+    session: Session,
+    limit: int,
+    cursor: str | None,
+    viewer: Principal = LOCAL,
+    *,
+    statuses: Sequence[str] | None = None,
+    q: str | None = None,
+    tags: Sequence[str] | None = None,
+    sort: str = NEWEST_FIRST,
 ) -> tuple[list[Scoring], str | None]:
-    """The scorings `viewer` may see, newest first."""
+    """The scorings `viewer` may see, newest (or oldest) first, filtered by status, name or id (`q`)
+    and tags (all of them)."""
+    if sort not in SORTS:
+        raise Invalid(f"sort must be one of {', '.join(SORTS)}, got {sort[:40]!r}", field="sort")
     stmt = select(Scoring).where(ownership.visible(viewer, Scoring.owner_id))
-    return keyset_page(session, stmt, Scoring.created_at, Scoring.id, limit, cursor)
+    wanted = check_statuses(statuses)
+    if wanted:
+        stmt = stmt.where(Scoring.status.in_(wanted))
+    if q:
+        stmt = stmt.where(name_or_id(q, Scoring.name, Scoring.id))
+    for clause in run_metadata.has_scoring_tags(run_metadata.check_filter_tags(tags)):
+        stmt = stmt.where(clause)
+    return sorted_page(session, stmt, sort, Scoring.created_at, Scoring.id, limit, cursor)
+
+
+def update_metadata(engine: Engine, scoring_id: str, values: dict[str, Any], viewer: Principal = LOCAL) -> Scoring:
+    """Change a scoring's name, tags or notes (only the fields in `values`), whatever its status."""
+    cleaned = run_metadata.clean(values)
+    with write_session(engine) as session:
+        row = session.get(Scoring, scoring_id, with_for_update=True)
+        if row is None or not ownership.may_see(viewer, row.owner_id):
+            raise NotFound(f"scoring {scoring_id!r} not found")
+        run_metadata.apply(session, row, cleaned)
+    return row
+
+
+def eta_seconds(row: Scoring) -> float | None:
+    """Seconds until a running scoring is done, from the lines its current attempt has scored per
+    second since it started (a resumed attempt counts from the line it resumed at, which its worker
+    records as `ATTEMPT_START` in the sums). None when it is not running or has scored nothing yet."""
+    if row.status != RUNNING or row.started_at is None:
+        return None
+    lines = row.lines_done - int((row.sums or {}).get(ATTEMPT_START, 0))
+    elapsed = (utcnow() - row.started_at).total_seconds()
+    if lines <= 0 or elapsed <= 0:
+        return None
+    return round(elapsed / lines * max(row.total_lines - row.lines_done, 0), 1)
 
 
 def cancel(engine: Engine, scoring_id: str, viewer: Principal = LOCAL) -> Scoring:
@@ -198,6 +249,7 @@ def delete(engine: Engine, settings: Settings, scoring_id: str, viewer: Principa
             raise Conflict(
                 f"scoring {scoring_id} is {row.status}; cancel it and wait until it is canceled before deleting"
             )
+        run_metadata.forget_tags(session, row)
         session.delete(row)
     # The row goes first: a crash between the two leaves a folder no row names, which nothing reads.
     shutil.rmtree(folder(settings, scoring_id), ignore_errors=True)
