@@ -18,7 +18,7 @@ from app.api.schemas import MetricOut, MetricPage, problem_responses
 from app.api.streams import Polled, job_polled, polled_events, resume_after
 from app.auth import ownership
 from app.auth.principal import Principal
-from app.errors import NotFound
+from app.errors import Invalid, NotFound
 from app.store.tables import Job, Metric
 from app.training import jobs, metrics
 
@@ -38,7 +38,11 @@ def get_metrics(
     principal: ReadKey,
     session: SessionDep,
     key: Annotated[
-        list[str] | None, Query(description=f"only these keys (repeatable): {', '.join(metrics.KEYS)}")
+        list[str] | None,
+        Query(
+            description=f"only these keys (repeatable): {', '.join(metrics.KEYS)}",
+            json_schema_extra={"items": {"enum": list(metrics.KEYS)}},
+        ),
     ] = None,
     page_token: Annotated[
         str | None,
@@ -53,6 +57,12 @@ def get_metrics(
     ] = None,
 ) -> MetricPage:
     """A job's metric history: {key, value, step, timestamp} points, paged or downsampled for charts."""
+    unknown = sorted(set(key or ()) - set(metrics.KEYS))
+    if unknown:
+        shown = ", ".join(repr(k[:50]) for k in unknown[:5])
+        raise Invalid(
+            f"unknown metric key {shown}; the keys are {', '.join(metrics.KEYS)}", field="key", keys=list(metrics.KEYS)
+        )
     jobs.get_job(session, job_id, principal)
     if max_points is not None:
         rows = metrics.downsampled(session, job_id, key, max_points)

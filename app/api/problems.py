@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
@@ -74,6 +76,96 @@ SERVICE_ERRORS: dict[type[ServiceError], tuple[int, str]] = {
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(part) for part in loc)
+
+
+REQUEST_PARTS = ("body", "query", "path", "header", "cookie")
+
+
+def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """The field an error is about as a client names it: `temperature`, `overrides.seed`, `tags.3`
+    (no `body.`/`query.` prefix, no pydantic type tags such as `function-after[...]`)."""
+    parts = list(loc)
+    if parts and parts[0] in REQUEST_PARTS:
+        parts = parts[1:]
+    kept = [str(p) for p in parts if isinstance(p, int) or not any(ch in str(p) for ch in "[](), ")]
+    return ".".join(kept)
+
+
+def shown_value(value: Any, limit: int = 60) -> str:
+    """A received value as JSON, cut to `limit` characters: what an error message quotes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _size(value: Any) -> str:
+    return f"{len(value):,}" if isinstance(value, str | list | tuple | dict) else shown_value(value)
+
+
+# pydantic's error types in words: (constraint, how the value received is shown: "value", "size" or none)
+CONSTRAINTS: dict[str, tuple[str, str]] = {
+    "greater_than_equal": ("must be >= {ge}", "value"),
+    "greater_than": ("must be > {gt}", "value"),
+    "less_than_equal": ("must be <= {le}", "value"),
+    "less_than": ("must be < {lt}", "value"),
+    "multiple_of": ("must be a multiple of {multiple_of}", "value"),
+    "finite_number": ("must be a finite number", "value"),
+    "string_too_short": ("must be at least {min_length} characters", "size"),
+    "string_too_long": ("must be at most {max_length} characters", "size"),
+    "too_short": ("must have at least {min_length} items", "size"),
+    "too_long": ("must have at most {max_length} items", "size"),
+    "string_pattern_mismatch": ("must match {pattern}", "value"),
+    "missing": ("is required", ""),
+    "extra_forbidden": ("is not a field of this request", ""),
+    "int_parsing": ("must be an integer", "value"),
+    "int_type": ("must be an integer", "value"),
+    "int_from_float": ("must be an integer", "value"),
+    "float_parsing": ("must be a number", "value"),
+    "float_type": ("must be a number", "value"),
+    "bool_parsing": ("must be true or false", "value"),
+    "bool_type": ("must be true or false", "value"),
+    "string_type": ("must be a string", "value"),
+    "string_unicode": ("must be valid Unicode text", ""),
+    "list_type": ("must be a list", "value"),
+    "dict_type": ("must be an object", "value"),
+    "model_type": ("must be an object", "value"),
+    "model_attributes_type": ("must be an object", "value"),
+    "literal_error": ("must be one of {expected}", "value"),
+    "enum": ("must be one of {expected}", "value"),
+    "json_type": ("must be JSON", ""),
+}
+
+
+def error_in_words(error: dict[str, Any]) -> dict[str, str]:
+    """One pydantic error as {"field", "message"}: "temperature must be >= 0, got -1"."""
+    field = field_name(error.get("loc", ()))
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    if kind in CONSTRAINTS:
+        template, show = CONSTRAINTS[kind]
+        try:
+            constraint = template.format(**{k: str(v) for k, v in ctx.items()})
+        except (KeyError, IndexError, ValueError):
+            constraint = template.split(" {")[0]
+        received = error.get("input")
+        loc = error.get("loc", ())
+        if loc and loc[0] != "body" and isinstance(received, str):  # a query or header value: text as sent
+            value = received if len(received) <= 60 else received[:57] + "..."
+        else:
+            value = shown_value(received)
+        got = {"value": f", got {value}", "size": f", got {_size(received)}", "": ""}[show]
+        if kind == "extra_forbidden" and field:
+            return {"field": field, "message": f"{field.rsplit('.', 1)[-1]} is not a field of this request"}
+        message = f"{field or 'the body'} {constraint}{got}"
+    else:
+        text = str(error.get("msg", "invalid value"))
+        text = text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        message = f"{field}: {text}" if field else text
+    return {"field": field, "message": bounded(message, 300)}
 
 
 def _problem_content() -> dict[str, Any]:
@@ -215,14 +307,20 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": _location(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        first = errors[0] if errors else {"loc": "", "msg": "invalid request"}
-        if any(e["type"] == "json_invalid" for e in errors):
-            return problem_response(request, 400, "Bad Request", f"malformed JSON body: {first['msg']}", errors=errors)
-        detail = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
+        raw = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in raw):
+            first = next(e for e in raw if e.get("type") == "json_invalid")
+            errors = [{"field": "", "message": f"malformed JSON body: {first.get('msg', '')}", "type": "json_invalid"}]
+            return problem_response(request, 400, "Bad Request", errors[0]["message"], errors=errors)
+        # Every failing field at once, each in words ({"field", "message"}, for a form to flag them
+        # all); `loc`, `msg` and `type` are pydantic's own, kept for clients that read them.
+        errors = []
+        for e in raw[:MAX_EXTRA_ITEMS]:
+            words = error_in_words(e)
+            errors.append(
+                {**words, "loc": _location(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+            )
+        detail = "; ".join(e["message"] for e in errors) or "invalid request"
         return problem_response(request, 422, "Unprocessable Content", detail, errors=errors)
 
     @app.exception_handler(Exception)
