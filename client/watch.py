@@ -83,7 +83,7 @@ def watch_job(
     if estimate and job["status"] in ("queued", "running"):
         epochs = (job.get("config") or {}).get("max_max_epoch")
         console.print(f"estimate: {estimate_text(estimate, epochs)}", markup=False, highlight=False)
-    with Progress(*columns, console=console, transient=True) as bar:
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         rows = EpochRows(lambda line: bar.console.print(line, markup=False, highlight=False))
         task: TaskID = bar.add_task(job["status"], total=None, wps="-", ppl="-", eta="")
         for event in api.follow(f"/v1/jobs/{job_id}/events", give_up_after=give_up_after, note=note):

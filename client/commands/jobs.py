@@ -501,7 +501,7 @@ def save(client: Api, path: str, target: Path) -> None:
     done = False
     try:
         with (
-            Progress(*transfer_columns(), console=err, transient=True) as progress,
+            Progress(*transfer_columns(), console=err, transient=True, disable=not err.is_terminal) as progress,
             client.http.stream("GET", path) as response,
         ):
             if response.status_code >= 400:

@@ -185,4 +185,5 @@ def trained(server: Server) -> dict[str, Any]:
     again = server.json("submit", "--dataset", dataset["id"], "--preset", "test", *sets(), "--idempotency-key", "k1")
     assert again["id"] == job["id"] and job["config"]["hidden_size"] == 16 and job["config"]["device"] == "cpu"
     watched = server.cli("watch", job["id"])
-    return {"dataset": dataset, "job": job, "watch": watched}
+    finished = server.http("GET", f"/v1/jobs/{job['id']}").json()
+    return {"dataset": dataset, "job": job, "watch": watched, "watch_job": finished}

@@ -1,0 +1,87 @@
+"""Streams survive a server restart: `watch` and `logs -f` follow a job through a second API process
+(on the shared database, the shared worker training the job) that is killed and started again on the
+same port; both reconnect with Last-Event-ID, say so once on stderr, and end with the job's result."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from harness import wait_for
+from service.test_serve import free_port
+
+from .conftest import OVERRIDES, Server, clean_env, sets, start_server, stop_server
+
+EPOCHS = 8
+
+
+class Follower:
+    """`lstm-lm --url URL ARGS` in a subprocess, its stdout read line by line as it comes."""
+
+    def __init__(self, server: Server, url: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "client", "--url", url, *args],
+            cwd=server.folder,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")))  # type: ignore[union-attr]
+        self.reader.start()
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        """Wait for the end: (stdout, stderr)."""
+        self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return "".join(self.lines), self.proc.stderr.read()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_watch_and_logs_follow_survive_a_server_restart(server: Server, trained: dict[str, Any]) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    api = start_server(server.folder, port, workers=0)  # the API only: the shared server's worker trains
+    watch = logs = None
+    try:
+        overrides = {**OVERRIDES, "max_max_epoch": EPOCHS}
+        job = server.json("submit", "-d", trained["dataset"]["id"], "-p", "test", *sets(overrides))
+        watch = Follower(server, url, "watch", job["id"], "--give-up-after", "90")
+        logs = Follower(server, url, "logs", job["id"], "-f", "--give-up-after", "90")
+        # both are following: the first epoch's row is out, and the first log lines
+        wait_for(lambda: any("valid ppl" in line for line in watch.lines), timeout=120, what="the first epoch row")
+        wait_for(lambda: logs.lines, timeout=60, what="the first log line")
+        assert watch.proc.poll() is None and logs.proc.poll() is None
+        api.kill()  # no goodbye: the streams' connections are cut
+        api.wait()
+        time.sleep(1.0)
+        api = start_server(server.folder, port, workers=0)
+        watched_out, watched_err = watch.finish(timeout=180)
+        logs_out, logs_err = logs.finish(timeout=60)
+    finally:
+        for follower in (watch, logs):
+            if follower is not None:
+                follower.stop()
+        stop_server(api)
+
+    assert watch.proc.returncode == 0, watched_out + watched_err
+    notes = watched_err.splitlines()
+    assert len(notes) == 1 and notes[0].startswith(f"reconnecting to {url}…") and "giving up after 90 s" in notes[0]
+    assert "Traceback" not in watched_err
+    lines = watched_out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "valid ppl" in line)
+    epochs = [line.split()[0] for line in lines[header + 1 : header + 1 + EPOCHS]]
+    assert epochs == [str(e) for e in range(1, EPOCHS + 1)]  # every epoch once: resumed, not replayed
+    assert lines[-1].startswith(f"job {job['id']} succeeded: test perplexity ")
+
+    assert logs.proc.returncode == 0, logs_err
+    assert logs_err.startswith(f"reconnecting to {url}…") and len(logs_err.splitlines()) == 1
+    assert logs_out == server.ok("logs", job["id"])  # every line once, in order
