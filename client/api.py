@@ -107,7 +107,9 @@ def _error_text(error: Any) -> str:
     if isinstance(error, str):
         return one_line(error)
     if isinstance(error, dict):
-        loc, msg = error.get("loc"), error.get("msg") or error.get("message") or error.get("detail")
+        if isinstance(error.get("message"), str):  # the API's words: "temperature must be >= 0, got -1"
+            return one_line(error["message"])
+        loc, msg = error.get("loc"), error.get("msg") or error.get("detail")
         if isinstance(loc, list):
             loc = ".".join(map(str, loc))
         text = f"{loc}: {msg}" if loc and msg and not str(msg).startswith(str(loc)) else str(msg or "")

@@ -22,6 +22,7 @@ from client.output import (
     Column,
     age,
     api,
+    count,
     duration,
     err,
     eta_text,
@@ -115,9 +116,10 @@ def submit(
         found = client.post("/v1/jobs/estimate", json=body)
         if as_json:
             print_json(found)
-        else:
-            epochs = found.get("epochs") or (found.get("config") or {}).get("max_max_epoch")
-            out.print(estimate_text(found.get("estimate", found), epochs), markup=False)
+            return
+        out.print(estimate_lines(found), markup=False)
+        if found.get("fits") is False:
+            raise fail(f"it would be refused: {found.get('problem') or 'over the server limit'}")
         return
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     job = client.post("/v1/jobs", json=body, headers=headers)
@@ -128,6 +130,16 @@ def submit(
         sys.stdout.write(f"{job['id']}\n")
     else:
         out.print(f"job {job['id']} {job['status']}: {job['message']}", markup=False)
+
+
+def estimate_lines(found: dict[str, Any]) -> str:
+    """What `submit --estimate` prints: the model's size, its memory and the time it would take."""
+    config = found.get("config") or {}
+    head = (
+        f"{found.get('preset', '?')} on {found.get('dataset_id', '?')}: {count(found.get('parameters'))} parameters, "
+        f"vocabulary {count(found.get('vocab_size'))}, up to {size(found.get('train_memory_bytes'))} to train"
+    )
+    return f"{head}\n{estimate_text(found, config.get('max_max_epoch'))}"
 
 
 def eta_of(job: dict[str, Any]) -> float | None:

@@ -4,6 +4,7 @@ same port; both reconnect with Last-Event-ID, say so once on stderr, and end wit
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -60,6 +61,8 @@ def test_watch_and_logs_follow_survive_a_server_restart(server: Server, trained:
         wait_for(lambda: any("valid ppl" in line for line in watch.lines), timeout=120, what="the first epoch row")
         wait_for(lambda: logs.lines, timeout=60, what="the first log line")
         assert watch.proc.poll() is None and logs.proc.poll() is None
+        running = server.ok("status", job["id"])  # while it runs: the time left, and the estimate
+        assert re.search(r"^eta       ETA (\d+m )?\d+s$", running, re.M) and "estimate  " in running, running
         api.kill()  # no goodbye: the streams' connections are cut
         api.wait()
         time.sleep(1.0)
@@ -80,6 +83,7 @@ def test_watch_and_logs_follow_survive_a_server_restart(server: Server, trained:
     header = next(i for i, line in enumerate(lines) if "valid ppl" in line)
     epochs = [line.split()[0] for line in lines[header + 1 : header + 1 + EPOCHS]]
     assert epochs == [str(e) for e in range(1, EPOCHS + 1)]  # every epoch once: resumed, not replayed
+    assert any(re.search(r"ETA (\d+m )?\d+s$", line) for line in lines[header + 1 : header + EPOCHS])
     assert lines[-1].startswith(f"job {job['id']} succeeded: test perplexity ")
 
     assert logs.proc.returncode == 0, logs_err
