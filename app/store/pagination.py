@@ -147,8 +147,14 @@ def sorted_page(
     if cursor:
         data = _decode_sorted(cursor, sort)
         v = data.get("v")
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
-            raise Invalid(f"cursor {cursor[:100]!r} is not valid: pass a previous page's next_cursor", field="cursor")
+        if v is not None:
+            try:
+                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v := float(v)):
+                    raise ValueError(v)
+            except (ValueError, OverflowError):
+                raise Invalid(
+                    f"cursor {cursor[:100]!r} is not valid: pass a previous page's next_cursor", field="cursor"
+                ) from None
         after_id = data["id"]
         if v is None:
             stmt = stmt.where(value.is_(None), row_id > after_id)

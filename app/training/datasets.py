@@ -442,6 +442,8 @@ def find_dataset(
             and (viewer is None or ownership.may_see_dataset(viewer, dataset))
         )
 
+    if "\x00" in ref:  # no id or name has one (and PostgreSQL refuses it in a query)
+        raise missing(f"dataset {ref!r} not found", field=field)
     by_id = session.get(Dataset, ref, with_for_update={"read": True} if lock else None) if len(ref) <= 40 else None
     if by_id is not None and visible(by_id):
         return by_id

@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 import torch
-from sqlalchemy import Engine, delete, func, or_, select, tuple_
+from sqlalchemy import Engine, delete, false, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -186,10 +186,13 @@ def submit(
 
 
 def requirements(config: ModelConfig) -> list[str]:
-    """What a worker must advertise to run `config`: its device, unless it says `auto`, and its
-    precision, unless it is fp32 (every device has it)."""
+    """What a worker must advertise to run `config`: its device, unless it says `auto`, its
+    precision, unless it is fp32 (every device has it), and `world_size:N` for a run on N > 1
+    processes (a worker offers every number up to the processes it can give)."""
     needs: list[str] = [] if config.device == "auto" else [config.device]
-    return needs if config.precision == "fp32" else [*needs, config.precision]
+    if config.precision != "fp32":
+        needs.append(config.precision)
+    return needs if config.world_size == 1 else [*needs, f"world_size:{config.world_size}"]
 
 
 def _stored_idempotency_key(owner: Principal, key: str) -> str:
@@ -241,7 +244,10 @@ def check_statuses(statuses: Sequence[str] | None) -> list[str]:
 
 
 def name_or_id(q: str, name: Any, row_id: Any) -> Any:
-    """The `q` filter of a list: a case-insensitive substring of the name, or exactly the id."""
+    """The `q` filter of a list: a case-insensitive substring of the name, or exactly the id. A NUL
+    character is in no name or id (and PostgreSQL refuses it in a query): nothing matches."""
+    if "\x00" in q:
+        return false()
     return or_(row_id == q, func.lower(name).contains(q.lower(), autoescape=True))
 
 

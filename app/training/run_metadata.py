@@ -31,6 +31,8 @@ def clean_name(name: str | None) -> str | None:
         return None
     if len(name) > MAX_NAME:
         raise Invalid(f"name must be at most {MAX_NAME} characters, got {len(name):,}", field="name")
+    if "\x00" in name:
+        raise Invalid("name must not contain a NUL character (\\u0000)", field="name")
     return name
 
 
@@ -39,6 +41,8 @@ def clean_notes(notes: str | None) -> str | None:
         return None
     if len(notes) > MAX_NOTES:
         raise Invalid(f"notes must be at most {MAX_NOTES:,} characters, got {len(notes):,}", field="notes")
+    if "\x00" in notes:
+        raise Invalid("notes must not contain a NUL character (\\u0000)", field="notes")
     return notes
 
 
