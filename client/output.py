@@ -109,9 +109,11 @@ def age(stamp: str | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """`3m 20s`, `1h 05m`, `2d 3h`, `45s`; `-` when unknown."""
+    """`3m 20s`, `1h 05m`, `2d 3h`, `45s`, `0.4s`; `-` when unknown."""
     if seconds is None or seconds != seconds or seconds < 0:
         return "-"
+    if seconds < 1:
+        return f"{seconds:.1f}s"
     whole = round(seconds)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)

@@ -71,10 +71,10 @@ def watch_job(
     for at most `give_up_after` seconds at a time); returns the job as last seen."""
     job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}")
     columns = (
-        TextColumn("{task.description:<22}"),
-        BarColumn(),
+        TextColumn("{task.description:<17}"),
+        BarColumn(bar_width=None),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[wps]:>8} words/s  ppl {task.fields[ppl]:>8}"),
+        TextColumn("{task.fields[wps]:>7} words/s ppl {task.fields[ppl]:>7}"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[eta]}"),
     )
@@ -83,7 +83,7 @@ def watch_job(
     if estimate and job["status"] in ("queued", "running"):
         epochs = (job.get("config") or {}).get("max_max_epoch")
         console.print(f"estimate: {estimate_text(estimate, epochs)}", markup=False, highlight=False)
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+    with Progress(*columns, console=console, transient=True, expand=True, disable=not console.is_terminal) as bar:
         rows = EpochRows(lambda line: bar.console.print(line, markup=False, highlight=False))
         task: TaskID = bar.add_task(job["status"], total=None, wps="-", ppl="-", eta="")
         for event in api.follow(f"/v1/jobs/{job_id}/events", give_up_after=give_up_after, note=note):
