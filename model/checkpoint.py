@@ -18,7 +18,7 @@ from model.config import ModelConfig
 from model.data import Corpus, Vocabulary
 from model.network import LSTMLanguageModel, resolve_device
 from model.tokenizers import Tokenizer, TokenizerError, detect, legacy
-from model.train import Trainer, TrainState, rng_state, set_rng_state
+from model.train import Trainer, TrainState, rank_seed, rng_state, set_rng_state
 
 FORMAT = "lstm-lm-checkpoint/2"  # 2: the tokenizer travels with the model
 READABLE_FORMATS = ("lstm-lm-checkpoint/1", FORMAT)
@@ -35,8 +35,11 @@ def trainer_payload(trainer: Trainer, tokenizer: Tokenizer | None = None) -> dic
     """
     tokenizer = tokenizer or trainer.corpus.tokenizer or Tokenizer(detect(trainer.vocab.words))
     state = asdict(trainer.state)
-    if trainer.carried is not None:  # stopped mid-epoch: keep the LSTM state flowing
-        state["carried_h"], state["carried_c"] = (t.detach().cpu() for t in trainer.carried)
+    carried = trainer.checkpoint_carried()  # all B streams, whatever the world_size
+    if carried is not None:  # stopped mid-epoch: keep the LSTM state flowing
+        state["carried_h"], state["carried_c"] = (t.detach().cpu() for t in carried)
+    ranks_rng = trainer.ranks_rng if trainer.distributed else None
+    extra: dict[str, Any] = {} if ranks_rng is None else {"ranks_rng": ranks_rng}
     return {
         "format": FORMAT,
         "tokenizer": tokenizer.to_payload(),
@@ -44,7 +47,8 @@ def trainer_payload(trainer: Trainer, tokenizer: Tokenizer | None = None) -> dic
         "vocab": list(trainer.vocab.words),
         "model": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
         "train_state": state,
-        "rng": rng_state(),
+        "rng": rng_state() if ranks_rng is None else ranks_rng[0],
+        **extra,  # a run on several processes: each rank's random state, in rank order
     }
 
 
@@ -119,18 +123,39 @@ def load_model(payload: dict[str, Any], device: str = "auto") -> tuple[LSTMLangu
     return model.to(resolve_device(device)).eval(), vocab, config
 
 
-def resume_trainer(payload: dict[str, Any], corpus: Corpus, device: str | None = None) -> Trainer:
-    """A trainer that continues a checkpointed run; the corpus must give the same vocabulary."""
+def resume_trainer(
+    payload: dict[str, Any], corpus: Corpus, device: str | None = None, rank: int = 0, world_size: int | None = None
+) -> Trainer:
+    """A trainer (rank `rank` of a run on several processes) that continues a checkpointed run; the
+    corpus must give the same vocabulary.
+
+    The file holds all B streams' carried state, so a run may resume with another `world_size`
+    (one dividing batch_size): each rank takes its block. With the same world_size each rank gets
+    its own random state back (`ranks_rng`) and the run continues exactly; with another, ranks past
+    0 draw dropout masks from `rank_seed`, so only a run without dropout keeps the same numbers.
+    """
     config = ModelConfig.from_dict(payload["config"])
     if device is not None:
         config = config.replace(device=device)
+    if world_size is not None and world_size != config.world_size:
+        config = config.replace(world_size=world_size)
     if list(corpus.vocab.words) != list(payload["vocab"]):
         raise CheckpointError("the corpus' vocabulary differs from the checkpoint's: resume on the same corpus")
     fields = dict(payload["train_state"])
     carried = (fields.pop("carried_h", None), fields.pop("carried_c", None))
-    trainer = Trainer(config, corpus, TrainState(**fields))
+    trainer = Trainer(config, corpus, TrainState(**fields), rank=rank)
     trainer.model.load_state_dict(payload["model"])
     if carried[0] is not None and carried[1] is not None:
-        trainer.carried = (carried[0].to(trainer.device), carried[1].to(trainer.device))
-    set_rng_state(payload["rng"])
+        h, c = (t[:, trainer.rows] if trainer.distributed else t for t in carried)
+        trainer.carried = (h.to(trainer.device), c.to(trainer.device))
+        if trainer.distributed:
+            trainer.gathered_carried = (carried[0], carried[1])
+    ranks_rng = payload.get("ranks_rng")
+    if isinstance(ranks_rng, list) and len(ranks_rng) == trainer.world_size:
+        set_rng_state(ranks_rng[rank])
+        trainer.ranks_rng = list(ranks_rng)
+    else:
+        set_rng_state(payload["rng"])
+        if rank > 0:
+            torch.manual_seed(rank_seed(config.seed, rank))
     return trainer

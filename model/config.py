@@ -20,6 +20,8 @@ class ConfigError(ValueError):
     """A config field has a value the model cannot train with."""
 
 
+MAX_WORLD_SIZE = 64  # processes one run may train on (model.distributed)
+
 # Every field is bounded, so that no accepted config can take unbounded time or memory per step
 # (the deployment's own limits on parameters, memory and step time come on top, in the service).
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -30,6 +32,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "max_max_epoch": (1, 10_000),
     "batch_size": (1, 4096),
     "vocab_size": (2, 10_000_000),
+    "world_size": (1, MAX_WORLD_SIZE),
 }
 # (low, high]: learning rates past 100 only diverge; a decay above 1 is a growth that overflows.
 FLOAT_RANGES: dict[str, tuple[float, float]] = {
@@ -68,6 +71,10 @@ class ModelConfig:
     # autocast, with float32 weights, optimiser, clipping, losses and sums. tf32: CUDA's TensorFloat-32
     # matrix products (CUDA only).
     precision: Precision = "fp32"
+    # Processes the run trains on (torch.distributed, `model.distributed`): each takes a contiguous
+    # block of batch_size / world_size streams and the gradients are summed across them, so without
+    # dropout the numbers are those of one process; with dropout each process draws its own masks.
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         for name, (low, high) in INT_RANGES.items():
@@ -100,6 +107,11 @@ class ModelConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision == "tf32" and self.device == "cpu":
             raise ConfigError("precision 'tf32' needs a CUDA device; on the CPU use fp32 or bf16")
+        if self.batch_size % self.world_size:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not divisible by world_size {self.world_size}: "
+                "each process takes an equal block of batch_size / world_size streams"
+            )
         cap = self.max_steps_per_epoch
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_STEPS):
             raise ConfigError(f"max_steps_per_epoch must be an integer in [1, {MAX_STEPS:,}] or null, got {cap!r}")

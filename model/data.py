@@ -213,10 +213,13 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 def batches(
-    ids: torch.Tensor, batch_size: int, num_steps: int, start: int = 0
+    ids: torch.Tensor, batch_size: int, num_steps: int, start: int = 0, rows: slice | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The seed's `ptb_producer`: (x, y) pairs of shape [B, T], from step `start` on."""
+    """The seed's `ptb_producer`: (x, y) pairs of shape [B, T], from step `start` on; with `rows`,
+    only those streams of the B (one process' block in a run on several, `model.distributed`)."""
     data = batchify(ids, batch_size)
+    if rows is not None:
+        data = data[rows]
     steps = epoch_size(ids.numel(), batch_size, num_steps)
     if steps < 1:
         raise CorpusError(

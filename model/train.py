@@ -4,6 +4,14 @@ learning-rate schedule and truncated back-propagation with the state carried bet
 `Trainer.fit` is one flat loop. Everything a caller wants to see (progress, epoch results) goes
 through `Callbacks`; `Callbacks.should_stop` is asked between steps, and a stopped trainer can be
 checkpointed mid-epoch and resumed to the same numbers.
+
+With `world_size` N > 1 the same loop runs in N processes at once (`model.distributed` starts them
+and their `torch.distributed` group): rank r trains streams [r*B/N, (r+1)*B/N) of every batch with
+its own carried state, the losses are divided by the whole B, and one all-reduce sums the gradients
+(and the step's cost), so every rank clips by the norm of the whole gradient and takes the step of
+one process. Rank 0's `should_stop` is broadcast before every step; validation is split the same
+way and reduced; the test run (one stream) is rank 0's alone. At a stop and at each epoch's end
+rank 0 gathers the ranks' carried states and random states, so its checkpoints hold the whole run.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from model.config import ModelConfig
@@ -144,6 +153,12 @@ def _python_state_from_list(state: list[Any]) -> tuple[Any, ...]:
     return version, tuple(internal), gauss
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank`'s random stream (dropout masks) after the shared initialisation:
+    rank 0 keeps `seed`'s stream, every other rank draws masks of its own."""
+    return (seed + rank * 0x9E3779B97F4A7C15) % 2**64
+
+
 def perplexity(total_nll: float, count: int) -> float:
     """exp(mean cross entropy); `inf` instead of an overflow."""
     mean = total_nll / max(count, 1)
@@ -153,16 +168,23 @@ def perplexity(total_nll: float, count: int) -> float:
 class Trainer:
     """Owns the model and optimiser of one run; `fit()` trains it to `max_max_epoch` epochs."""
 
-    def __init__(self, config: ModelConfig, corpus: Corpus, state: TrainState | None = None) -> None:
+    def __init__(self, config: ModelConfig, corpus: Corpus, state: TrainState | None = None, rank: int = 0) -> None:
         self.config = config
         self.corpus = corpus
         self.vocab: Vocabulary = corpus.vocab
+        self.rank, self.world_size = rank, config.world_size
+        if not 0 <= rank < self.world_size:
+            raise ValueError(f"rank {rank} is outside world_size {self.world_size}")
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and self.world_size > 1:
+            self.device = torch.device("cuda", rank)  # one GPU per rank
         check_precision(self.device, config.precision)
         set_matmul_precision(self.device, config.precision)
         seed_everything(config.seed)
         # Built on the CPU, then moved: the same seed gives the same weights on every device.
         self.model = LSTMLanguageModel(config, len(self.vocab)).to(self.device)
+        if rank > 0:  # the same weights on every rank; dropout masks of its own
+            torch.manual_seed(rank_seed(config.seed, rank))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(self.params, lr=config.learning_rate)
         self.state = state or TrainState()
@@ -175,7 +197,23 @@ class Trainer:
                 )
         if corpus.test.numel() < 2:
             raise CorpusError("the test split needs at least 2 tokens")
-        self.carried: State | None = None  # the LSTM state across a mid-epoch stop
+        self.carried: State | None = None  # the LSTM state across a mid-epoch stop (this rank's streams)
+        # This rank's block of the B streams, and (world_size > 1, rank 0) what the checkpoints hold:
+        # every rank's carried state joined into [L, B, H] and every rank's random state.
+        self.local_batch = config.batch_size // self.world_size
+        self.rows = slice(rank * self.local_batch, (rank + 1) * self.local_batch)
+        self.gathered_carried: State | None = None
+        self.ranks_rng: list[dict[str, Any]] | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def checkpoint_carried(self) -> State | None:
+        """The carried state of all B streams, as one process would hold it (None at a boundary)."""
+        if self.carried is None:
+            return None
+        return self.gathered_carried if self.distributed else self.carried
 
     @property
     def train_steps(self) -> int:
@@ -197,6 +235,8 @@ class Trainer:
                 return False
             # --- evaluate and record the epoch ---
             valid_ppl = self.evaluate(self.corpus.valid, c.batch_size, c.num_steps, callbacks=cb)
+            if self.distributed:
+                self.ranks_rng = _gather_objects(rng_state())
             s = self.state
             if not math.isfinite(valid_ppl):  # NaN weights, or a loss past exp(700)
                 raise Diverged(s.epoch + 1, s.step)
@@ -213,8 +253,10 @@ class Trainer:
                 s.best_valid_ppl = valid_ppl
             s.epoch, s.step = s.epoch + 1, 0
             s.epoch_costs, s.epoch_iters, s.epoch_seconds = 0.0, 0, 0.0
-            self.carried = None
+            self.carried = self.gathered_carried = None
             cb.on_epoch(result, self)
+        if self.rank > 0:  # the test run is one stream: rank 0's alone
+            return True
         if self.state.test_ppl is None:
             test_ppl = self.test_perplexity(self.corpus.test, callbacks=cb)
             if not math.isfinite(test_ppl):
@@ -231,26 +273,40 @@ class Trainer:
         steps = self.train_steps
         log_every = max(steps // 10, 1)
         model.train()
-        state = self.carried if self.carried is not None else model.zero_state(c.batch_size)
+        state = self.carried if self.carried is not None else model.zero_state(self.local_batch)
         started = time.perf_counter() - s.epoch_seconds
-        for x, y in batches(self.corpus.train, c.batch_size, c.num_steps, start=s.step):
+        rows = self.rows if self.distributed else None
+        for x, y in batches(self.corpus.train, c.batch_size, c.num_steps, start=s.step, rows=rows):
             if s.step >= steps:
                 break
-            if cb.should_stop():
+            stop = cb.should_stop()
+            if self.distributed:
+                stop = _broadcast_flag(stop, self.device)  # rank 0's answer, for every rank
+            if stop:
                 self.carried = state
+                if self.distributed:
+                    self.gathered_carried = _gather_rows(state)
+                    self.ranks_rng = _gather_objects(rng_state())
                 s.epoch_seconds = time.perf_counter() - started
                 return False
             # --- forward: loss = sum over T of the batch-mean cross entropy (the seed's scale) ---
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with autocast(self.device, c.precision):
-                logits, state = model(x, state)  # [B, T, V]
+                logits, state = model(x, state)  # [B, T, V] (this rank's B / world_size streams)
+            # divided by the whole batch on every rank: the ranks' gradients add up to one process' gradient
             loss = summed_cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), c.batch_size)
-            cost = loss.item()
-            if not math.isfinite(cost):  # stop before the step writes inf/NaN into the weights
-                raise Diverged(s.epoch + 1, s.step + 1)
-            # --- backward, clip by global norm, SGD step ---
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.distributed:
+                loss.backward()
+                cost = _all_reduce_gradients(self.params, loss.detach())  # the whole batch's cost
+                if not math.isfinite(cost):  # every rank sees the same sum: all stop before the step
+                    raise Diverged(s.epoch + 1, s.step + 1)
+            else:
+                cost = loss.item()
+                if not math.isfinite(cost):  # stop before the step writes inf/NaN into the weights
+                    raise Diverged(s.epoch + 1, s.step + 1)
+                loss.backward()
+            # --- clip by global norm (of the whole gradient), SGD step ---
             torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
             self.optimizer.step()
             state = detach(state)
@@ -281,17 +337,24 @@ class Trainer:
         """
         model = self.model
         model.eval()
-        state = model.zero_state(batch_size)
+        # Several ranks split the streams as in training (when they divide evenly) and add their sums.
+        split = self.distributed and batch_size % self.world_size == 0
+        rows = slice(self.rank * batch_size // self.world_size, (self.rank + 1) * batch_size // self.world_size)
+        state = model.zero_state(rows.stop - rows.start if split else batch_size)
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         count = 0
         steps = epoch_size(ids.numel(), batch_size, num_steps)
-        for i, (x, y) in enumerate(batches(ids, batch_size, num_steps), start=1):
+        for i, (x, y) in enumerate(batches(ids, batch_size, num_steps, rows=rows if split else None), start=1):
             with autocast(self.device, self.config.precision):
                 logits, state = model(x.to(self.device), state)
             total += summed_cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1).to(self.device))
             count += y.numel()
             if callbacks is not None:
                 callbacks.on_eval_step(EvalProgress("validate", i, steps))
+        if split:
+            sums = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=self.device)])
+            dist.all_reduce(sums)
+            total, count = sums[0], int(sums[1].item())
         return perplexity(total.item(), count)
 
     @torch.no_grad()
@@ -318,3 +381,44 @@ class Trainer:
             if callbacks is not None:
                 callbacks.on_eval_step(EvalProgress("test", i, steps))
         return perplexity(total.item(), stream.numel() - 1)
+
+
+# --- the collectives of a run on several processes (the default torch.distributed group) ---
+
+
+def _broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's `flag` on every rank."""
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def _all_reduce_gradients(params: list[torch.nn.Parameter], loss: Tensor) -> float:
+    """Sum every parameter's gradient and the loss across the ranks in one all-reduce (one flat
+    buffer); returns the summed loss."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1).to(grads[0].dtype)])
+    dist.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(g)
+        offset += n
+    return float(flat[-1].item())
+
+
+def _gather_rows(state: State) -> State:
+    """Every rank's carried (h, c), [L, B / world_size, H] each, joined along the batch into [L, B, H]."""
+    joined = []
+    for part in state:
+        parts = [torch.empty_like(part) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, part.contiguous())
+        joined.append(torch.cat(parts, dim=1))
+    return joined[0], joined[1]
+
+
+def _gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value` (small, picklable), in rank order, on every rank."""
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values

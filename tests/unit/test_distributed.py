@@ -1,0 +1,162 @@
+"""model.distributed: one run on two real processes (gloo on the CPU). Without dropout it gives the
+numbers and weights of one process (up to the order of the float additions) and its checkpoints
+resume on one process; with dropout each rank draws its own masks, and a run stopped mid-epoch
+resumes on two processes to exactly the numbers of an uninterrupted one; a rank that dies stops
+rank 0 with `RankFailed`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import checkpoint
+from model.config import ConfigError, ModelConfig
+from model.data import Corpus, Vocabulary
+from model.distributed import RankFailed, Ranks
+from model.train import Callbacks, EpochResult, StepProgress, Trainer
+
+# The small preset's shape (2 layers, no dropout, lr 1 decayed after max_epoch, clip 5), tiny.
+CONFIG = ModelConfig(
+    num_layers=2,
+    hidden_size=16,
+    num_steps=5,
+    batch_size=4,
+    max_epoch=1,
+    max_max_epoch=2,
+    max_steps_per_epoch=12,
+    device="cpu",
+)
+TIMEOUT = timedelta(seconds=60)  # a broken test fails instead of waiting ten minutes
+
+
+def tiny_corpus() -> Corpus:
+    generator = torch.Generator().manual_seed(1)
+    vocab = Vocabulary(("<eos>", "<unk>", *(f"w{i}" for i in range(38))))
+
+    def stream(n: int) -> torch.Tensor:
+        return torch.randint(0, len(vocab), (n,), generator=generator)
+
+    return Corpus(vocab, stream(1200), stream(400), stream(120), {"train": 0, "valid": 0, "test": 0})
+
+
+class Record(Callbacks):
+    """Records the running perplexities and epoch results; stops after `stop_after` steps."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after = stop_after
+        self.ppl: list[float] = []
+        self.epochs: list[EpochResult] = []
+
+    def on_step(self, progress: StepProgress) -> None:
+        self.ppl.append(progress.ppl)
+
+    def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
+        self.epochs.append(result)
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.ppl) >= self.stop_after
+
+
+def relative(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+def assert_same_run(got: Trainer, want: Trainer, rtol: float = 1e-5) -> None:
+    assert len(got.state.history) == len(want.state.history)
+    for mine, theirs in zip(got.state.history, want.state.history, strict=True):
+        for key in ("lr", "train_ppl", "valid_ppl"):
+            assert relative(mine[key], theirs[key]) <= rtol, (key, mine, theirs)
+    assert got.state.test_ppl is not None and want.state.test_ppl is not None
+    assert relative(got.state.test_ppl, want.state.test_ppl) <= rtol
+    for (name, mine), theirs in zip(got.model.state_dict().items(), want.model.state_dict().values(), strict=True):
+        scale = max(float(theirs.abs().max()), 1e-12)
+        assert float((mine - theirs).abs().max()) <= rtol * scale, name
+
+
+def fit_on_two(config: ModelConfig, corpus: Corpus, callbacks: Callbacks, resume: Path | None = None) -> Trainer:
+    """Rank 0 here, rank 1 in a process of its own; a fresh run or a resumed checkpoint."""
+    if resume is None:
+        trainer = Trainer(config, corpus)
+    else:
+        trainer = checkpoint.resume_trainer(checkpoint.load(resume), corpus, world_size=config.world_size)
+    with Ranks(config, corpus, resume, timeout=TIMEOUT):
+        trainer.fit(callbacks)
+    return trainer
+
+
+def test_a_batch_size_the_processes_cannot_share_is_refused() -> None:
+    with pytest.raises(ConfigError, match="batch_size 20 is not divisible by world_size 3"):
+        ModelConfig(world_size=3)
+    with pytest.raises(ConfigError, match="world_size must be an integer in"):
+        ModelConfig(world_size=65)
+
+
+class SaveEpochs(Record):
+    """Records, and writes a checkpoint of every epoch into `folder` (what the worker does)."""
+
+    def __init__(self, folder: Path, stop_after: int | None = None) -> None:
+        super().__init__(stop_after)
+        self.folder = folder
+
+    def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
+        super().on_epoch(result, trainer)
+        checkpoint.save(checkpoint.trainer_payload(trainer), self.folder / f"epoch{result.epoch}.pt")
+
+
+def test_two_processes_train_as_one_and_a_checkpoint_of_two_resumes_on_one(tmp_path: Path) -> None:
+    corpus = tiny_corpus()
+    one = Trainer(CONFIG, corpus)
+    single = Record()
+    assert one.fit(single)
+
+    on_two = SaveEpochs(tmp_path)
+    two = fit_on_two(CONFIG.replace(world_size=2), corpus, on_two)
+    assert two.finished and len(on_two.ppl) == len(single.ppl) == 24
+    assert on_two.ppl == pytest.approx(single.ppl, rel=1e-5)  # every step's running perplexity
+    assert_same_run(two, one)  # epoch perplexities, test perplexity, weights
+
+    payload = checkpoint.load(tmp_path / "epoch1.pt")
+    assert payload["config"]["world_size"] == 2 and len(payload["ranks_rng"]) == 2
+    on_one = checkpoint.resume_trainer(payload, corpus, world_size=1)
+    assert on_one.fit(Callbacks())
+    assert_same_run(on_one, one)
+
+
+def test_with_dropout_each_rank_draws_its_own_masks_and_a_stopped_run_resumes_exactly(tmp_path: Path) -> None:
+    corpus = tiny_corpus()
+    config = CONFIG.replace(keep_prob=0.5, world_size=2)
+    whole = fit_on_two(config, corpus, Record())
+    one = Trainer(config.replace(world_size=1), corpus)
+    one.fit(Callbacks())
+    assert whole.state.history[0]["train_ppl"] != one.state.history[0]["train_ppl"]  # other masks
+
+    first = fit_on_two(config, corpus, Record(stop_after=17))  # mid-epoch 2
+    assert (first.state.epoch, first.state.step) == (1, 5)
+    payload = checkpoint.trainer_payload(first)
+    assert payload["train_state"]["carried_h"].shape == (2, 4, 16)  # every stream: one process' format
+    path = checkpoint.save(payload, tmp_path / "stopped.pt")
+    resumed = fit_on_two(config, corpus, Record(), resume=path)
+    assert_same_run(resumed, whole, rtol=1e-7)
+
+
+class KillRankOne(Callbacks):
+    def __init__(self, ranks: Ranks) -> None:
+        self.ranks = ranks
+
+    def on_step(self, progress: StepProgress) -> None:
+        if progress.step == 3:
+            context = self.ranks.context
+            assert context is not None
+            context.processes[0].kill()
+            context.processes[0].join()
+
+
+def test_a_rank_that_dies_stops_rank_0_with_rank_failed() -> None:
+    corpus = tiny_corpus()
+    config = CONFIG.replace(world_size=2)
+    trainer = Trainer(config, corpus)
+    with pytest.raises(RankFailed, match="rank 1 exited with code -9"), Ranks(config, corpus, timeout=TIMEOUT) as ranks:
+        trainer.fit(KillRankOne(ranks))
