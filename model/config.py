@@ -67,6 +67,9 @@ class ModelConfig:
     seed: int = 0
     device: Device = "auto"
     max_steps_per_epoch: int | None = None  # cap training steps per epoch (quick runs)
+    # Evaluate on the first this many tokens of the validation and test splits only (quick runs; their
+    # perplexities are then of those tokens, not of the splits). None: the whole splits, as the seed.
+    max_eval_tokens: int | None = None
     # fp32: everything in float32 (the reproductions). bf16: the matrix products and the LSTM under
     # autocast, with float32 weights, optimiser, clipping, losses and sums. tf32: CUDA's TensorFloat-32
     # matrix products (CUDA only).
@@ -115,6 +118,11 @@ class ModelConfig:
         cap = self.max_steps_per_epoch
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_STEPS):
             raise ConfigError(f"max_steps_per_epoch must be an integer in [1, {MAX_STEPS:,}] or null, got {cap!r}")
+        eval_cap = self.max_eval_tokens
+        if eval_cap is not None and (
+            isinstance(eval_cap, bool) or not isinstance(eval_cap, int) or not 2 <= eval_cap <= MAX_STEPS
+        ):
+            raise ConfigError(f"max_eval_tokens must be an integer in [2, {MAX_STEPS:,}] or null, got {eval_cap!r}")
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with some fields changed; unknown names raise `ConfigError`."""
@@ -164,6 +172,7 @@ class ModelConfig:
 
 FIELD_NAMES = frozenset(f.name for f in fields(ModelConfig))
 TEST_PRESET_STEPS = 100
+TEST_PRESET_EVAL_TOKENS = 10_000
 PAPER_PRESETS = ("small", "medium", "large")  # Zaremba et al. (2014)'s three, exactly
 
 PRESETS: dict[str, ModelConfig] = {
@@ -181,8 +190,9 @@ PRESETS: dict[str, ModelConfig] = {
         keep_prob=0.35,
         lr_decay=1 / 1.15,
     ),
-    # The seed's TestConfig, with each epoch capped at 100 steps: a smoke run of seconds on any corpus
-    # (a whole PTB epoch at T = 2 is 23,239 steps).
+    # The seed's TestConfig, with each epoch capped at 100 steps and its evaluation at the first 10,000
+    # tokens of the validation and test splits: a smoke run of seconds on any corpus (a whole PTB epoch
+    # at T = 2 is 23,239 steps, its test run 82,430 tokens one after another).
     "test": ModelConfig(
         max_grad_norm=1.0,
         num_layers=1,
@@ -191,6 +201,7 @@ PRESETS: dict[str, ModelConfig] = {
         max_epoch=1,
         max_max_epoch=1,
         max_steps_per_epoch=TEST_PRESET_STEPS,
+        max_eval_tokens=TEST_PRESET_EVAL_TOKENS,
     ),
 }
 

@@ -222,6 +222,11 @@ class Trainer:
         steps = epoch_size(self.corpus.train.numel(), c.batch_size, c.num_steps)
         return min(steps, c.max_steps_per_epoch) if c.max_steps_per_epoch else steps
 
+    def eval_stream(self, ids: Tensor) -> Tensor:
+        """A validation or test stream as evaluated: its first `max_eval_tokens` tokens, if capped."""
+        cap = self.config.max_eval_tokens
+        return ids[:cap] if cap is not None else ids
+
     @property
     def finished(self) -> bool:
         return self.state.test_ppl is not None
@@ -234,7 +239,7 @@ class Trainer:
             if not self._train_epoch(cb):
                 return False
             # --- evaluate and record the epoch ---
-            valid_ppl = self.evaluate(self.corpus.valid, c.batch_size, c.num_steps, callbacks=cb)
+            valid_ppl = self.evaluate(self.eval_stream(self.corpus.valid), c.batch_size, c.num_steps, callbacks=cb)
             if self.distributed:
                 self.ranks_rng = _gather_objects(rng_state())
             s = self.state
@@ -258,7 +263,7 @@ class Trainer:
         if self.rank > 0:  # the test run is one stream: rank 0's alone
             return True
         if self.state.test_ppl is None:
-            test_ppl = self.test_perplexity(self.corpus.test, callbacks=cb)
+            test_ppl = self.test_perplexity(self.eval_stream(self.corpus.test), callbacks=cb)
             if not math.isfinite(test_ppl):
                 raise Diverged(self.state.epoch, self.train_steps)
             self.state.test_ppl = test_ppl

@@ -41,7 +41,7 @@ from model.network import LSTMLanguageModel
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = ("the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "big", "red", "N")
-# Whole epochs (the test preset's cap of 100 steps lifted): the tiny corpora's epochs are short already.
+# Whole epochs and whole splits (the test preset's caps lifted): the tiny corpora are short already.
 TINY: dict[str, Any] = {
     "hidden_size": 16,
     "num_steps": 5,
@@ -49,6 +49,7 @@ TINY: dict[str, Any] = {
     "max_max_epoch": 2,
     "device": "cpu",
     "max_steps_per_epoch": None,
+    "max_eval_tokens": None,
 }
 TERMINAL = ("succeeded", "failed", "canceled")
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -167,6 +168,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if settings.worker_max_world_size is not None:
+        env["LSTMLM_WORKER_MAX_WORLD_SIZE"] = str(settings.worker_max_world_size)
     return env
 
 

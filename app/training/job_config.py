@@ -60,7 +60,7 @@ DEVICE_COSTS: dict[str, dict[str, float]] = {
     "cpu": {"step": 1e-3, "layer_step": 2e-5, "logit": 1e-8, "test_layer_token": 3e-5},
     "cuda": {"step": 5e-4, "layer_step": 2e-5, "logit": 2e-10, "test_layer_token": 2e-5},
 }
-LOAD_TOKEN_SECONDS = 1e-6  # reading and encoding the corpus before the first step
+LOAD_TOKEN_SECONDS = 2.7e-6  # reading, encoding and counting the corpus before the first step
 EVAL_FRACTION = 0.25  # a validation batch (forward only, no optimiser) against a training step
 LAYER_STEP_SECONDS = DEVICE_COSTS["cpu"]["layer_step"]
 
@@ -106,7 +106,10 @@ def estimate_time(config: ModelConfig, dataset: Dataset, settings: Settings, dev
     steps = max(epoch_size(dataset.train_tokens, b, t), 0)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
-    valid_steps = max(epoch_size(dataset.valid_tokens, b, t), 0)
+    cap = config.max_eval_tokens
+    valid_tokens = dataset.valid_tokens if cap is None else min(dataset.valid_tokens, cap)
+    test_tokens = dataset.test_tokens if cap is None else min(dataset.test_tokens, cap)
+    valid_steps = max(epoch_size(valid_tokens, b, t), 0)
     epoch = step * steps + step * EVAL_FRACTION * valid_steps
     per_test_token = (
         config.forward_flops_per_token(v) / (gflops * 1e9)
@@ -119,7 +122,7 @@ def estimate_time(config: ModelConfig, dataset: Dataset, settings: Settings, dev
         step_seconds=step,
         epoch_seconds=epoch,
         epochs=config.max_max_epoch,
-        test_seconds=per_test_token * max(dataset.test_tokens - 1, 0),
+        test_seconds=per_test_token * max(test_tokens - 1, 0),
         load_seconds=LOAD_TOKEN_SECONDS * tokens,
         device=device,
     )

@@ -447,6 +447,11 @@ def paper_comparison(job: Job, dataset: Dataset | None) -> dict[str, Any]:
             if value < full:
                 reasons.append(f"max_steps_per_epoch caps each epoch at {value:,} of {full:,} steps")
             continue
+        if name == "max_eval_tokens" and value is not None:
+            reasons.append(
+                f"max_eval_tokens evaluates only the first {value:,} tokens of the validation and test splits"
+            )
+            continue
         reasons.append(f"{name} is {value!r}, not the {job.preset} preset's {base.get(name)!r}")
     if dataset is None or not is_ptb(dataset):
         reasons.insert(0, f"trained on {dataset.name if dataset else job.dataset_id}, not PTB")

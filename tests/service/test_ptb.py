@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,44 @@ def test_ptb_tokenized_as_ptb_or_whitespace_is_exactly_its_own_tokens(ptb_servic
         for split in ("train", "valid", "test"):
             assert read_tokens(tokens / f"{split}.txt") == read_tokens(PTB_DIR / f"ptb.{split}.txt"), split
         assert dataset["vocab_size"] == 10_000 and dataset["splits"]["test"]["unk"] == 4_794  # its own <unk>s
+
+
+def test_the_test_preset_runs_in_seconds_on_ptb_as_estimated_and_the_paper_comparison(ptb_service: Service) -> None:
+    """The test preset caps each epoch at 100 steps: a smoke run through the whole pipeline (validation
+    and test passes included) whose estimate agrees with the measured time within a factor of 3. An
+    unmodified paper preset on PTB is comparable with the paper; a capped one says why not."""
+    svc = ptb_service
+    dataset = svc.client.post("/v1/datasets/builtin", json={"root": "ptb"}).json()
+    body = {"dataset_id": dataset["name"], "preset": "test", "name": "smoke"}
+    estimate = svc.client.post("/v1/jobs/estimate", json=body).json()
+    assert estimate["fits"] and estimate["steps_per_epoch"] == 100, estimate
+    job = svc.client.post("/v1/jobs", json=body).json()
+    assert job["dataset_id"] == dataset["id"] and job["estimate"]["total_seconds"] == estimate["total_seconds"]
+    worker = svc.start_worker("--once")
+    assert worker.wait(300) == 0, worker.log()
+    done = svc.job(job["id"])
+    assert done["status"] == "succeeded" and done["progress"]["steps"] == 100, done
+    assert done["test_ppl"] is not None and done["best_valid_ppl"] is not None
+    measured = (
+        datetime.fromisoformat(done["finished_at"]) - datetime.fromisoformat(done["started_at"])
+    ).total_seconds()
+    assert estimate["total_seconds"] / 3 <= measured <= estimate["total_seconds"] * 3, (measured, estimate)
+    assert done["paper"]["comparable"] is False and "test preset" in done["paper"]["reason"]
+
+    small = svc.client.post("/v1/jobs", json={"dataset_id": dataset["id"], "preset": "small"}).json()
+    assert small["paper"] == {"test_ppl": 114.5, "comparable": True, "reason": None}
+    capped = {"dataset_id": dataset["id"], "preset": "medium", "overrides": {"max_steps_per_epoch": 300}}
+    medium = svc.client.post("/v1/jobs", json=capped).json()
+    assert medium["paper"] == {
+        "test_ppl": 82.7,
+        "comparable": False,
+        "reason": "max_steps_per_epoch caps each epoch at 300 of 1,327 steps",
+    }
+    for queued in (small, medium):
+        assert svc.client.post(f"/v1/jobs/{queued['id']}/cancel").json()["status"] == "canceled"
+    # the large preset's 55 epochs on this server's CPU are past the 24 h job limit
+    large = svc.client.post(
+        "/v1/jobs", json={"dataset_id": dataset["id"], "preset": "large", "overrides": {"device": "cpu"}}
+    )
+    assert large.status_code == 422, large.text
+    assert "on this server's cpu (no worker is live), past the 24.0 h job limit" in large.json()["detail"]

@@ -37,14 +37,15 @@ def test_preset_has_the_seed_values(name: str) -> None:
     for field, expected in SEED_PRESETS[name].items():
         assert getattr(config, field) == expected, field
     # The fields beyond the seed keep their neutral defaults; the test preset is a smoke run of 100 steps an epoch.
-    cap = 100 if name == "test" else None
-    assert (config.seed, config.device, config.max_steps_per_epoch, config.precision) == (0, "auto", cap, "fp32")
+    cap, eval_cap = (100, 10_000) if name == "test" else (None, None)
+    assert (config.seed, config.device, config.precision) == (0, "auto", "fp32")
+    assert (config.max_steps_per_epoch, config.max_eval_tokens) == (cap, eval_cap)
 
 
 def test_exactly_the_four_presets() -> None:
     assert set(PRESETS) == {"small", "medium", "large", "test"}
     # Every seed field is covered by the table above: a new field would need a reference value.
-    beyond = {"seed", "device", "max_steps_per_epoch", "precision", "world_size"}
+    beyond = {"seed", "device", "max_steps_per_epoch", "max_eval_tokens", "precision", "world_size"}
     assert set(SEED_PRESETS["small"]) | beyond == FIELD_NAMES
 
 
