@@ -149,9 +149,12 @@ const Dash = (() => {
     return `${n.toFixed(n < 10 ? 2 : 1)} ${units[i]}`;
   }
 
-  // A length of time, as the command-line client writes it: "45s", "3m 20s", "1h 05m", "2d 3h".
+  // A length of time, as the command-line client writes it: "45s", "3m 20s", "1h 05m", "2d 3h"
+  // (under 10 s to a tenth, under one in milliseconds: "4.2s", "40 ms").
   function seconds(s) {
     if (s === null || s === undefined || !Number.isFinite(s) || s < 0) return "–";
+    if (s < 0.9995) return `${Math.round(s * 1000)} ms`;
+    if (s < 9.95) return `${s.toFixed(1)}s`;
     const whole = Math.round(s);
     const [d, h, m, sec] = [Math.floor(whole / 86400), Math.floor((whole % 86400) / 3600), Math.floor((whole % 3600) / 60), whole % 60];
     const two = (v) => String(v).padStart(2, "0");

@@ -18,11 +18,18 @@
     scope.querySelectorAll(".error").forEach((e) => { e.textContent = ""; });
   }
 
-  // The field box a problem's field name is about: "name", "dataset_id", "overrides.hidden_size" or a
-  // bare config field ("hidden_size"); the form's general box when it names none of them.
+  // The field box a problem's field name is about: "name", "tags.1" (a tag of the list), "dataset_id",
+  // "overrides.hidden_size" or a bare config field ("hidden_size"); the form's general box when it
+  // names none of them.
   function fieldBox(name) {
     const find = (n) => form.querySelector(`.field[data-field="${CSS.escape(n)}"]`);
-    return (name && (find(name) || find(`overrides.${name}`))) || find("");
+    const parts = String(name || "").split(".").filter(Boolean);
+    for (let n = parts.length; n > 0; n -= 1) {
+      const head = parts.slice(0, n).join(".");
+      const box = find(head) || (n === 1 ? find(`overrides.${head}`) : null);
+      if (box) return box;
+    }
+    return find("");
   }
 
   function showError(name, message) {
@@ -47,7 +54,7 @@
     if (Array.isArray(problem.errors) && problem.errors.length) {
       for (const e of problem.errors) {
         const where = e.field !== undefined ? String(e.field || "") : String(e.loc || "").replace(/^body\.?/, "");
-        showError(where.split(".").slice(0, 2).join("."), e.message || e.msg || detail);
+        showError(where, e.message || e.msg || detail);
       }
       placed = true;
     }
@@ -126,38 +133,25 @@
     estimateBox.replaceChildren(...children.filter(Boolean));
   }
 
-  // Warnings of an estimate answer: its own, the limits it is past, and a general one when it does not fit.
-  function estimateWarnings(answer) {
-    const texts = [];
-    const add = (w) => {
-      const text = typeof w === "string" ? w : w && (w.message || w.detail || w.reason);
-      if (text && !texts.includes(text)) texts.push(text);
-    };
-    (answer.warnings || []).forEach(add);
-    (answer.problems || []).forEach(add);
-    if (answer.fits === false) {
-      add(answer.reason);
-      if (!texts.length) add("past this server's job limits");
-    }
-    return texts;
-  }
-
-  function renderEstimate(answer) {
-    const e = answer.estimate || answer;
-    const parts = [];
-    if (e.total_seconds !== undefined) parts.push(el("strong", { class: "total", text: `about ${Dash.seconds(e.total_seconds)}` }));
-    if (e.epoch_seconds !== undefined) parts.push(`${Dash.seconds(e.epoch_seconds)} an epoch`);
-    if (e.steps_per_epoch !== undefined) parts.push(`${num(e.steps_per_epoch, 0)} steps an epoch`);
-    if (e.step_seconds !== undefined) parts.push(`${num(e.step_seconds * 1000, 1)} ms a step`);
-    const size = answer.size || answer.memory || {};
-    if (size.parameters !== undefined || answer.parameters !== undefined) parts.push(`${num(size.parameters ?? answer.parameters, 0)} parameters`);
-    const memory = size.memory_bytes ?? size.bytes ?? answer.memory_bytes;
-    if (memory !== undefined) parts.push(`${Dash.bytes(memory)} of training memory`);
+  // The estimate's numbers on one line, and its warning where the job would be past the job limit
+  // (`fits` false: the API's reason, which submitting would get as a refusal).
+  function renderEstimate(e) {
+    const parts = [
+      el("strong", { class: "total", text: `about ${Dash.seconds(e.total_seconds)} in all` }),
+      `${Dash.seconds(e.epoch_seconds)} an epoch of ${num(e.steps_per_epoch, 0)} steps`,
+      `${num(e.parameters, 0)} parameters`,
+      `vocabulary ${num(e.vocab_size, 0)}`,
+      `${Dash.bytes(e.train_memory_bytes)} of training memory`,
+      `on ${e.basis} ${e.device}`,
+    ];
     const line = el("div", { class: "numbers" }, "Estimate: ");
     parts.forEach((part, i) => line.append(...(i ? [" · ", part] : [part])));
-    const warnings = estimateWarnings(answer);
-    const list = warnings.length ? el("ul", { class: "warnings" }, ...warnings.map((w) => el("li", { class: "warning", text: w }))) : null;
-    showEstimate(warnings.length ? "warn" : "ok", line, list);
+    const limit = `the job limit is ${Dash.seconds(e.limit_seconds)}`;
+    const warning = e.fits
+      ? null
+      : el("ul", { class: "warnings" }, el("li", { class: "warning", text: `Past the job limit: ${e.problem || limit}` }));
+    line.title = limit;
+    showEstimate(e.fits ? "ok" : "warn", line, warning);
   }
 
   async function estimate() {
