@@ -320,8 +320,10 @@ def watch(
     job: Annotated[str, typer.Argument(help="job id")],
     give_up_after: GiveUpAfter = GIVE_UP_AFTER,
 ) -> None:
-    """Follow a job to its end: a live bar for the epoch with the ETA, a row per finished epoch; exit 0
-    if it succeeded, 3 if not. Reconnects when the server goes away. Ctrl-C stops watching only."""
+    """Follow a job to its end: a live bar with the ETA, a row per finished epoch.
+
+    Exit 0 if it succeeded, 3 if not. Reconnects when the server goes away (exit 4 after
+    --give-up-after seconds without it). Ctrl-C stops watching, not the job."""
     try:
         final = watch_job(api(ctx), job, out, give_up_after, note)
     except KeyboardInterrupt:

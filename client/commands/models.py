@@ -113,8 +113,10 @@ def generate(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Continue a prompt, printing words as they come. Nothing is printed unless the server accepts
-    the request; a continuation the model ends at once is said on stderr."""
+    """Continue a prompt, printing words as they come.
+
+    Nothing is printed unless the server accepts the request; when the model ends the text at once,
+    stderr says so."""
     body: dict[str, Any] = {
         "model": model,
         "prompt": prompt,

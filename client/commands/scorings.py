@@ -207,8 +207,10 @@ def scorings_watch(
     give_up_after: GiveUpAfter = GIVE_UP_AFTER,
     as_json: JsonFlag = False,
 ) -> None:
-    """Follow a scoring to its end with a bar of the lines scored and the ETA; exit 0 if it succeeded,
-    3 if not. Reconnects when the server goes away."""
+    """Follow a scoring to its end with a bar of the lines scored and the ETA.
+
+    Exit 0 if it succeeded, 3 if not. Reconnects when the server goes away (exit 4 after
+    --give-up-after seconds without it)."""
     watch_scoring(api(ctx), scoring, as_json, give_up_after)
 
 

@@ -16,7 +16,7 @@ from service.test_serve import free_port
 
 from .conftest import OVERRIDES, Server, clean_env, sets, start_server, stop_server
 
-EPOCHS = 8
+EPOCHS = 6
 
 
 class Follower:
