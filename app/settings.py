@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     keep_last_checkpoints: int = Field(2, ge=1, description="per job: keep the best and the last N checkpoints")
     worker_device: str = Field("auto", description="auto, cpu or cuda: where jobs with device auto train")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads per worker; default: torch's own")
+    worker_max_world_size: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="processes a worker gives one job (world_size); default: the visible GPUs on a CUDA worker, "
+        "else the CPU count",
+    )
     events_poll_seconds: float = Field(0.5, gt=0, description="how often an event stream looks for new job events")
     worker_restart_seconds: float = Field(
         1.0, gt=0, description="`python -m app run`: wait before restarting a worker that exited or was killed"

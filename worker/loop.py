@@ -31,6 +31,7 @@ from app.training.queue import (
     worker_stopped,
 )
 from app.training.sweep import sweep_checkpoints
+from model.config import MAX_WORLD_SIZE
 from model.network import resolve_device, supported_precisions
 from worker.runner import run_job
 from worker.scoring import run_scoring
@@ -40,12 +41,25 @@ log = logging.getLogger("worker")
 Mode = Literal["forever", "once", "burst"]
 
 
-def worker_capabilities(device_choice: str = "auto") -> list[str]:
-    """What this process can run: the CPU always, CUDA when a GPU is visible, and the precisions
-    beyond fp32 (bf16, tf32) that its device for `auto` jobs computes in."""
+def max_world_size(device_choice: str = "auto", setting: int | None = None) -> int:
+    """The most processes this worker gives one job: `setting` (LSTMLM_WORKER_MAX_WORLD_SIZE) when
+    set, else one per visible GPU when its device for `auto` jobs is CUDA, else one per CPU."""
+    if setting is not None:
+        return min(setting, MAX_WORLD_SIZE)
+    device = resolve_device(device_choice if device_choice in ("cpu", "cuda") else "auto")
+    count = torch.cuda.device_count() if device.type == "cuda" else os.cpu_count() or 1
+    return max(1, min(count, MAX_WORLD_SIZE))
+
+
+def worker_capabilities(device_choice: str = "auto", world_size: int = 1) -> list[str]:
+    """What this process can run: the CPU always, CUDA when a GPU is visible, the precisions beyond
+    fp32 (bf16, tf32) that its device for `auto` jobs computes in, and `world_size:2` ... up to
+    `world_size:<world_size>`, one for each number of processes it gives a job (a job needs
+    `world_size:N` for N > 1: `app.training.jobs.requirements`)."""
     devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     device = resolve_device(device_choice if device_choice in ("cpu", "cuda") else "auto")
-    return devices + [p for p in supported_precisions(device) if p != "fp32"]
+    precisions = [p for p in supported_precisions(device) if p != "fp32"]
+    return devices + precisions + [f"world_size:{n}" for n in range(2, world_size + 1)]
 
 
 def watch_parent(parent_pid: int, shutdown: threading.Event, interval: float = 1.0) -> threading.Thread:
@@ -109,7 +123,8 @@ class Worker:
             sweep_checkpoints(self.engine, self.settings)
         except Exception:  # cleaning up must never keep a worker from working
             log.warning("could not sweep the checkpoints folder", exc_info=True)
-        capabilities = worker_capabilities(self.settings.worker_device)
+        device = self.settings.worker_device
+        capabilities = worker_capabilities(device, max_world_size(device, self.settings.worker_max_world_size))
         worker_id = register_worker(self.engine, self.requested_id, capabilities)
         log.info("worker %s started (mode %s, can run %s)", worker_id, mode, ", ".join(capabilities))
         last_beat = time.monotonic()

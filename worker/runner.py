@@ -1,6 +1,10 @@
 """Run one claimed job: build or resume the trainer, train it through callbacks that write
 progress, metrics and checkpoints, and leave the job succeeded, canceled, failed or queued again.
 
+A job with `world_size` N > 1 trains on N processes (`model.distributed`): this one is rank 0 and
+does everything above; the others follow its stop decisions and end with the fit. A rank that dies
+fails the attempt like any error (requeued to resume from the last checkpoint).
+
 Three things stop training at the next step boundary: a cancel request (seen by `should_stop`,
 which asks the database at most every `CANCEL_CHECK_SECONDS`, and by the heartbeat), the worker's
 shutdown event (SIGTERM), and a lost lease. A heartbeat thread renews the lease while the main
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy import Engine
 
 from app.errors import public_text
@@ -36,6 +41,7 @@ from model import checkpoint
 from model.checkpoint import CheckpointError
 from model.config import ConfigError, ModelConfig
 from model.data import Corpus, CorpusError
+from model.distributed import Ranks, threads_per_rank
 from model.network import PrecisionError, resolve_device, supports_precision
 from model.tokenizers import WORD_LEVEL, Tokenizer
 from model.train import Callbacks, Diverged, EpochResult, EvalProgress, StepProgress, Trainer
@@ -364,6 +370,8 @@ def _train(
             trainer = Trainer(config.replace(device=device), corpus)
             log.info("job %s attempt %d: starting on %s", job.id, job.attempt, trainer.device)
             started = f"attempt {job.attempt} of {job.max_attempts}: starting on {trainer.device}"
+        if trainer.distributed:
+            started += f" x {trainer.world_size} processes"
         attempt.log([logs.info(f"{started} (worker {attempt.worker_id})")])
         callbacks = JobCallbacks(attempt, heartbeat, shutdown, settings, job_dir, config.max_max_epoch)
         if resumed is not None:
@@ -371,7 +379,14 @@ def _train(
         spent = (utcnow() - job.started_at).total_seconds()
         callbacks.deadline = time.monotonic() + settings.max_job_seconds - spent
         callbacks.tokenizer = corpus.tokenizer
-        finished = trainer.fit(callbacks)
+        if trainer.distributed:
+            # This process is rank 0 (callbacks, checkpoints, lease); ranks 1..N-1 live for the fit.
+            threads = threads_per_rank(trainer.world_size, settings.torch_threads or torch.get_num_threads())
+            resume_path = resumed_from.path if resumed is not None else None
+            with Ranks(trainer.config, corpus, resume_path, threads):
+                finished = trainer.fit(callbacks)
+        else:
+            finished = trainer.fit(callbacks)
     except LeaseLost:
         raise
     except PERMANENT_ERRORS as exc:

@@ -1,7 +1,8 @@
 """Work no live worker can run is said at once: the submit answer of a training job or a scoring
 carries a `warning` naming what no worker that beat lately offers (or that no worker beat at all),
 and keeps it while queued; work a live worker can run has none. The only worker is a real process
-whose CPU is held to AVX2 (oneDNN's ONEDNN_MAX_CPU_ISA), so it has no bf16, and there is no GPU."""
+whose CPU is held to AVX2 (oneDNN's ONEDNN_MAX_CPU_ISA), so it has no bf16, there is no GPU, and it
+gives a job one process (LSTMLM_WORKER_MAX_WORLD_SIZE=1)."""
 
 from __future__ import annotations
 
@@ -50,9 +51,9 @@ def test_work_no_live_worker_can_run_is_warned_of_in_the_submit_answer(
 
         with monkeypatch.context() as patch:  # only the worker's environment: it copies ours when it starts
             patch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-            worker = service.start_worker()
+            worker = service.start_worker(settings=service.settings.model_copy(update={"worker_max_world_size": 1}))
         caps = wait_for(lambda: live_capabilities(service), timeout=60, what="the worker to register")
-        assert caps == [["cpu"]], worker.log()  # the only worker: no cuda, no bf16
+        assert caps == [["cpu"]], worker.log()  # the only worker: no cuda, no bf16, one process a job
         assert service.wait_status(first["id"], ("succeeded",), timeout=120)["warning"] is None
 
         on_gpu = service.submit(dataset["id"], device="cuda", precision="bf16")
@@ -64,13 +65,15 @@ def test_work_no_live_worker_can_run_is_warned_of_in_the_submit_answer(
         fp32 = score(service, first["id"], precision="fp32")
         assert fp32["warning"] is None
         assert service.submit(dataset["id"], max_max_epoch=1, precision="fp32")["warning"] is None
+        wide = service.submit(dataset["id"], world_size=2)
+        assert wide["requirements"] == ["cpu", "world_size:2"] and wide["warning"] == lacks("world_size:2")
 
         # still queued, the GET answers keep saying it
         assert service.job(on_gpu["id"])["warning"] == lacks("bf16, cuda")
         assert service.client.get(f"/v1/scorings/{bf16['id']}").json()["warning"] == lacks("bf16")
         listed = {s["id"]: s["warning"] for s in service.client.get("/v1/scorings").json()["items"]}
         assert listed[bf16["id"]] == lacks("bf16")
-        for job in (on_gpu, low):
+        for job in (on_gpu, low, wide):
             assert service.client.post(f"/v1/jobs/{job['id']}/cancel").json()["warning"] is None  # not queued
         assert service.client.post(f"/v1/scorings/{bf16['id']}/cancel").json()["warning"] is None
     finally:

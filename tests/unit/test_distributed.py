@@ -1,8 +1,8 @@
 """model.distributed: one run on two real processes (gloo on the CPU). Without dropout it gives the
-numbers and weights of one process (up to the order of the float additions) and its checkpoints
-resume on one process; with dropout each rank draws its own masks, and a run stopped mid-epoch
-resumes on two processes to exactly the numbers of an uninterrupted one; a rank that dies stops
-rank 0 with `RankFailed`."""
+numbers and weights of one process (up to the order of the float additions), and a run stopped
+mid-epoch resumes on one process (or two: each rank takes its streams' carried state); with dropout
+each rank draws its own masks, a rank that dies stops rank 0 with `RankFailed`, and the run resumes
+from its last checkpoint to exactly the numbers of an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -97,8 +97,8 @@ def test_a_batch_size_the_processes_cannot_share_is_refused() -> None:
 class SaveEpochs(Record):
     """Records, and writes a checkpoint of every epoch into `folder` (what the worker does)."""
 
-    def __init__(self, folder: Path, stop_after: int | None = None) -> None:
-        super().__init__(stop_after)
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
         self.folder = folder
 
     def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
@@ -106,57 +106,55 @@ class SaveEpochs(Record):
         checkpoint.save(checkpoint.trainer_payload(trainer), self.folder / f"epoch{result.epoch}.pt")
 
 
-def test_two_processes_train_as_one_and_a_checkpoint_of_two_resumes_on_one(tmp_path: Path) -> None:
+def test_two_processes_train_as_one_and_their_checkpoint_resumes_on_one_or_two(tmp_path: Path) -> None:
     corpus = tiny_corpus()
     one = Trainer(CONFIG, corpus)
     single = Record()
     assert one.fit(single)
 
-    on_two = SaveEpochs(tmp_path)
-    two = fit_on_two(CONFIG.replace(world_size=2), corpus, on_two)
-    assert two.finished and len(on_two.ppl) == len(single.ppl) == 24
-    assert on_two.ppl == pytest.approx(single.ppl, rel=1e-5)  # every step's running perplexity
-    assert_same_run(two, one)  # epoch perplexities, test perplexity, weights
+    stopped = Record(stop_after=17)  # mid-epoch 2, the lr decayed
+    two = fit_on_two(CONFIG.replace(world_size=2), corpus, stopped)
+    assert not two.finished and (two.state.epoch, two.state.step) == (1, 5)
+    assert stopped.ppl == pytest.approx(single.ppl[:17], rel=1e-5)  # every step's running perplexity
+    assert relative(stopped.epochs[0].valid_ppl, single.epochs[0].valid_ppl) <= 1e-5
+    payload = checkpoint.trainer_payload(two)
+    carried = payload["train_state"]["carried_h"]
+    assert carried.shape == (2, 4, 16) and len(payload["ranks_rng"]) == 2  # every stream: one process' format
+    path = checkpoint.save(payload, tmp_path / "stopped.pt")
 
-    payload = checkpoint.load(tmp_path / "epoch1.pt")
-    assert payload["config"]["world_size"] == 2 and len(payload["ranks_rng"]) == 2
-    on_one = checkpoint.resume_trainer(payload, corpus, world_size=1)
+    on_one = checkpoint.resume_trainer(checkpoint.load(path), corpus, world_size=1)
     assert on_one.fit(Callbacks())
-    assert_same_run(on_one, one)
+    assert_same_run(on_one, one)  # epoch and test perplexities, weights
+    rank_1 = checkpoint.resume_trainer(checkpoint.load(path), corpus, rank=1)  # its streams' state
+    assert rank_1.carried is not None and torch.equal(rank_1.carried[0], carried[:, 2:])
 
 
-def test_with_dropout_each_rank_draws_its_own_masks_and_a_stopped_run_resumes_exactly(tmp_path: Path) -> None:
+class KillRankOne(SaveEpochs):
+    """Kills rank 1 at the third step of epoch 2 (after the checkpoint of epoch 1)."""
+
+    def __init__(self, folder: Path, ranks: Ranks) -> None:
+        super().__init__(folder)
+        self.ranks = ranks
+
+    def on_step(self, progress: StepProgress) -> None:
+        super().on_step(progress)
+        if (progress.epoch, progress.step) == (2, 3):
+            assert self.ranks.context is not None
+            process = self.ranks.context.processes[0]
+            process.kill()
+            process.join()
+
+
+def test_with_dropout_a_run_whose_rank_dies_resumes_from_its_checkpoint_exactly(tmp_path: Path) -> None:
     corpus = tiny_corpus()
     config = CONFIG.replace(keep_prob=0.5, world_size=2)
     whole = fit_on_two(config, corpus, Record())
     one = Trainer(config.replace(world_size=1), corpus)
     one.fit(Callbacks())
-    assert whole.state.history[0]["train_ppl"] != one.state.history[0]["train_ppl"]  # other masks
+    assert whole.state.history[0]["train_ppl"] != one.state.history[0]["train_ppl"]  # each rank's own masks
 
-    first = fit_on_two(config, corpus, Record(stop_after=17))  # mid-epoch 2
-    assert (first.state.epoch, first.state.step) == (1, 5)
-    payload = checkpoint.trainer_payload(first)
-    assert payload["train_state"]["carried_h"].shape == (2, 4, 16)  # every stream: one process' format
-    path = checkpoint.save(payload, tmp_path / "stopped.pt")
-    resumed = fit_on_two(config, corpus, Record(), resume=path)
-    assert_same_run(resumed, whole, rtol=1e-7)
-
-
-class KillRankOne(Callbacks):
-    def __init__(self, ranks: Ranks) -> None:
-        self.ranks = ranks
-
-    def on_step(self, progress: StepProgress) -> None:
-        if progress.step == 3:
-            context = self.ranks.context
-            assert context is not None
-            context.processes[0].kill()
-            context.processes[0].join()
-
-
-def test_a_rank_that_dies_stops_rank_0_with_rank_failed() -> None:
-    corpus = tiny_corpus()
-    config = CONFIG.replace(world_size=2)
-    trainer = Trainer(config, corpus)
+    broken = Trainer(config, corpus)
     with pytest.raises(RankFailed, match="rank 1 exited with code -9"), Ranks(config, corpus, timeout=TIMEOUT) as ranks:
-        trainer.fit(KillRankOne(ranks))
+        broken.fit(KillRankOne(tmp_path, ranks))
+    resumed = fit_on_two(config, corpus, Record(), resume=tmp_path / "epoch1.pt")
+    assert_same_run(resumed, whole, rtol=1e-7)  # the same masks: each rank's random state came back
