@@ -1,6 +1,7 @@
 """Streams survive a server restart: `watch` and `logs -f` follow a job through a second API process
 (on the shared database, the shared worker training the job) that is killed and started again on the
-same port; both reconnect with Last-Event-ID, say so once on stderr, and end with the job's result."""
+same port; both reconnect with Last-Event-ID, say so once on stderr, and end with the job's result.
+A watch with a shorter `--give-up-after` than the outage gives up with one line and exit code 4."""
 
 from __future__ import annotations
 
@@ -51,26 +52,29 @@ def test_watch_and_logs_follow_survive_a_server_restart(server: Server, trained:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     api = start_server(server.folder, port, workers=0)  # the API only: the shared server's worker trains
-    watch = logs = None
+    watch = logs = impatient = None
     try:
         overrides = {**OVERRIDES, "max_max_epoch": EPOCHS}
         job = server.json("submit", "-d", trained["dataset"]["id"], "-p", "test", *sets(overrides))
         watch = Follower(server, url, "watch", job["id"], "--give-up-after", "90")
         logs = Follower(server, url, "logs", job["id"], "-f", "--give-up-after", "90")
+        impatient = Follower(server, url, "watch", job["id"], "--give-up-after", "1")
         # both are following: the first epoch's row is out, and the first log lines
         wait_for(lambda: any("valid ppl" in line for line in watch.lines), timeout=120, what="the first epoch row")
         wait_for(lambda: logs.lines, timeout=60, what="the first log line")
-        assert watch.proc.poll() is None and logs.proc.poll() is None
+        wait_for(lambda: impatient.lines, timeout=60, what="the impatient watch's first line")
+        assert watch.proc.poll() is None and logs.proc.poll() is None and impatient.proc.poll() is None
         running = server.ok("status", job["id"])  # while it runs: the time left, and the estimate
         assert re.search(r"^eta       ETA (\d+m )?\d+s$", running, re.M) and "estimate  " in running, running
         api.kill()  # no goodbye: the streams' connections are cut
         api.wait()
-        time.sleep(1.0)
+        time.sleep(1.5)  # longer than the impatient watch waits
         api = start_server(server.folder, port, workers=0)
         watched_out, watched_err = watch.finish(timeout=180)
         logs_out, logs_err = logs.finish(timeout=60)
+        _, gave_up = impatient.finish(timeout=30)
     finally:
-        for follower in (watch, logs):
+        for follower in (watch, logs, impatient):
             if follower is not None:
                 follower.stop()
         stop_server(api)
@@ -89,3 +93,8 @@ def test_watch_and_logs_follow_survive_a_server_restart(server: Server, trained:
     assert logs.proc.returncode == 0, logs_err
     assert logs_err.startswith(f"reconnecting to {url}…") and len(logs_err.splitlines()) == 1
     assert logs_out == server.ok("logs", job["id"])  # every line once, in order
+
+    assert impatient.proc.returncode == 4, gave_up
+    said = gave_up.splitlines()
+    assert len(said) == 2 and said[0].startswith(f"reconnecting to {url}…") and "giving up after 1 s" in said[0]
+    assert said[1].startswith("error: gave up after 1 s without the server: "), said
