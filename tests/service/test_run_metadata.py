@@ -20,6 +20,7 @@ from sqlalchemy import update
 from app.auth import keys
 from app.scorings.jobs import eta_seconds as scoring_eta
 from app.store.tables import Job, Scoring, utcnow
+from app.training.jobs import eta_seconds as job_eta
 from app.training.queue import register_worker, worker_stopped
 
 LIMIT_SECONDS = 600.0  # the job limit of this service: a tiny job of 10,000 epochs is past it
@@ -342,3 +343,19 @@ def test_the_openapi_document_states_the_list_parameters(world: World) -> None:
         "patch" in document["paths"]["/v1/jobs/{job_id}"] and "patch" in document["paths"]["/v1/scorings/{scoring_id}"]
     )
     assert "post" in document["paths"]["/v1/jobs/estimate"]
+
+
+def test_a_jobs_eta_counts_the_steps_left_and_the_evaluation_passes() -> None:
+    estimate = {"steps_per_epoch": 100, "step_seconds": 0.02, "epoch_seconds": 3.0, "test_seconds": 4.0}
+    config = {"batch_size": 20, "num_steps": 2, "max_max_epoch": 2}
+
+    def eta(status: str = "running", **progress: Any) -> float | None:
+        base = {"epoch": 1, "epochs": 2, "step": 50, "steps": 100, "wps": 4000.0, "fraction": 0.5, "phase": "train"}
+        return job_eta(Job(status=status, config=config, estimate=estimate, progress={**base, **progress}))
+
+    # measured: 40 words a step at 4,000 words/s = 0.01 s, half the estimate: the passes take half too
+    # (validation 1.0 s x 0.5, test 4.0 s x 0.5): 50 steps + a validation + a whole epoch + the test run
+    assert eta() == pytest.approx(50 * 0.01 + 0.5 + (100 * 0.01 + 0.5) + 2.0, abs=0.05)
+    assert eta(phase="validate", epoch=2, fraction=0.5) == pytest.approx(0.25 + 2.0, abs=0.05)  # to a tenth of a second
+    assert eta(phase="test", epoch=2, fraction=0.25) == pytest.approx(1.5, abs=0.05)
+    assert eta(status="queued") is None and eta(wps=None) is None and eta(phase="done") is None
