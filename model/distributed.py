@@ -18,13 +18,14 @@ collective fails and `Ranks` raises `RankFailed` naming it.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -56,12 +57,33 @@ def threads_per_rank(world_size: int, total: int | None = None) -> int:
 
 
 @dataclass(frozen=True)
+class PackedCorpus:
+    """A corpus with its id streams as one `torch.save` blob: sent to a helper through its pipe, not
+    through shared memory (which torch.multiprocessing uses for tensors, and a container may keep
+    small)."""
+
+    corpus: Corpus  # with empty id streams
+    streams: bytes  # [train, valid, test]
+
+    @classmethod
+    def of(cls, corpus: Corpus) -> PackedCorpus:
+        buffer = io.BytesIO()
+        torch.save([corpus.train.clone(), corpus.valid.clone(), corpus.test.clone()], buffer)
+        empty = torch.zeros(0, dtype=torch.long)
+        return cls(replace(corpus, train=empty, valid=empty, test=empty), buffer.getvalue())
+
+    def unpack(self) -> Corpus:
+        train, valid, test = torch.load(io.BytesIO(self.streams), weights_only=True)
+        return replace(self.corpus, train=train, valid=valid, test=test)
+
+
+@dataclass(frozen=True)
 class RankSpec:
     """What a helper rank needs to build its trainer: the run's config (device resolved by the
     caller), its corpus, the checkpoint it resumes from, if any, and the group to join."""
 
     config: ModelConfig
-    corpus: Corpus
+    corpus: PackedCorpus
     resume_path: str | None
     store_path: str  # the FileStore the ranks meet in
     threads: int
@@ -100,13 +122,14 @@ def _helper(index: int, spec: RankSpec, parent_pid: int) -> None:
         timeout=timedelta(seconds=spec.timeout_seconds),
     )
     try:
+        corpus = spec.corpus.unpack()
         if spec.resume_path is not None:
             payload = checkpoint.load(spec.resume_path)
             trainer = checkpoint.resume_trainer(
-                payload, spec.corpus, spec.config.device, rank=rank, world_size=spec.config.world_size
+                payload, corpus, spec.config.device, rank=rank, world_size=spec.config.world_size
             )
         else:
-            trainer = Trainer(spec.config, spec.corpus, rank=rank)
+            trainer = Trainer(spec.config, corpus, rank=rank)
         trainer.fit(Callbacks())
     finally:
         dist.destroy_process_group()
@@ -146,7 +169,12 @@ class Ranks:
         self.folder = tempfile.mkdtemp(prefix="lstmlm-ranks-")
         store_path = str(Path(self.folder, "store"))
         spec = RankSpec(
-            self.config, self.corpus, self.resume_path, store_path, self.threads, self.timeout.total_seconds()
+            self.config,
+            PackedCorpus.of(self.corpus),
+            self.resume_path,
+            store_path,
+            self.threads,
+            self.timeout.total_seconds(),
         )
         try:
             self.context = mp.start_processes(
