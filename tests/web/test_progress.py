@@ -79,7 +79,13 @@ def test_validate_and_test_passes_show_their_phase(quiet: LiveService, page: Any
 
         page.goto(f"/jobs/{job['id']}")
         text = page.locator("#progress-text")
-        expect(text).to_contain_text("epoch 2 of 4 · validating 40% · batch 4 of 10 · 1,234 words/s")
+        expect(text).to_contain_text("epoch 2 of 4 · validating 40% · batch 4 of 10 · 1,234 words/s · ETA ")
+        # The time left, from the API's `progress.eta_seconds` of this speed, in the facts too.
+        eta = quiet.job(job["id"])["progress"]["eta_seconds"]
+        assert eta is not None and eta > 0
+        expect(page.locator("#facts dt", has_text="ETA").locator("xpath=following-sibling::dd[1]")).not_to_have_text(
+            "not known yet"
+        )
         attempt.report(progress("test", 4, 5, 10), [], [logs.info("testing")])
         expect(text).to_contain_text("epoch 4 of 4 · testing 50% · batch 5 of 10")  # from the event stream
         expect(page.locator("#bar")).to_have_attribute("style", width(100))

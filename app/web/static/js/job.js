@@ -80,8 +80,8 @@
     } else if (p.steps && job.status === "running") {
       parts.push(`step ${num(p.step, 0)} of ${num(p.steps, 0)}`);
     }
-    if (active(job) && Number.isFinite(p.eta_seconds)) parts.push(`ETA ${Dash.seconds(p.eta_seconds)}`);
     if (p.wps) parts.push(`${num(p.wps, 0)} words/s`);
+    if (active(job) && Number.isFinite(p.eta_seconds)) parts.push(`ETA ${Dash.seconds(p.eta_seconds)}`);
     if (p.lr !== null && p.lr !== undefined) parts.push(`lr ${num(p.lr, 4)}`);
     if (p.train_ppl_running) parts.push(`running train ppl ${num(p.train_ppl_running)}`);
     document.getElementById("progress-text").textContent = parts.join(" · ") || job.status;
