@@ -203,7 +203,7 @@ DATASET_COLUMNS = (
 @handled
 def datasets_list(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option(help="datasets to show, newest first")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="datasets to show, newest first")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
     """List datasets, newest first: id, name, tokenizer, vocabulary, size."""

@@ -82,9 +82,9 @@ def labels(name: str | None, tags: list[str] | None, notes: str | None) -> dict[
 
 
 QuietFlag = Annotated[bool, typer.Option("--quiet", help="print only the id (for $(...) in a script)")]
-NameOption = Annotated[str | None, typer.Option("--name", help="a name to find it by")]
+NameOption = Annotated[str | None, typer.Option("--name", help='a name to find it by (edit: "" clears it)')]
 TagOption = Annotated[list[str] | None, typer.Option("--tag", help="a tag (repeatable)")]
-NotesOption = Annotated[str | None, typer.Option("--notes", help="free text about it")]
+NotesOption = Annotated[str | None, typer.Option("--notes", help='free text about it (edit: "" clears it)')]
 
 
 @handled
@@ -230,6 +230,11 @@ def find_jobs(
     items: list[dict[str, Any]] = page["items"]
     filtering = q or tags or dataset or preset or sort
     if not filtering or not items or "tags" in items[0]:
+        cursor = page.get("next_cursor")
+        while cursor and len(items) < limit:  # more than a page
+            page = client.get("/v1/jobs", params=params | {"cursor": cursor})
+            items += page["items"]
+            cursor = page.get("next_cursor")
         return items[:limit]
     dataset_id = resolve_dataset(client, dataset) if dataset else None
     found = [j for j in items if matches(j, q, tags, dataset_id, preset)]
@@ -252,7 +257,7 @@ def list_jobs(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="dataset id, or its name when unique")] = None,
     preset: Annotated[str | None, typer.Option("--preset", "-p", help="only jobs of this preset")] = None,
     sort: Annotated[str | None, typer.Option(help=f"{', '.join(SORTS)} (default: newest first)")] = None,
-    limit: Annotated[int, typer.Option(help="jobs to show")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="jobs to show")] = 20,
     as_json: JsonFlag = False,
 ) -> None:
     """List jobs, newest first: hyper-parameters, progress, best valid and test perplexity."""
@@ -364,8 +369,10 @@ def edit_body(
     clear_tags: bool,
     notes: str | None,
 ) -> dict[str, Any]:
-    """The JSON merge of an edit: tags set, or the current ones with some added and some removed."""
+    """The JSON merge of an edit: tags set, or the current ones with some added and some removed; an
+    empty name or notes clears it (null)."""
     body = labels(name, None, notes)
+    body |= {field: None for field in ("name", "notes") if body.get(field) == ""}
     if tag or clear_tags:
         body["tags"] = [] if clear_tags and not tag else list(dict.fromkeys(tag or []))
     if add_tag or remove_tag:

@@ -246,7 +246,7 @@ def scorings_list(
     search: Annotated[str | None, typer.Option("--search", "-q", help="a part of the name, or the id")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="only those with this tag (repeatable)")] = None,
     sort: Annotated[str | None, typer.Option(help=f"{', '.join(SORTS)} (default: newest first)")] = None,
-    limit: Annotated[int, typer.Option(help="scorings to show")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="scorings to show")] = 20,
     as_json: JsonFlag = False,
 ) -> None:
     """List scorings, newest first."""
@@ -255,6 +255,11 @@ def scorings_list(
     client = api(ctx)
     page = client.get("/v1/scorings", params=params)
     items: list[dict[str, Any]] = page["items"]
+    cursor = page.get("next_cursor")
+    while cursor and len(items) < limit:  # more than a page
+        page = client.get("/v1/scorings", params=params | {"cursor": cursor})
+        items += page["items"]
+        cursor = page.get("next_cursor")
     if (search or tag or status or sort) and items and "tags" not in items[0]:  # a server without list filters
         items = [s for s in items if scoring_matches(s, search, tag or [], status or [])]
         if sort == "created_at":

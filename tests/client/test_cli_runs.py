@@ -47,6 +47,9 @@ def test_names_tags_notes_edit_and_list_filters(server: Server, trained: dict[st
     status = server.ok("status", second["id"])
     assert "name      renamed" in status and "tags      cli-c" in status and "notes     second look" in status
     assert "estimate  " in status and " in all" in status  # the estimate made at submission
+    cleared = server.json("edit", second["id"], "--notes", "")
+    assert cleared["notes"] is None and cleared["name"] == "renamed"
+    assert [r["job"] for r in rows(server.ok("list", "--tag", "cli-a", "--limit", "1"))] == [first_id]
 
     for job in (first_id, second["id"]):
         server.cli("cancel", job)
