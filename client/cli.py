@@ -78,6 +78,9 @@ def usage_line(exc: UsageError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """The `lstm-lm` console script: every failure one line on stderr, never a traceback."""
+    for stream in (sys.stdout, sys.stderr):  # a name or a message the terminal cannot show is not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     code: int
     try:
         result = app(args=argv, prog_name="lstm-lm", standalone_mode=False)
