@@ -102,7 +102,7 @@ def test_jobs_list_search_tags_sort_and_config_columns(views: LiveService, page:
     wait_until(page, "location.search.includes('sort=valid_ppl')")
     by_valid = sorted([wide, dropout], key=lambda j: j["best_valid_ppl"])
     wait_until(page, f"{ROW_IDS} === '{','.join(j['id'] for j in by_valid)}'")
-    expect(page.locator('button.sort[data-sort="valid_ppl"]')).to_have_attribute("aria-sort", "ascending")
+    expect(page.locator('th:has(button.sort[data-sort="valid_ppl"])')).to_have_attribute("aria-sort", "ascending")
     page.reload()
     wait_until(page, "document.querySelectorAll('#jobs tbody tr').length === 2")
     assert rows_of(page) == [j["id"] for j in by_valid]
@@ -118,6 +118,16 @@ def test_jobs_list_search_tags_sort_and_config_columns(views: LiveService, page:
     assert rows_of(page) == [dropout["id"]]
     page.locator('#active-filters .active-filter[data-filter="q"] .remove').click()
     wait_until(page, "document.querySelectorAll('#jobs tbody tr').length === 3")
+    # The dataset and preset filters: no job of the small preset here, all three on the dataset.
+    page.select_option("#f-preset", "small")
+    expect(page.locator("#empty")).to_have_text("No job matches these filters.")
+    assert "preset=small" in page.url
+    page.locator('#active-filters .active-filter[data-filter="preset"] .remove').click()
+    page.select_option("#f-dataset", trained["dataset"]["id"])
+    expect(page.locator('#active-filters .active-filter[data-filter="dataset"]')).to_contain_text("dataset tiny")
+    wait_until(page, "document.querySelectorAll('#jobs tbody tr').length === 3")
+    assert f"dataset_id={trained['dataset']['id']}" in page.url and "preset=" not in page.url
+    page.locator('#active-filters .active-filter[data-filter="dataset"] .remove').click()
 
     # Config fields as columns, remembered by the browser.
     page.click("#columns summary")

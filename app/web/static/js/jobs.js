@@ -122,7 +122,7 @@
       const on = view.sort === key || (key === "created_at" && view.sort.endsWith("created_at"));
       button.classList.toggle("on", on);
       button.dataset.direction = !on ? "" : view.sort === "-created_at" ? "desc" : "asc";
-      button.setAttribute("aria-sort", !on ? "none" : view.sort === "-created_at" ? "descending" : "ascending");
+      button.closest("th").setAttribute("aria-sort", !on ? "none" : view.sort === "-created_at" ? "descending" : "ascending");
     });
     const chips = [];
     const chip = (kind, label, remove) => {
@@ -150,6 +150,11 @@
   }
 
   // --- the column chooser: config fields as extra columns ---
+
+  const chooser = document.getElementById("columns");
+  document.addEventListener("click", (event) => {
+    if (chooser.open && !chooser.contains(event.target)) chooser.open = false;
+  });
 
   function chooseColumns(fields) {
     columns = columns.filter((c) => fields.includes(c));
