@@ -192,6 +192,8 @@ def test_scorings_page_scores_an_uploaded_text_and_a_split_then_deletes(
     page.evaluate("window.stillHere = true")
     page.set_input_files("#file", str(text))
     page.select_option("#precision", "fp32")
+    page.fill("#scoring-name", "the cat, 5000 times")
+    page.fill("#scoring-tags", "cats repeat")
     page.click("#submit-scoring")
     expect(page.locator("#scoring-status")).to_have_text(re.compile(rf"^queued scr_\w+: {lines:,} lines$"))
     assert page.locator("#scoring-bar").evaluate("bar => bar.style.width") == "100%"
@@ -217,6 +219,10 @@ def test_scorings_page_scores_an_uploaded_text_and_a_split_then_deletes(
         ppl = body["aggregate"]["corpus_perplexity"]
         expect(cells.nth(6)).to_have_text(f"{ppl:,.2f}".rstrip("0").rstrip("."))
         expect(row.get_by_role("link", name="Results")).to_have_attribute("href", f"/v1/scorings/{scoring_id}/results")
+    named = page.locator(f'tr[data-scoring-id="{uploaded}"] td.scoring')
+    expect(named.locator(".scoring-name")).to_have_text("the cat, 5000 times")
+    expect(named.locator(".tag")).to_have_text(["#cats", "#repeat"])
+    assert live.http.get(f"/v1/scorings/{uploaded}").json()["tags"] == ["cats", "repeat"]
     split_row = page.locator(f'tr[data-scoring-id="{split}"] td')
     expect(split_row.nth(3)).to_have_text("tiny · valid")
     assert live.http.get(f"/v1/scorings/{split}").json()["options"]["score_eos"] is False

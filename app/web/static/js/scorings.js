@@ -39,6 +39,9 @@
     for (const name of ["score_eos", "pretokenized", "log10"]) body.set(name, String(form.elements[name].checked));
     const precision = document.getElementById("precision").value;
     if (precision) body.set("precision", precision);
+    const name = document.getElementById("scoring-name").value.trim();
+    if (name) body.set("name", name);
+    document.getElementById("scoring-tags").value.split(/[\s,]+/).filter(Boolean).forEach((t) => body.append("tags", t));
     const button = document.getElementById("submit-scoring");
     button.disabled = true;
     const answer = await Dash.upload("/v1/scorings", body, document.getElementById("scoring-bar"), status);
@@ -110,7 +113,13 @@
     return el(
       "tr",
       { "data-scoring-id": s.id, "data-status": s.status },
-      el("td", { text: s.id }),
+      el(
+        "td",
+        { class: "scoring" },
+        s.name ? el("span", { class: "scoring-name", text: s.name }) : null,
+        el(s.name ? "code" : "span", { class: s.name ? "muted scoring-id" : "scoring-id", text: s.id }),
+        s.tags && s.tags.length ? el("span", { class: "tags" }, ...s.tags.map((t) => el("span", { class: "chip tag", text: `#${t}` }))) : null,
+      ),
       el("td", {}, el("span", { class: `badge ${s.status}`, text: s.status, title: s.message || s.error || "" })),
       el("td", {}, s.model.startsWith("job_") ? el("a", { href: `/jobs/${s.model}`, text: s.model }) : s.model),
       textCell(s),
