@@ -97,3 +97,22 @@ def test_every_answer_carries_the_security_headers_and_pages_a_strict_policy(ser
     # FastAPI's API documentation loads Swagger UI from its CDN: it is only kept out of frames.
     docs = service.client.get("/docs")
     assert docs.status_code == 200 and docs.headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
+def test_unknown_addresses_get_a_page_for_browsers_and_problems_for_the_api(service: Service) -> None:
+    html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    for path in ("/no/such/page", "/jobs/job_0123456789abcdef/extra"):
+        page = service.client.get(path, headers=html)
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html"), path
+        assert f"There is no page at {path}." in page.text and 'href="/"' in page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")
+        # A client that does not ask for HTML gets the problem, as from the API.
+        plain = service.client.get(path)
+        assert plain.status_code == 404 and plain.headers["content-type"].startswith("application/problem+json")
+    for path in ("/v1/no-such-thing", "/static/no-such-file.js"):
+        answer = service.client.get(path, headers=html)
+        assert answer.status_code == 404 and "text/html" not in answer.headers["content-type"], path
+    assert service.client.post("/no/such/page", headers=html).status_code in (404, 405)
+    icon = service.client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.content == (HERE / "static" / "favicon.svg").read_bytes()
+    assert icon.headers["content-type"].startswith("image/svg+xml")

@@ -2,6 +2,7 @@
 // charts of one group share the step axis (cursor, zoom and range).
 "use strict";
 
+const WHOLE_INCREMENTS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2500, 5e3, 1e4, 2e4, 25e3, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7];
 const COLORS = ["#2f6fdf", "#e0662d", "#2a9d55", "#a040c0", "#c9a100", "#d0324a", "#1aa3b5", "#6d6d6d"];
 
 class ChartGroup {
@@ -124,7 +125,8 @@ class LiveChart {
         y: this.logY ? { distr: 3 } : {},
       },
       axes: [
-        { label: this.options.xLabel || "step" },
+        // Steps and epochs are whole numbers: ticks only at whole numbers.
+        { label: this.options.xLabel || "step", incrs: WHOLE_INCREMENTS },
         { label: this.options.yLabel || "", size: 60 },
       ],
       series: [
