@@ -246,6 +246,11 @@ def test_compare_words_per_second_smoothed_with_config_differences_and_csv(
     expect(page.locator('#config-diff tr[data-field="hidden_size"] td')).to_have_text(["16", "24", "24"])
     screenshot(page, "compare-smoothed")
 
+    # The picker finds jobs by tag (or name, or id); the compared ones stay checked.
+    page.fill("#choice-q", "#dropout")
+    expect(page.locator("#choices li")).to_have_count(1)
+    expect(page.locator(f'#choices li[data-job-id="{jobs[2]["id"]}"] input')).to_be_checked()
+
     with page.expect_download() as info:
         page.click("#csv")
     download = info.value

@@ -55,17 +55,30 @@
     const about = el("span", { class: "muted" });
     Dash.datasetName(job.dataset_id).then((n) => { about.textContent = ` ${job.preset} · ${n} · ${job.status}`; });
     const title = job.name ? el("span", {}, ` ${job.name} `, el("code", { class: "muted", text: job.id })) : ` ${job.id}`;
-    return el("li", {}, el("label", {}, box, title, about));
+    const tags = (job.tags || []).length ? el("span", { class: "tags" }, ...job.tags.map((t) => el("span", { class: "chip tag", text: `#${t}` }))) : null;
+    return el("li", { "data-job-id": job.id }, el("label", {}, box, title, about), tags);
   }
 
-  async function loadChoices() {
+  // The jobs to pick from, 50 at a time: all of them, or those a search names ("#tag" for a tag).
+  const search = document.getElementById("choice-q");
+  async function loadChoices(fresh = false) {
     const q = new URLSearchParams({ limit: "50" });
-    if (cursor) q.set("cursor", cursor);
+    const words = search.value.trim().split(/\s+/).filter(Boolean);
+    words.filter((w) => w.startsWith("#") && w.length > 1).forEach((w) => q.append("tag", w.slice(1)));
+    const text = words.filter((w) => !w.startsWith("#")).join(" ");
+    if (text) q.set("q", text);
+    if (cursor && !fresh) q.set("cursor", cursor);
     const page = await api(`/v1/jobs?${q}`);
+    if (fresh) list.replaceChildren();
     list.append(...page.items.map(choice));
     cursor = page.next_cursor;
     document.getElementById("more").classList.toggle("hidden", !cursor);
   }
+  let typing = null;
+  search.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => loadChoices(true).catch((e) => flash(`could not find jobs: ${e.message}`)), 300);
+  });
 
   document.getElementById("more").addEventListener("click", () => loadChoices().catch((e) => flash(e.message)));
 
