@@ -103,6 +103,11 @@ def shown_value(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _number(value: Any) -> str:
+    """A constraint's bound as a message states it: 10,000 rather than 10000."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def _size(value: Any) -> str:
     return f"{len(value):,}" if isinstance(value, str | list | tuple | dict) else shown_value(value)
 
@@ -148,7 +153,7 @@ def error_in_words(error: dict[str, Any]) -> dict[str, str]:
     if kind in CONSTRAINTS:
         template, show = CONSTRAINTS[kind]
         try:
-            constraint = template.format(**{k: str(v) for k, v in ctx.items()})
+            constraint = template.format(**{k: _number(v) for k, v in ctx.items()})
         except (KeyError, IndexError, ValueError):
             constraint = template.split(" {")[0]
         received = error.get("input")

@@ -257,6 +257,39 @@ CATALOGUE: dict[str, tuple[Request, int, str]] = {
         404,
         "no corpus root named 'ptb'",
     ),
+    "tag with a space": (post_job(tags=["ok", "a b"]), 422, 'tags.1 must match ^[A-Za-z0-9_.:-]{1,50}$, got "a b"'),
+    "negative limit": (
+        lambda s, ids: s.client.get("/v1/jobs", params={"limit": -1}),
+        422,
+        "limit must be >= 1, got -1",
+    ),
+    "edit with an unknown field": (
+        lambda s, ids: s.client.patch(f"/v1/jobs/{ids['job']}", json={"colour": "red"}),
+        422,
+        "colour is not a field of this request",
+    ),
+    "notes past 10,000 characters": (
+        lambda s, ids: s.client.patch(f"/v1/jobs/{ids['job']}", json={"notes": "n" * 10_001}),
+        422,
+        "notes must be at most 10,000 characters, got 10,001",
+    ),
+    "cursor of another sort": (
+        lambda s, ids: s.client.get(
+            "/v1/jobs", params={"sort": "test_ppl", "cursor": cursor("2026-01-01T00:00:00+00:00", "job_x")}
+        ),
+        422,
+        "made for sort=-created_at, not sort=test_ppl",
+    ),
+    "unknown metric key": (
+        lambda s, ids: s.client.get(f"/v1/jobs/{ids['job']}/metrics", params={"key": "nonsense"}),
+        422,
+        "unknown metric key 'nonsense'; the keys are train_ppl",
+    ),
+    "estimate on an unknown dataset": (
+        lambda s, ids: s.client.post("/v1/jobs/estimate", json={"dataset_id": "ds_missing"}),
+        422,
+        "dataset 'ds_missing' not found",
+    ),
 }
 
 
