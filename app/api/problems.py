@@ -165,6 +165,7 @@ def error_in_words(error: dict[str, Any]) -> dict[str, str]:
         got = {"value": f", got {value}", "size": f", got {_size(received)}", "": ""}[show]
         if kind == "extra_forbidden" and field:
             return {"field": field, "message": f"{field.rsplit('.', 1)[-1]} is not a field of this request"}
+        constraint = constraint.replace(" 1 characters", " 1 character").replace(" 1 items", " 1 item")
         message = f"{field or 'the body'} {constraint}{got}"
     else:
         text = str(error.get("msg", "invalid value"))
