@@ -37,7 +37,7 @@ import torch.multiprocessing as mp
 from model.config import ModelConfig
 from model.data import Corpus
 from model.network import resolve_device
-from model.train import Callbacks, Trainer
+from model.train import Callbacks, Diverged, Trainer
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)  # a collective that waits longer fails (a rank hung)
 JOIN_SECONDS = 10.0  # how long closing waits for the helpers before killing them
@@ -131,6 +131,8 @@ def _helper(index: int, spec: RankSpec, parent_pid: int) -> None:
         else:
             trainer = Trainer(spec.config, corpus, rank=rank)
         trainer.fit(Callbacks())
+    except Diverged:
+        pass  # every rank sees the same summed loss: rank 0 raises and reports it
     finally:
         dist.destroy_process_group()
     # Done: nothing is left to write, and tearing torch's interpreter down takes seconds.
