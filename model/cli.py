@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from model import checkpoint
 from model.config import FIELD_NAMES, PRESETS, ConfigError, ModelConfig, preset
 from model.data import Corpus, CorpusError
+from model.distributed import Ranks
 from model.inference import INFERENCE_PRECISIONS, generate, score_sentences
 from model.train import Callbacks, EpochResult, StepProgress, Trainer, perplexity
 
@@ -112,7 +113,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         flush=True,
     )
     started = time.perf_counter()
-    trainer.fit(ConsoleCallbacks(Path(args.out) if args.out else None))
+    callbacks = ConsoleCallbacks(Path(args.out) if args.out else None)
+    if trainer.distributed:  # this process is rank 0; the others live for the fit
+        with Ranks(c, corpus, args.resume):
+            trainer.fit(callbacks)
+    else:
+        trainer.fit(callbacks)
     print(f"Test Perplexity: {trainer.state.test_ppl:.3f}")
     print(f"wall time {time.perf_counter() - started:.1f} s", flush=True)
     if args.out:

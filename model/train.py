@@ -235,6 +235,10 @@ class Trainer:
         """Train the remaining epochs, then score the test set. Returns False if stopped early."""
         cb = callbacks or Callbacks()
         c = self.config
+        if self.distributed and not (dist.is_initialized() and dist.get_world_size() == self.world_size):
+            raise RuntimeError(
+                f"world_size {self.world_size}: train inside `model.distributed.Ranks` (rank 0) or as one of its ranks"
+            )
         while self.state.epoch < c.max_max_epoch:
             if not self._train_epoch(cb):
                 return False
