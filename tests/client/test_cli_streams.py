@@ -17,7 +17,7 @@ from service.test_serve import free_port
 
 from .conftest import OVERRIDES, Server, clean_env, sets, start_server, stop_server
 
-EPOCHS = 6
+EPOCHS = 4
 
 
 class Follower:
