@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
-from typer._click.exceptions import ClickException, UsageError  # the click Typer ships
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # the click Typer ships
 
 from client.api import DEFAULT_URL, Api, resolve_key
 from client.commands import datasets, jobs, models, scorings
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = app(args=argv, prog_name="lstm-lm", standalone_mode=False)
         code = result if isinstance(result, int) else 0
+    except NoArgsIsHelpError as exc:  # a group without its command: the help (printed already by Rich)
+        if exc.format_message().strip():
+            sys.stdout.write(exc.format_message() + "\n")
+        code = EXIT_USAGE
     except UsageError as exc:
         error_line(usage_line(exc))
         code = EXIT_USAGE

@@ -81,6 +81,8 @@ def test_sizes_are_in_binary_units(server: Server, trained: dict[str, Any]) -> N
 
 def test_version_and_submit_help(server: Server) -> None:
     assert server.ok("--version") == f"lstm-lm {version('lstm-lm-service')}\n"
+    group = server.cli("datasets")  # a group without its command: its help, nothing on stderr
+    assert group.returncode == 2 and "delete" in group.stdout and group.stderr == ""
     presets = server.http("GET", "/v1/presets").json()
     text = server.ok("submit", "--help")
     assert f"(from the server at {server.url})" in text
