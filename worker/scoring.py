@@ -99,7 +99,11 @@ def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring,
         out.seek(size)
         while done < len(lines):
             if shutdown.is_set():
-                attempt.finish(QUEUED, f"handed back at line {done} (worker shutting down)")
+                attempt.finish(
+                    QUEUED,
+                    note=f"handed back after line {done:,} of {len(lines):,} (the worker is stopping); "
+                    f"resumes at line {done + 1:,}",
+                )
                 return QUEUED
             block = lines[done : done + chunk]
             sentences = [sentence_of(line, tokenizer, pretokenized) for line in block]

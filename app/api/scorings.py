@@ -40,7 +40,10 @@ class ScoringOut(BaseModel):
     dataset_id: str | None
     split: str | None
     options: dict[str, Any] = Field(description="log10, score_eos, pretokenized and precision: as /v1/score's")
-    message: str | None = Field(description="while queued: what it waits for, when no running worker can run it")
+    message: str | None = Field(
+        description="while queued: what it waits for, when no running worker can run it; or that a stopping "
+        "worker handed it back, and the line it resumes at"
+    )
     warning: str | None = Field(
         None,
         description="while queued, when no worker that sent a heartbeat lately can run it: what is missing "
@@ -93,7 +96,7 @@ class ScoringOut(BaseModel):
                 "pretokenized": jobs.pretokenized(row.options),
                 "precision": jobs.precision_of(row.options),
             },
-            message=f"waiting for a worker with {', '.join(unmet)}" if unmet else None,
+            message=f"waiting for a worker with {', '.join(unmet)}" if unmet else row.status_note,
             warning=warning,
             total_lines=row.total_lines,
             lines_done=row.lines_done,

@@ -53,7 +53,9 @@ def claim_next_scoring(
         scoring_id, attempt = candidate
         now = utcnow()
         lease = now + timedelta(seconds=lease_seconds)
-        if not claim_row(session, Scoring, scoring_id, attempt, worker_id, lease, {"started_at": now}):
+        if not claim_row(
+            session, Scoring, scoring_id, attempt, worker_id, lease, {"started_at": now, "status_note": None}
+        ):
             return None
         row = session.get_one(Scoring, scoring_id)
         return ClaimedScoring(
@@ -98,12 +100,14 @@ class ScoringAttempt:
         """Record a chunk written to the results file; returns the status."""
         return self._write(lines_done=lines_done, bytes_done=bytes_done, sums=sums)
 
-    def finish(self, status: str, error: str | None = None) -> None:
-        """End the scoring: succeeded, canceled, failed, or queued again (a worker shutting down)."""
+    def finish(self, status: str, error: str | None = None, note: str | None = None) -> None:
+        """End the scoring: succeeded, canceled, failed, or queued again (a worker shutting down: no
+        error, a `note` of where it stopped and resumes)."""
         done = status != QUEUED
         self._write(
             status=status,
             error=error,
+            status_note=note,
             worker_id=None,
             lease_expires_at=None,
             finished_at=utcnow() if done else None,

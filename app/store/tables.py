@@ -180,6 +180,9 @@ class Scoring(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     notes: Mapped[str | None] = mapped_column(Text)
+    # Why a queued scoring is back in the queue when that is no error: a planned hand-back, with the
+    # line it resumes at. Cleared when a worker claims it.
+    status_note: Mapped[str | None] = mapped_column(Text)
 
 
 # Tags are kept twice: in the row's `tags` (JSON, the order its owner gave, what the API shows) and

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -359,3 +360,30 @@ def test_a_jobs_eta_counts_the_steps_left_and_the_evaluation_passes() -> None:
     assert eta(phase="validate", epoch=2, fraction=0.5) == pytest.approx(0.25 + 2.0, abs=0.05)  # to a tenth of a second
     assert eta(phase="test", epoch=2, fraction=0.25) == pytest.approx(1.5, abs=0.05)
     assert eta(status="queued") is None and eta(wps=None) is None and eta(phase="done") is None
+
+
+def test_a_running_scoring_has_an_eta_and_a_stopping_worker_hands_it_back_without_an_error(world: World) -> None:
+    w = world
+    for queued_job in listed(w, status="queued"):  # the worker would train these first
+        assert w.svc.client.post(f"/v1/jobs/{queued_job}/cancel", headers=w.alice).status_code == 200
+    text = "".join(f"the cat sat on the mat {i % 7}\n" for i in range(20_000)).encode()
+    form = {"model": w.trained["id"], "name": "long"}
+    response = w.svc.client.post("/v1/scorings", data=form, files={"file": ("t.txt", text)}, headers=w.alice)
+    assert response.status_code == 201, response.text
+    path = f"/v1/scorings/{response.json()['id']}"
+    worker = w.svc.start_worker()
+
+    def scoring_with_an_eta() -> dict[str, Any] | None:
+        seen: dict[str, Any] = w.svc.client.get(path, headers=w.alice).json()
+        return seen if seen["status"] == "running" and seen["eta_seconds"] else None
+
+    running = wait_for(scoring_with_an_eta, timeout=60, interval=0.02, what="a running scoring with an ETA")
+    assert running["eta_seconds"] > 0 and 0 < running["lines_done"] < running["total_lines"]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.log()
+    queued = w.svc.client.get(path, headers=w.alice).json()
+    if queued["status"] == "queued":  # (a fast machine may have finished it first)
+        assert queued["error"] is None and queued["eta_seconds"] is None
+        assert queued["message"].startswith("handed back after line ") and "resumes at line" in queued["message"]
+        assert w.svc.client.post(f"{path}/cancel", headers=w.alice).json()["status"] == "canceled"
+    assert w.svc.client.delete(path, headers=w.alice).status_code == 204
