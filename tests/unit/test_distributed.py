@@ -2,7 +2,7 @@
 numbers and weights of one process (up to the order of the float additions), and a run stopped
 mid-epoch resumes on one process (or two: each rank takes its streams' carried state); with dropout
 each rank draws its own masks, a rank that dies stops rank 0 with `RankFailed`, and the run resumes
-from its last checkpoint to exactly the numbers of an uninterrupted one."""
+from its last checkpoint to exactly the steps the dead run had taken after it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from model import checkpoint
 from model.config import ConfigError, ModelConfig
 from model.data import Corpus, Vocabulary
 from model.distributed import RankFailed, Ranks
-from model.train import Callbacks, EpochResult, StepProgress, Trainer
+from model.train import Callbacks, EpochResult, StepProgress, Trainer, perplexity
 
 # The small preset's shape (2 layers, no dropout, lr 1 decayed after max_epoch, clip 5), tiny.
 CONFIG = ModelConfig(
@@ -148,13 +148,17 @@ class KillRankOne(SaveEpochs):
 def test_with_dropout_a_run_whose_rank_dies_resumes_from_its_checkpoint_exactly(tmp_path: Path) -> None:
     corpus = tiny_corpus()
     config = CONFIG.replace(keep_prob=0.5, world_size=2)
-    whole = fit_on_two(config, corpus, Record())
-    one = Trainer(config.replace(world_size=1), corpus)
-    one.fit(Callbacks())
-    assert whole.state.history[0]["train_ppl"] != one.state.history[0]["train_ppl"]  # each rank's own masks
-
     broken = Trainer(config, corpus)
-    with pytest.raises(RankFailed, match="rank 1 exited with code -9"), Ranks(config, corpus, timeout=TIMEOUT) as ranks:
-        broken.fit(KillRankOne(tmp_path, ranks))
-    resumed = fit_on_two(config, corpus, Record(), resume=tmp_path / "epoch1.pt")
-    assert_same_run(resumed, whole, rtol=1e-7)  # the same masks: each rank's random state came back
+    ranks = Ranks(config, corpus, timeout=TIMEOUT)
+    killed = KillRankOne(tmp_path, ranks)
+    with pytest.raises(RankFailed, match="rank 1 exited with code -9"), ranks:
+        broken.fit(killed)
+    assert len(killed.ppl) == 12 + 3 and len(killed.epochs) == 1
+    one = Trainer(config.replace(world_size=1), corpus)
+    one.fit(Record(stop_after=12))
+    assert killed.epochs[0].train_ppl != perplexity(one.state.epoch_costs, one.state.epoch_iters)  # own masks
+
+    resumed = Record()
+    fit_on_two(config, corpus, resumed, resume=tmp_path / "epoch1.pt")
+    # the steps the dead run took after its checkpoint, again: the same masks, each rank's random state back
+    assert resumed.ppl[:3] == pytest.approx(killed.ppl[12:], rel=1e-7)
