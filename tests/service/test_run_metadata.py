@@ -21,8 +21,10 @@ from sqlalchemy import update
 from app.auth import keys
 from app.scorings.jobs import eta_seconds as scoring_eta
 from app.store.tables import Job, Scoring, utcnow
+from app.training.jobs import SORTS as job_sorts
 from app.training.jobs import eta_seconds as job_eta
 from app.training.queue import register_worker, worker_stopped
+from model.config import PRESETS
 
 LIMIT_SECONDS = 600.0  # the job limit of this service: a tiny job of 10,000 epochs is past it
 
@@ -336,7 +338,9 @@ def test_the_openapi_document_states_the_list_parameters(world: World) -> None:
     document = world.svc.client.get("/openapi.json").json()
     parameters = {p["name"]: p for p in document["paths"]["/v1/jobs"]["get"]["parameters"]}
     assert {"q", "tag", "status", "dataset_id", "preset", "sort", "limit", "cursor"} <= set(parameters)
-    assert parameters["sort"]["schema"]["enum"] == ["-created_at", "created_at", "valid_ppl", "test_ppl"]
+    assert parameters["sort"]["schema"]["enum"] == list(job_sorts)  # the core's, in its order
+    preset_schema = json.dumps(parameters["preset"]["schema"])
+    assert all(f'"{name}"' in preset_schema for name in PRESETS)
     assert all(parameters[name].get("description") for name in ("q", "tag", "dataset_id", "preset", "sort"))
     scoring = {p["name"] for p in document["paths"]["/v1/scorings"]["get"]["parameters"]}
     assert {"q", "tag", "status", "sort"} <= scoring
