@@ -167,6 +167,23 @@ def transfer_columns() -> tuple[ProgressColumn, ...]:
 # --- tables ---
 
 
+def is_tty(stream: Any) -> bool:
+    """Whether a stream is a terminal itself (not a pipe or a file), whatever FORCE_COLOR says."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def stdout_is_terminal() -> bool:
+    return is_tty(sys.stdout)
+
+
+def live(console: Console) -> bool:
+    """Whether a live progress bar may draw on this console: only on a terminal."""
+    return is_tty(console.file)
+
+
 @dataclass(frozen=True)
 class Column:
     """A column of a table. `fixed`: ids and numbers, never wrapped nor cut (the table drops columns
@@ -193,7 +210,7 @@ def show_table(columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> None
     fields separated by tabs, every value whole. To a terminal: a table that drops its least
     important columns rather than cut an id or a number."""
     texts = [[cell(v) for v in row] for row in rows]
-    if not out.is_terminal:
+    if not stdout_is_terminal():
         lines = ["\t".join(c.header for c in columns), *("\t".join(row) for row in texts)]
         sys.stdout.write("".join(f"{line}\n" for line in lines))
         sys.stdout.flush()

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from client.api import GIVE_UP_AFTER, Api, ApiError
-from client.output import duration, eta_text
+from client.output import duration, eta_text, live
 
 EPOCH_KEYS = ("train_ppl", "valid_ppl", "lr", "wps")  # the worker's points after each epoch, in this order
 HEADER = f"{'epoch':>5}  {'lr':>8}  {'train ppl':>10}  {'valid ppl':>10}  {'words/s':>9}"
@@ -83,7 +83,7 @@ def watch_job(
     if estimate and job["status"] in ("queued", "running"):
         epochs = (job.get("config") or {}).get("max_max_epoch")
         console.print(f"estimate: {estimate_text(estimate, epochs)}", markup=False, highlight=False)
-    with Progress(*columns, console=console, transient=True, expand=True, disable=not console.is_terminal) as bar:
+    with Progress(*columns, console=console, transient=True, expand=True, disable=not live(console)) as bar:
         rows = EpochRows(lambda line: bar.console.print(line, markup=False, highlight=False))
         task: TaskID = bar.add_task(job["status"], total=None, wps="-", ppl="-", eta="")
         for event in api.follow(f"/v1/jobs/{job_id}/events", give_up_after=give_up_after, note=note):

@@ -20,6 +20,7 @@ from client.output import (
     err,
     fail,
     handled,
+    live,
     out,
     print_json,
     show_table,
@@ -114,7 +115,7 @@ def upload(
         "tokenizer_vocab_size": None if tokenizer_vocab_size is None else str(tokenizer_vocab_size),
     }
     fields |= {k: v for k, v in chosen.items() if v is not None}
-    with Progress(*transfer_columns(), console=err, transient=True, disable=not err.is_terminal) as progress:
+    with Progress(*transfer_columns(), console=err, transient=True, disable=not live(err)) as progress:
         body, content_type, length = multipart(files, fields, progress)
         headers = {"Content-Type": content_type, "Content-Length": str(length)}
         dataset = api(ctx).post("/v1/datasets", content=body, headers=headers)

@@ -29,6 +29,7 @@ from client.output import (
     fail,
     fmt,
     handled,
+    live,
     note,
     out,
     print_json,
@@ -522,7 +523,7 @@ def save(client: Api, path: str, target: Path) -> None:
     done = False
     try:
         with (
-            Progress(*transfer_columns(), console=err, transient=True, disable=not err.is_terminal) as progress,
+            Progress(*transfer_columns(), console=err, transient=True, disable=not live(err)) as progress,
             client.http.stream("GET", path) as response,
         ):
             if response.status_code >= 400:

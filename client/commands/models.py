@@ -11,7 +11,7 @@ import httpx
 import typer
 
 from client.api import Api, ApiError, read_events, unreachable
-from client.output import Column, age, api, fail, fmt, handled, note, out, print_json, show_table
+from client.output import Column, age, api, fail, fmt, handled, note, out, print_json, show_table, stdout_is_terminal
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the server's JSON instead of a table")]
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="job id, checkpoint id or alias")]
@@ -90,7 +90,7 @@ def score(
         f"mean sentence perplexity {fmt(a['mean_sentence_perplexity'])}, "
         f"word perplexity {fmt(a.get('word_perplexity'))}, bits per byte {fmt(a.get('bits_per_byte'), 3)}"
     )
-    if out.is_terminal:
+    if stdout_is_terminal():
         out.print(note_line, markup=False)
     else:  # after the rows, a line a script can tell apart: it starts with "#"
         sys.stdout.write(f"# {note_line}\n")

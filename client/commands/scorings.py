@@ -38,6 +38,7 @@ from client.output import (
     fail,
     fmt,
     handled,
+    live,
     note,
     out,
     print_json,
@@ -119,7 +120,7 @@ def scorings_submit(
     else:
         if not file.is_file():
             raise fail(f"{file} is not a file")
-        with Progress(*transfer_columns(), console=err, transient=True, disable=not err.is_terminal) as progress:
+        with Progress(*transfer_columns(), console=err, transient=True, disable=not live(err)) as progress:
             content, content_type, length = multipart({"file": file}, fields, progress)
             headers = {"Content-Type": content_type, "Content-Length": str(length)}
             body = client.post("/v1/scorings", content=content, headers=headers)
@@ -163,7 +164,7 @@ def watch_scoring(
     s = client.get(f"/v1/scorings/{scoring_id}")  # one that does not exist: one error, no reconnection
     outage = False
     try:
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        with Progress(*columns, console=err, transient=True, disable=not live(err)) as progress:
             task = progress.add_task("queued", total=None, eta="")
             for attempt in reconnections(give_up_after):
                 try:

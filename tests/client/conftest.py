@@ -61,8 +61,9 @@ class Server:
     def cli(
         self, *args: str, stdin: str | None = None, timeout: float = 120, cwd: Path | None = None, url: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        """Run `lstm-lm --url URL ARGS` as a subprocess in the server's folder, stdout a pipe."""
-        env = clean_env(COLUMNS="200")
+        """Run `lstm-lm --url URL ARGS` as a subprocess in the server's folder, stdout a pipe (with
+        FORCE_COLOR set, as on many CI machines: a pipe still gets plain rows)."""
+        env = clean_env(COLUMNS="200", FORCE_COLOR="1")
         return subprocess.run(
             [sys.executable, "-m", "client", *(["--url", self.url] if url else []), *args],
             cwd=cwd or self.folder,
