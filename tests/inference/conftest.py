@@ -100,7 +100,16 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     for split, count, seed in (("train", 700, 1), ("valid", 80, 2), ("test", 40, 3)):
         (corpus_dir / f"{split}.txt").write_text("".join(f"{line}\n" for line in corpus_lines(count, seed)))
     config = preset(
-        "test", hidden_size=32, num_layers=2, num_steps=5, batch_size=4, max_epoch=3, max_max_epoch=3, device="cpu"
+        "test",
+        hidden_size=32,
+        num_layers=2,
+        num_steps=5,
+        batch_size=4,
+        max_epoch=3,
+        max_max_epoch=3,
+        device="cpu",
+        max_steps_per_epoch=None,  # whole epochs and splits: the test preset's caps lifted
+        max_eval_tokens=None,
     )
     callbacks = SaveEveryEpoch(root / "run")
     Trainer(config, Corpus.load(corpus_dir)).fit(callbacks)
