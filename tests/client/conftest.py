@@ -127,7 +127,15 @@ class Server:
         return ANSI.sub("", b"".join(chunks).decode(errors="replace")).replace("\r\n", "\n")
 
 
-def start_server(folder: Path, port: int, workers: int) -> subprocess.Popen[str]:
+@dataclass
+class Running:
+    """A `python -m app run` process and the lines it has printed (uvicorn's access log among them)."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str]
+
+
+def start_server(folder: Path, port: int, workers: int) -> Running:
     """`python -m app run` in `folder` on `port`, ready to answer."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "run", "--port", str(port), "--workers", str(workers)],
@@ -149,10 +157,11 @@ def start_server(folder: Path, port: int, workers: int) -> subprocess.Popen[str]
             return False
 
     wait_for(ready, timeout=90, interval=0.2, what="the server to be ready")
-    return proc
+    return Running(proc, lines)
 
 
-def stop_server(proc: subprocess.Popen[str]) -> None:
+def stop_server(running: Running) -> None:
+    proc = running.proc
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -166,11 +175,11 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("cli")
     port = free_port()
-    proc = start_server(folder, port, workers=1)
+    running = start_server(folder, port, workers=1)
     try:
         yield Server(f"http://127.0.0.1:{port}", folder)
     finally:
-        stop_server(proc)
+        stop_server(running)
 
 
 @pytest.fixture(scope="package")
