@@ -141,8 +141,8 @@ def _helper(index: int, spec: RankSpec, parent_pid: int) -> None:
 
 class Ranks:
     """`with Ranks(config, corpus):` rank 0 (this process) in a group with ranks 1..N-1, started
-    for the block and gone after it. `config.device` must already be resolved for this machine
-    ("cpu" or "cuda"), as the trainer of rank 0 has it."""
+    for the block and gone after it. `config` is rank 0's trainer's (its `device` resolves the same
+    way in every process of this machine; on CUDA rank r uses GPU r)."""
 
     def __init__(
         self,
