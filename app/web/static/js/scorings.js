@@ -63,7 +63,10 @@
       "td",
       { class: "progress-cell", title: `${Math.floor(done * 100)}% of the lines` },
       el("div", { class: "progress" }, el("div", { class: `bar ${s.status}`, style: `width: ${(done * 100).toFixed(1)}%` })),
-      el("span", { class: "muted phase", text: `${num(s.lines_done, 0)}/${num(s.total_lines, 0)} lines` }),
+      el("span", {
+        class: "muted phase",
+        text: `${num(s.lines_done, 0)}/${num(s.total_lines, 0)} lines${Number.isFinite(s.eta_seconds) && !TERMINAL.includes(s.status) ? ` · ETA ${Dash.seconds(s.eta_seconds)}` : ""}`,
+      }),
     );
   }
 
