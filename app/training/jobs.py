@@ -416,7 +416,7 @@ def eta_seconds(job: Job) -> float | None:
 PAPER_TEST_PPL = {"small": 114.5, "medium": 82.7, "large": 78.4}
 # PTB as the seed's reader reads it: 929,589 / 73,760 / 82,430 tokens (one <eos> a line), 10,000 types.
 PTB_SHAPE = (929_589, 73_760, 82_430, 10_000)
-NEUTRAL_FIELDS = ("seed", "device")  # fields that change no number of a run's outcome
+NEUTRAL_FIELDS = ("seed", "device", "world_size")  # placement and seed: the same recipe, the paper's own variance
 
 
 def is_ptb(dataset: Dataset | None) -> bool:

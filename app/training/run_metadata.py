@@ -22,7 +22,6 @@ MAX_TAG = 50
 MAX_NOTES = 10_000
 TAG_PATTERN = r"^[A-Za-z0-9_.:-]{1,50}$"
 _TAG = re.compile(TAG_PATTERN)
-FIELDS = ("name", "tags", "notes")
 
 
 def clean_name(name: str | None) -> str | None:
