@@ -64,6 +64,10 @@ def test_tables_in_an_80_column_terminal_keep_every_id_whole(server: Server, tra
     assert all(cell_len(line) <= 40 for line in shown.splitlines())
     shown = server.terminal("datasets", "list", columns=50)
     assert trained["dataset"]["id"] in shown and "…" not in shown
+    scorings = server.http("GET", "/v1/scorings", params={"limit": 20}).json()["items"]
+    shown = server.terminal("scorings", "list", columns=80)
+    assert all(s["id"] in shown for s in scorings) and "…" not in shown, shown
+    assert all(cell_len(line) <= 80 for line in shown.splitlines())
 
 
 def test_sizes_are_in_binary_units(server: Server, trained: dict[str, Any]) -> None:
