@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -17,7 +18,12 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "tf32")
 
 
 class ConfigError(ValueError):
-    """A config field has a value the model cannot train with."""
+    """Config fields have values the model cannot train with: `problems` holds (field, message) for
+    each of them (empty for an error about no one field, such as an unknown preset)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 MAX_WORLD_SIZE = 64  # processes one run may train on (model.distributed)
@@ -80,13 +86,21 @@ class ModelConfig:
     world_size: int = 1
 
     def __post_init__(self) -> None:
+        problems = list(self.problems())
+        if problems:
+            raise ConfigError("; ".join(message for _, message in problems), problems)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(field, message) for every field whose value the model cannot train with."""
+        bad = set()
         for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
             if name == "vocab_size" and value is None:
                 continue  # no cap: every training word
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 null = " or null (every training word)" if name == "vocab_size" else ""
-                raise ConfigError(f"{name} must be an integer in [{low}, {high:,}]{null}, got {value!r}")
+                bad.add(name)
+                yield name, f"{name} must be an integer in [{low}, {high:,}]{null}, got {value!r}"
         for name, (bottom, top) in FLOAT_RANGES.items():
             number = getattr(self, name)
             if (
@@ -95,34 +109,41 @@ class ModelConfig:
                 or not math.isfinite(number)
                 or not bottom < number <= top
             ):
-                raise ConfigError(f"{name} must be a number in ({bottom}, {top}], got {number!r}")
+                yield name, f"{name} must be a number in ({bottom}, {top}], got {number!r}"
         if (
             isinstance(self.keep_prob, bool)
             or not isinstance(self.keep_prob, int | float)
             or not 0 < self.keep_prob <= 1
         ):
-            raise ConfigError(f"keep_prob must be in (0, 1], got {self.keep_prob!r}")
+            yield "keep_prob", f"keep_prob must be in (0, 1], got {self.keep_prob!r}"
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+            yield "seed", f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}"
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be one of auto, cpu, cuda, got {self.device!r}")
+            yield "device", f"device must be one of auto, cpu, cuda, got {self.device!r}"
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.precision == "tf32" and self.device == "cpu":
-            raise ConfigError("precision 'tf32' needs a CUDA device; on the CPU use fp32 or bf16")
-        if self.batch_size % self.world_size:
-            raise ConfigError(
+            yield "precision", f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+        elif self.precision == "tf32" and self.device == "cpu":
+            yield "precision", "precision 'tf32' needs a CUDA device; on the CPU use fp32 or bf16"
+        if not bad & {"batch_size", "world_size"} and self.batch_size % self.world_size:
+            yield (
+                "world_size",
                 f"batch_size {self.batch_size} is not divisible by world_size {self.world_size}: "
-                "each process takes an equal block of batch_size / world_size streams"
+                "each process takes an equal block of batch_size / world_size streams",
             )
         cap = self.max_steps_per_epoch
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_STEPS):
-            raise ConfigError(f"max_steps_per_epoch must be an integer in [1, {MAX_STEPS:,}] or null, got {cap!r}")
+            yield (
+                "max_steps_per_epoch",
+                f"max_steps_per_epoch must be an integer in [1, {MAX_STEPS:,}] or null, got {cap!r}",
+            )
         eval_cap = self.max_eval_tokens
         if eval_cap is not None and (
             isinstance(eval_cap, bool) or not isinstance(eval_cap, int) or not 2 <= eval_cap <= MAX_STEPS
         ):
-            raise ConfigError(f"max_eval_tokens must be an integer in [2, {MAX_STEPS:,}] or null, got {eval_cap!r}")
+            yield (
+                "max_eval_tokens",
+                f"max_eval_tokens must be an integer in [2, {MAX_STEPS:,}] or null, got {eval_cap!r}",
+            )
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with some fields changed; unknown names raise `ConfigError`."""

@@ -139,7 +139,10 @@ def build_config(settings: Settings, preset_name: str, overrides: dict[str, Any]
     try:
         config = preset(preset_name, **overrides)
     except ConfigError as exc:
-        raise Invalid(str(exc), field="preset" if "preset" in str(exc) else "overrides") from None
+        if not exc.problems:
+            raise Invalid(str(exc), field="preset" if "preset" in str(exc) else "overrides") from None
+        errors = [{"field": f"overrides.{name}", "message": message} for name, message in exc.problems]
+        raise Invalid(str(exc), field=errors[0]["field"], errors=errors) from None
 
     if dataset.tokenizer in SUBWORD and config.vocab_size is not None and config.vocab_size < dataset.vocab_size:
         raise Invalid(

@@ -74,3 +74,22 @@ def test_list_jobs_pages_with_a_cursor(service: Service, tiny_corpus: Path) -> N
     assert seen == list(reversed(created))  # newest first, each once
     queued = service.client.get("/v1/jobs", params={"status": "queued", "limit": 10}).json()
     assert [j["queue_position"] for j in queued["items"]] == [4, 3, 2, 1, 0]
+
+
+def test_every_invalid_config_field_is_named_at_once(service: Service, tiny_corpus: Path) -> None:
+    dataset = service.upload(tiny_corpus)
+    overrides = {"hidden_size": 0, "num_steps": 5000, "keep_prob": 2, "world_size": 3}
+    response = service.client.post(
+        "/v1/jobs", json={"dataset_id": dataset["id"], "preset": "test", "overrides": overrides}
+    )
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert [e["field"] for e in problem["errors"]] == [
+        "overrides.num_steps",
+        "overrides.hidden_size",
+        "overrides.keep_prob",
+        "overrides.world_size",
+    ]
+    assert "hidden_size must be an integer in [1, 8,192], got 0" in problem["detail"]
+    assert "batch_size 20 is not divisible by world_size 3" in problem["errors"][-1]["message"]
+    assert service.client.get("/v1/jobs").json()["items"] == []  # nothing stored
