@@ -86,6 +86,10 @@ QuietFlag = Annotated[bool, typer.Option("--quiet", help="print only the id (for
 NameOption = Annotated[str | None, typer.Option("--name", help='a name to find it by (edit: "" clears it)')]
 TagOption = Annotated[list[str] | None, typer.Option("--tag", help="a tag (repeatable)")]
 NotesOption = Annotated[str | None, typer.Option("--notes", help='free text about it (edit: "" clears it)')]
+SetTagsOption = Annotated[list[str] | None, typer.Option("--tag", help="set the tags to these (repeatable)")]
+AddTagOption = Annotated[list[str] | None, typer.Option("--add-tag", help="add a tag (repeatable)")]
+RemoveTagOption = Annotated[list[str] | None, typer.Option("--remove-tag", help="remove a tag (repeatable)")]
+ClearTagsFlag = Annotated[bool, typer.Option("--clear-tags", help="remove every tag")]
 
 
 @handled
@@ -344,10 +348,10 @@ def edit(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="job id")],
     name: NameOption = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="set the tags to these (repeatable)")] = None,
-    add_tag: Annotated[list[str] | None, typer.Option("--add-tag", help="add a tag (repeatable)")] = None,
-    remove_tag: Annotated[list[str] | None, typer.Option("--remove-tag", help="remove a tag (repeatable)")] = None,
-    clear_tags: Annotated[bool, typer.Option("--clear-tags", help="remove every tag")] = False,
+    tag: SetTagsOption = None,
+    add_tag: AddTagOption = None,
+    remove_tag: RemoveTagOption = None,
+    clear_tags: ClearTagsFlag = False,
     notes: NotesOption = None,
     as_json: JsonFlag = False,
 ) -> None:

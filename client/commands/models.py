@@ -189,17 +189,6 @@ def stream_post(client: Api, path: str, body: dict[str, Any]) -> Iterator[dict[s
         raise unreachable(client.url, exc, "stream from") from None
 
 
-@handled
-def alias(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="the alias")],
-    target: Annotated[str, typer.Argument(help="a job id (its best checkpoint) or a checkpoint id")],
-    as_json: JsonFlag = False,
-) -> None:
-    """Name a model: point an alias at a job or a checkpoint (the same as `aliases set`)."""
-    set_alias(api(ctx), name, target, as_json)
-
-
 def set_alias(client: Api, name: str, target: str, as_json: bool) -> None:
     body = client.request("PUT", f"/v1/models/aliases/{name}", json={"target": target}).json()
     if as_json:
@@ -246,5 +235,7 @@ def aliases_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help=
 def register(app: typer.Typer) -> None:
     app.command()(score)
     app.command()(generate)
-    app.command()(alias)
+    app.command("alias", help="Name a model: point an alias at a job or a checkpoint (the same as `aliases set`).")(
+        aliases_set
+    )
     app.add_typer(aliases, name="aliases")

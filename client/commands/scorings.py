@@ -13,10 +13,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from client.api import GIVE_UP_AFTER, Api, ApiError, reason_of, reconnections
 from client.commands.datasets import multipart, resolve_dataset
 from client.commands.jobs import (
+    AddTagOption,
+    ClearTagsFlag,
     GiveUpAfter,
     NameOption,
     NotesOption,
     QuietFlag,
+    RemoveTagOption,
+    SetTagsOption,
     TagOption,
     edit_body,
     into,
@@ -311,10 +315,10 @@ def scorings_edit(
     ctx: typer.Context,
     scoring: Annotated[str, typer.Argument(help="scoring id")],
     name: NameOption = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="set the tags to these (repeatable)")] = None,
-    add_tag: Annotated[list[str] | None, typer.Option("--add-tag", help="add a tag (repeatable)")] = None,
-    remove_tag: Annotated[list[str] | None, typer.Option("--remove-tag", help="remove a tag (repeatable)")] = None,
-    clear_tags: Annotated[bool, typer.Option("--clear-tags", help="remove every tag")] = False,
+    tag: SetTagsOption = None,
+    add_tag: AddTagOption = None,
+    remove_tag: RemoveTagOption = None,
+    clear_tags: ClearTagsFlag = False,
     notes: NotesOption = None,
     as_json: JsonFlag = False,
 ) -> None:
