@@ -26,23 +26,22 @@ _TAG = re.compile(TAG_PATTERN)
 
 def clean_name(name: str | None) -> str | None:
     """A name as stored: None or an empty one is no name; `Invalid` past `MAX_NAME` characters."""
-    if name is None or name == "":
-        return None
-    if len(name) > MAX_NAME:
-        raise Invalid(f"name must be at most {MAX_NAME} characters, got {len(name):,}", field="name")
-    if "\x00" in name:
-        raise Invalid("name must not contain a NUL character (\\u0000)", field="name")
-    return name
+    return _clean_text(name, "name", MAX_NAME)
 
 
 def clean_notes(notes: str | None) -> str | None:
-    if notes is None or notes == "":
+    """Notes as stored: None or empty ones are none; `Invalid` past `MAX_NOTES` characters."""
+    return _clean_text(notes, "notes", MAX_NOTES)
+
+
+def _clean_text(text: str | None, field: str, limit: int) -> str | None:
+    if text is None or text == "":
         return None
-    if len(notes) > MAX_NOTES:
-        raise Invalid(f"notes must be at most {MAX_NOTES:,} characters, got {len(notes):,}", field="notes")
-    if "\x00" in notes:
-        raise Invalid("notes must not contain a NUL character (\\u0000)", field="notes")
-    return notes
+    if len(text) > limit:
+        raise Invalid(f"{field} must be at most {limit:,} characters, got {len(text):,}", field=field)
+    if "\x00" in text:
+        raise Invalid(f"{field} must not contain a NUL character (\\u0000)", field=field)
+    return text
 
 
 def clean_tags(tags: Sequence[str] | None) -> list[str]:
