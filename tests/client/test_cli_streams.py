@@ -76,7 +76,7 @@ def test_watch_logs_and_scorings_watch_survive_a_server_restart(server: Server, 
         wait_for(lambda: impatient.lines, timeout=60, what="the impatient watch's first line")
         assert all(f.proc.poll() is None for f in (watch, logs, impatient, scored) if f is not None)
         running = server.ok("status", job["id"])  # while it runs: the time left, and the estimate
-        assert re.search(r"^eta       ETA (\d+m )?\d+s$", running, re.M) and "estimate  " in running, running
+        assert re.search(r"^eta       ETA (\d+m )?\d+(\.\d)?s$", running, re.M) and "estimate  " in running, running
         api.proc.kill()  # no goodbye: the streams' connections are cut
         api.proc.wait()
         time.sleep(1.5)  # longer than the impatient watch waits
@@ -101,7 +101,7 @@ def test_watch_logs_and_scorings_watch_survive_a_server_restart(server: Server, 
     header = next(i for i, line in enumerate(lines) if "valid ppl" in line)
     epochs = [line.split()[0] for line in lines[header + 1 : header + 1 + EPOCHS]]
     assert epochs == [str(e) for e in range(1, EPOCHS + 1)]  # every epoch once: resumed, not replayed
-    assert any(re.search(r"ETA (\d+m )?\d+s$", line) for line in lines[header + 1 : header + EPOCHS])
+    assert any(re.search(r"ETA (\d+m )?\d+(\.\d)?s$", line) for line in lines[header + 1 : header + EPOCHS])
     assert lines[-1].startswith(f"job {job['id']} succeeded: test perplexity ")
 
     assert logs.proc.returncode == 0, logs_err

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import REPO, Service, open_service
@@ -23,18 +24,26 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def ptb_service(tmp_path: Path) -> Iterator[Service]:
-    svc, close = open_service(tmp_path, corpus_roots={"ptb": PTB_DIR}, torch_threads=None, lease_seconds=30)
+@pytest.fixture(scope="module")
+def ptb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    tmp = tmp_path_factory.mktemp("ptb")
+    svc, close = open_service(tmp, corpus_roots={"ptb": PTB_DIR}, torch_threads=None, lease_seconds=30)
     yield svc
     close()
 
 
-def test_small_preset_trains_on_ptb_through_the_api(ptb_service: Service) -> None:
-    svc = ptb_service
-    response = svc.client.post("/v1/datasets/builtin", json={"root": "ptb"})
+@pytest.fixture(scope="module")
+def ptb_dataset(ptb_service: Service) -> dict[str, Any]:
+    """PTB registered from the server-side root, its tokenizer detected (once for the module: cutting
+    PTB's 5 MB takes a while)."""
+    response = ptb_service.client.post("/v1/datasets/builtin", json={"root": "ptb"})
     assert response.status_code == 201, response.text
-    dataset = response.json()
+    return dict(response.json())
+
+
+@pytest.mark.slow  # 200 steps of the small preset and full validation and test passes on PTB
+def test_small_preset_trains_on_ptb_through_the_api(ptb_service: Service, ptb_dataset: dict[str, Any]) -> None:
+    svc, dataset = ptb_service, ptb_dataset
     # the seed's reader: 10,000 types counting <eos>; 929,589 / 73,760 / 82,430 tokens
     assert (dataset["vocab_size"], dataset["train_tokens"]) == (10_000, 929_589)
     assert (dataset["valid_tokens"], dataset["test_tokens"]) == (73_760, 82_430)
@@ -59,11 +68,12 @@ def test_small_preset_trains_on_ptb_through_the_api(ptb_service: Service) -> Non
     assert abs(done["test_ppl"] - done["latest_valid_ppl"]) / done["latest_valid_ppl"] < 0.2
 
 
-def test_ptb_tokenized_as_ptb_or_whitespace_is_exactly_its_own_tokens(ptb_service: Service) -> None:
+def test_ptb_tokenized_as_ptb_or_whitespace_is_exactly_its_own_tokens(
+    ptb_service: Service, ptb_dataset: dict[str, Any]
+) -> None:
     """Registered as today (its tokenizer detected: ptb) or with whitespace, PTB's tokens are the files'
     own, every one of them in all three files: the reproduction's numbers cannot move."""
-    svc = ptb_service
-    detected = svc.client.post("/v1/datasets/builtin", json={"root": "ptb"}).json()
+    svc, detected = ptb_service, ptb_dataset
     assert detected["tokenizer"] == {"kind": "ptb", "lowercase": True, "min_count": 1, "vocab_size": None}
     plain = svc.client.post("/v1/datasets/builtin", json={"root": "ptb", "tokenizer": "whitespace"}).json()
     assert plain["id"] != detected["id"] and plain["tokenizer"]["kind"] == "whitespace"
@@ -72,14 +82,16 @@ def test_ptb_tokenized_as_ptb_or_whitespace_is_exactly_its_own_tokens(ptb_servic
         for split in ("train", "valid", "test"):
             assert read_tokens(tokens / f"{split}.txt") == read_tokens(PTB_DIR / f"ptb.{split}.txt"), split
         assert dataset["vocab_size"] == 10_000 and dataset["splits"]["test"]["unk"] == 4_794  # its own <unk>s
+    assert svc.client.delete(f"/v1/datasets/{plain['id']}").status_code == 204  # "ptb" names one dataset again
 
 
-def test_the_test_preset_runs_in_seconds_on_ptb_as_estimated_and_the_paper_comparison(ptb_service: Service) -> None:
+def test_the_test_preset_runs_in_seconds_on_ptb_as_estimated_and_the_paper_comparison(
+    ptb_service: Service, ptb_dataset: dict[str, Any]
+) -> None:
     """The test preset caps each epoch at 100 steps: a smoke run through the whole pipeline (validation
     and test passes included) whose estimate agrees with the measured time within a factor of 3. An
     unmodified paper preset on PTB is comparable with the paper; a capped one says why not."""
-    svc = ptb_service
-    dataset = svc.client.post("/v1/datasets/builtin", json={"root": "ptb"}).json()
+    svc, dataset = ptb_service, ptb_dataset
     body = {"dataset_id": dataset["name"], "preset": "test", "name": "smoke"}
     estimate = svc.client.post("/v1/jobs/estimate", json=body).json()
     assert estimate["fits"] and estimate["steps_per_epoch"] == 100, estimate

@@ -21,7 +21,7 @@ from app.scorings.lease import claim_next_scoring
 from app.training.queue import register_worker, worker_stopped
 from model.network import supports_precision
 
-LINES = 100_000
+LINES = 20_000  # 80 chunks: a kill lands mid-file, with chunks done before and after it
 CHUNK = 250
 
 

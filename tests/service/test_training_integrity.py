@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from harness import Service, wait_for, write_corpus
 
 SENTENCES = ("the cat sat on the mat", "a dog ran to the park", "the big red dog sat", "a cat ran fast")
@@ -26,6 +27,7 @@ def learnable_corpus(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # 120 jobs through one worker; the unique index itself is checked on both databases by the migrations
 def test_one_metric_point_per_key_and_step_at_every_step_cap(service: Service, tmp_path: Path) -> None:
     dataset = service.upload(learnable_corpus(tmp_path / "corpus"))
     jobs = {cap: service.submit(dataset["id"], max_max_epoch=EPOCHS, max_steps_per_epoch=cap)["id"] for cap in CAPS}
