@@ -356,12 +356,17 @@ def edit(
     as_json: JsonFlag = False,
 ) -> None:
     """Name, tag or annotate a job."""
-    body = edit_body(api(ctx), f"/v1/jobs/{job}", name, tag, add_tag, remove_tag, clear_tags, notes)
-    changed = api(ctx).patch(f"/v1/jobs/{job}", json=body)
+    client, path = api(ctx), f"/v1/jobs/{job}"
+    changed = client.patch(path, json=edit_body(client, path, name, tag, add_tag, remove_tag, clear_tags, notes))
+    show_labels("job", changed, as_json)
+
+
+def show_labels(kind: str, item: dict[str, Any], as_json: bool) -> None:
+    """An edited job's or scoring's name, tags and notes (or its JSON)."""
     if as_json:
-        print_json(changed)
+        print_json(item)
         return
-    out.print(labels_line("job", changed), markup=False)
+    out.print(labels_line(kind, item), markup=False)
 
 
 def edit_body(

@@ -27,6 +27,7 @@ from client.commands.jobs import (
     labels_line,
     print_queue_warning,
     save,
+    show_labels,
     writable_target,
 )
 from client.commands.models import print_warnings
@@ -326,10 +327,7 @@ def scorings_edit(
     client = api(ctx)
     path = f"/v1/scorings/{scoring}"
     changed = client.patch(path, json=edit_body(client, path, name, tag, add_tag, remove_tag, clear_tags, notes))
-    if as_json:
-        print_json(changed)
-        return
-    out.print(labels_line("scoring", changed), markup=False)
+    show_labels("scoring", changed, as_json)
 
 
 @scorings.command("results")
