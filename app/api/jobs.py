@@ -122,6 +122,7 @@ def estimate_job(body: JobCreate, principal: WriteKey, session: SessionDep, sett
         step_seconds=round(timing.step_seconds, 6),
         epoch_seconds=round(timing.epoch_seconds, 3),
         test_seconds=round(timing.test_seconds, 3),
+        load_seconds=round(timing.load_seconds, 3),
         total_seconds=round(timing.total_seconds, 3),
         device=timing.device,
         basis=found.basis,

@@ -437,7 +437,10 @@ class JobEstimateOut(BaseModel):
     step_seconds: float
     epoch_seconds: float = Field(description="an epoch's training steps and its validation pass")
     test_seconds: float = Field(description="the test run at the end")
-    total_seconds: float = Field(description="the corpus load, every epoch and the test run")
+    load_seconds: float = Field(description="reading the corpus before the first step")
+    total_seconds: float = Field(
+        description="the whole run: load_seconds + config.max_max_epoch * epoch_seconds + test_seconds"
+    )
     device: str = Field(description="cpu or cuda: the device the estimate is for")
     basis: str = Field(description="whose device: the live workers' (the fastest that can run it), or this server's")
     fits: bool = Field(description="whether the job would be accepted: total_seconds within the job limit")

@@ -89,6 +89,7 @@ class TimeEstimate:
             "step_seconds": round(self.step_seconds, 6),
             "epoch_seconds": round(self.epoch_seconds, 3),
             "test_seconds": round(self.test_seconds, 3),
+            "load_seconds": round(self.load_seconds, 3),
             "total_seconds": round(self.total_seconds, 3),
         }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -226,6 +227,8 @@ def test_estimate_answers_without_storing_and_the_job_limit_refuses_with_the_num
     assert found["fits"] and found["problem"] is None and found["dataset_id"] == w.tiny["id"]
     assert found["config"]["hidden_size"] == TINY["hidden_size"] and found["parameters"] > 0
     assert found["total_seconds"] >= found["epoch_seconds"] >= found["steps_per_epoch"] * found["step_seconds"] > 0
+    parts = found["load_seconds"] + found["config"]["max_max_epoch"] * found["epoch_seconds"] + found["test_seconds"]
+    assert math.isclose(found["total_seconds"], parts, abs_tol=0.002)  # each part rounded to 1 ms
     assert (found["device"], found["limit_seconds"]) == ("cpu", LIMIT_SECONDS)
     assert listed(w) == before  # nothing stored
     assert problem(w.svc.client.post("/v1/jobs/estimate", json=body, headers=w.reader), 403)
