@@ -16,7 +16,7 @@ COPY migrations ./migrations
 COPY alembic.ini ./
 # Editable, so that `python -m app migrate` finds migrations/ beside the package.
 # constraints.txt: the versions the test suite passed with.
-RUN pip install -c constraints.txt -e ".[postgres]"
+RUN pip install -c constraints.txt -e ".[postgres,s3]"
 
 VOLUME /data
 EXPOSE 8000

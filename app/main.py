@@ -39,6 +39,7 @@ from app.observability.middleware import RequestMetrics
 from app.observability.prometheus import Observability
 from app.settings import Settings, get_settings
 from app.store.db import make_engine, session_factory
+from app.store.storage import open_storage
 from app.training.queue import lease_sweep_interval, requeue_expired_leases
 from app.training.sweep import sweep_datasets
 from app.web import pages
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:  # what a killed API left: unfinished uploads, dataset folders without a row
             await anyio.to_thread.run_sync(sweep_datasets, app.state.engine, settings)
         except Exception:  # cleaning up must never keep the API from serving
-            log.warning("could not sweep the datasets folder", exc_info=True)
+            log.warning("could not sweep the datasets in storage", exc_info=True)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(sweep_leases, app.state.engine, lease_sweep_interval(settings.lease_seconds))
             yield
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
-    app.state.model_cache = ModelCache(settings.model_cache_size)
+    app.state.model_cache = ModelCache(settings.model_cache_size, open_storage(settings))
     app.state.observability = Observability(app.state.engine, app.state.model_cache, settings.lease_seconds)
     problems.install(app)
     # Routers are included below, one line per concept.

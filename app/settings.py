@@ -5,11 +5,12 @@ Nothing here runs at import time: call `get_settings()` (cached) or build `Setti
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,9 +21,28 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="root of the embedded defaults: database, corpora, checkpoints")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/service.db")
-    corpus_roots: dict[str, Path] = Field(
+    storage_url: str | None = Field(
+        None,
+        description="where datasets, checkpoints and scoring results live: a local folder (default: data_dir) or "
+        "s3://bucket/prefix, with the endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY and AWS_REGION",
+    )
+    cache_dir: Path | None = Field(
+        None, description="local copies of stored objects (S3 storage only); default ~/.cache/lstm-lm"
+    )
+    cache_bytes: int = Field(20 * 1024**3, ge=0, description="bytes the local cache of stored objects keeps at most")
+    storage_retry_seconds: float = Field(
+        120.0, gt=0, description="how long a storage request keeps retrying while S3 does not answer"
+    )
+    stale_write_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="a write to storage unfinished for this long is a crashed process' and is removed at start-up",
+    )
+    corpus_roots: dict[str, str] = Field(
         default_factory=dict,
-        description='server-side corpus folders exposed by name, e.g. {"ptb": "/srv/ptb"} (JSON)',
+        description='server-side corpus folders exposed by name, e.g. {"ptb": "/srv/ptb"} or '
+        '{"wiki": "s3://corpora/wiki"} (JSON)',
     )
     # Worker and queue
     lease_seconds: float = Field(30.0, gt=0, description="a running job's lease; expired leases are requeued")
@@ -122,10 +142,25 @@ class Settings(BaseSettings):
         "fp32", description="precision of scoring, scoring jobs and generation unless a request names one: fp32 or bf16"
     )
 
+    @field_validator("corpus_roots", mode="before")
+    @classmethod
+    def _roots_as_text(cls, value: object) -> object:
+        """Folders may be given as paths; they are kept as text (an `s3://` URL is not a path)."""
+        if isinstance(value, dict):
+            return {name: str(root) if isinstance(root, os.PathLike) else root for name, root in value.items()}
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded default: a SQLite file under `data_dir`."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'service.db').resolve()}"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """Where copies of stored objects are kept: `cache_dir`, or `~/.cache/lstm-lm`."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lstm-lm"
 
     @property
     def checkpoints_dir(self) -> Path:

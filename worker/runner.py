@@ -21,7 +21,6 @@ import logging
 import math
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,10 +28,11 @@ from sqlalchemy import Engine
 
 from app.errors import public_text
 from app.settings import Settings
+from app.store.storage import MissingObject, Storage, open_storage
 from app.store.tables import utcnow
 from app.training import logs
 from app.training.attempt import Attempt, LeaseLost, MetricPoint, NewCheckpoint, new_checkpoint_id
-from app.training.checkpoints import EPOCH, FINAL, INTERRUPT
+from app.training.checkpoints import EPOCH, FINAL, INTERRUPT, checkpoint_key
 from app.training.datasets import vocabulary_report
 from app.training.jobs import CANCELED, CANCELING, QUEUED
 from app.training.logs import LogLine
@@ -105,12 +105,12 @@ class JobCallbacks(Callbacks):
         heartbeat: Heartbeat,
         shutdown: threading.Event,
         settings: Settings,
-        job_dir: Path,
         epochs: int,
     ) -> None:
         self.attempt, self.heartbeat, self.shutdown = attempt, heartbeat, shutdown
         self.tokenizer: Tokenizer | None = None  # the corpus', stored in every checkpoint
-        self.settings, self.job_dir, self.epochs = settings, job_dir, epochs
+        self.settings, self.epochs = settings, epochs
+        self.storage = open_storage(settings)
         self.last_report = 0.0
         self.last_check = time.monotonic()
         self.last_checkpoint: NewCheckpoint | None = None
@@ -210,7 +210,10 @@ class JobCallbacks(Callbacks):
         """Write a checkpoint file for the trainer as it stands (recorded by the caller)."""
         ckpt_id = new_checkpoint_id()
         payload = checkpoint.trainer_payload(trainer, self.tokenizer)
-        path = checkpoint.save(payload, self.job_dir / f"{ckpt_id}.pt")
+        key = checkpoint_key(self.attempt.job_id, ckpt_id)
+        with self.storage.writing(key) as path:  # stored whole, or not at all
+            checkpoint.save(payload, path)
+            size = path.stat().st_size
         s = trainer.state
         return NewCheckpoint(
             id=ckpt_id,
@@ -218,8 +221,8 @@ class JobCallbacks(Callbacks):
             step=s.epoch * trainer.train_steps + s.step,
             kind=kind,
             valid_ppl=valid_ppl,
-            path=str(path.resolve()),
-            size_bytes=path.stat().st_size,
+            path=key,
+            size_bytes=size,
         )
 
     def on_epoch(self, result: EpochResult, trainer: Trainer) -> None:
@@ -267,7 +270,7 @@ class JobCallbacks(Callbacks):
                 lines=self.take_lines(),
             )
         except LeaseLost:
-            Path(ckpt.path).unlink(missing_ok=True)  # a newer attempt owns the job's folder now
+            self.storage.delete(ckpt.path)  # a newer attempt owns the job's folder now
             raise
         self.last_checkpoint = ckpt
         self.last_progress = progress
@@ -300,7 +303,7 @@ def check_worker_precision(config: ModelConfig, device: str) -> None:
 
 def run_job(engine: Engine, settings: Settings, worker_id: str, job: ClaimedJob, shutdown: threading.Event) -> str:
     """Train `job` and record how it ended; returns the job's status afterwards ("lost" if taken away)."""
-    attempt = Attempt(engine, job.id, job.attempt, worker_id, settings.lease_seconds)
+    attempt = Attempt(engine, job.id, job.attempt, worker_id, settings.lease_seconds, open_storage(settings))
     heartbeat = Heartbeat(attempt, engine, worker_id, settings.heartbeat_seconds)
     heartbeat.start()
     try:
@@ -319,7 +322,7 @@ def error_text(exc: BaseException) -> str:
 
 
 def resume_point(
-    attempt: Attempt, job: ClaimedJob, corpus: Corpus, device: str
+    attempt: Attempt, job: ClaimedJob, corpus: Corpus, device: str, storage: Storage
 ) -> tuple[Trainer, NewCheckpoint] | None:
     """The trainer of the newest checkpoint that loads, newest first; None when none does.
 
@@ -328,8 +331,8 @@ def resume_point(
     """
     for row in attempt.checkpoints_newest_first():
         try:
-            trainer = checkpoint.resume_trainer(checkpoint.load(row.path), corpus, device)
-        except CheckpointError as exc:
+            trainer = checkpoint.resume_trainer(checkpoint.load(storage.local_path(row.path)), corpus, device)
+        except (CheckpointError, MissingObject) as exc:
             log.warning("job %s: checkpoint %s unusable (%s); trying the one before", job.id, row.id, exc)
             attempt.forget_checkpoint(row.id)
             continue
@@ -348,17 +351,16 @@ def resume_point(
 def _train(
     attempt: Attempt, heartbeat: Heartbeat, settings: Settings, job: ClaimedJob, shutdown: threading.Event
 ) -> str:
-    job_dir = settings.checkpoints_dir / job.id
+    storage = open_storage(settings)
     try:
-        if job_dir.is_dir():  # this worker holds the job: what a dead attempt left is garbage now
-            attempt.sweep_folder(job_dir)
+        attempt.sweep_folder()  # this worker holds the job: what a dead attempt left is garbage now
         config = ModelConfig.from_dict(job.config)
         device = worker_device(config, settings)
         check_worker_precision(config, device)
         recorded = Tokenizer(job.dataset_tokenizer) if job.dataset_tokenizer in WORD_LEVEL else None
-        corpus = Corpus.load(job.dataset_path, config.vocab_size, recorded)
+        corpus = Corpus.load(storage.local_tree(job.dataset_path), config.vocab_size, recorded)
         attempt.record_vocabulary(vocabulary_report(corpus, config.vocab_size))
-        resumed = resume_point(attempt, job, corpus, device) if job.checkpoint_path is not None else None
+        resumed = resume_point(attempt, job, corpus, device, storage) if job.checkpoint_path is not None else None
         if resumed is not None:
             trainer, resumed_from = resumed
             s = trainer.state
@@ -373,7 +375,7 @@ def _train(
         if trainer.distributed:
             started += f" x {trainer.world_size} processes"
         attempt.log([logs.info(f"{started} (worker {attempt.worker_id})")])
-        callbacks = JobCallbacks(attempt, heartbeat, shutdown, settings, job_dir, config.max_max_epoch)
+        callbacks = JobCallbacks(attempt, heartbeat, shutdown, settings, config.max_max_epoch)
         if resumed is not None:
             callbacks.last_checkpoint = resumed_from  # this run's last one until it writes another
         spent = (utcnow() - job.started_at).total_seconds()
@@ -382,7 +384,7 @@ def _train(
         if trainer.distributed:
             # This process is rank 0 (callbacks, checkpoints, lease); ranks 1..N-1 live for the fit.
             threads = threads_per_rank(trainer.world_size, settings.torch_threads or torch.get_num_threads())
-            resume_path = resumed_from.path if resumed is not None else None
+            resume_path = storage.local_path(resumed_from.path) if resumed is not None else None
             with Ranks(trainer.config, corpus, resume_path, threads):
                 finished = trainer.fit(callbacks)
         else:
@@ -439,7 +441,7 @@ def _train(
                 lines=callbacks.take_lines(),
             )
         except LeaseLost:
-            Path(final.path).unlink(missing_ok=True)
+            callbacks.storage.delete(final.path)
             raise
         log.info("job %s succeeded: test perplexity %s", job.id, test_ppl)
         return "succeeded"
@@ -470,7 +472,7 @@ def _train(
         attempt.stop(status, saved, settings.keep_last_checkpoints, lines=callbacks.take_lines(), note=note)
     except LeaseLost:
         if saved is not None:
-            Path(saved.path).unlink(missing_ok=True)
+            callbacks.storage.delete(saved.path)
         raise
     done = "canceled" if status == CANCELED else "handed back"
     log.info("job %s %s at epoch %d step %d", job.id, done, trainer.state.epoch + 1, trainer.state.step)

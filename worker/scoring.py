@@ -1,19 +1,17 @@
-"""Run one claimed scoring: read the text, score it chunk by chunk, append each chunk's lines to
-the results file and record the chunk, until the text ends, a cancel request or a shutdown.
+"""Run one claimed scoring: read the text, score it chunk by chunk, store each chunk's lines as
+one results part and record the chunk, until the text ends, a cancel request or a shutdown.
 
 Chunks start at multiples of `settings.scoring_chunk_lines` and are scored in one batch each, so
-a resumed scoring computes exactly the chunks an uninterrupted one would: the file is the same.
-Before a chunk's record, its lines are on disk (flushed and synced); a resumed attempt cuts the
-file to the recorded size, dropping a chunk written but not recorded.
+a resumed scoring computes exactly the chunks an uninterrupted one would: the results are the
+same. A chunk's part is stored whole before its record; a resumed attempt removes the parts from
+its first line on (written, not recorded) and writes them again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
-from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -21,6 +19,7 @@ from app.inference.scoring import sentence_of, summarize
 from app.scorings import jobs
 from app.scorings.lease import ClaimedScoring, ScoringAttempt
 from app.settings import Settings
+from app.store.storage import MissingObject, open_storage
 from app.training.attempt import LeaseLost
 from app.training.jobs import CANCELED, CANCELING, FAILED, QUEUED, SUCCEEDED
 from app.training.queue import worker_heartbeat
@@ -72,10 +71,11 @@ def run_scoring(
 
 def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring, shutdown: threading.Event) -> str:
     try:
-        payload = checkpoint.load(claimed.checkpoint_path)
+        storage = open_storage(settings)
+        payload = checkpoint.load(storage.local_path(claimed.checkpoint_path))
         model, vocab, _ = checkpoint.load_model(payload, "cpu")
-        text = Path(claimed.input_path).read_bytes().decode("utf-8")
-    except (CheckpointError, OSError, UnicodeDecodeError) as exc:
+        text = storage.local_path(claimed.input_path).read_bytes().decode("utf-8")
+    except (CheckpointError, MissingObject, OSError, UnicodeDecodeError) as exc:
         attempt.finish(FAILED, f"{type(exc).__name__}: {exc}")
         return FAILED
     options = claimed.options
@@ -92,49 +92,46 @@ def _score(attempt: ScoringAttempt, settings: Settings, claimed: ClaimedScoring,
     done, size, sums = claimed.lines_done, claimed.bytes_done, dict(claimed.sums)
     sums[jobs.ATTEMPT_START] = done  # where this attempt's speed counts from (its ETA)
 
-    path = jobs.results_path(settings, claimed.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "r+b" if path.exists() else "w+b") as out:
-        out.truncate(size)  # drop a chunk written after the last record
-        out.seek(size)
-        while done < len(lines):
-            if shutdown.is_set():
-                attempt.finish(
-                    QUEUED,
-                    note=f"handed back after line {done:,} of {len(lines):,} (the worker is stopping); "
-                    f"resumes at line {done + 1:,}",
-                )
-                return QUEUED
-            block = lines[done : done + chunk]
-            sentences = [sentence_of(line, tokenizer, pretokenized) for line in block]
-            with_tokens = score_sentences(
-                model, vocab, [s.tokens for s in sentences], score_eos=score_eos, precision=precision
+    for first, entry in jobs.result_parts(storage, claimed.id):
+        if first >= done:  # written by an attempt that died before recording it
+            storage.delete(entry.key)
+    while done < len(lines):
+        if shutdown.is_set():
+            attempt.finish(
+                QUEUED,
+                note=f"handed back after line {done:,} of {len(lines):,} (the worker is stopping); "
+                f"resumes at line {done + 1:,}",
             )
-            records = []
-            for offset, (score, sentence) in enumerate(zip(with_tokens, sentences, strict=True)):
-                scored = summarize(score, log10, sentence.num_words, sentence.num_bytes)
-                jobs.add_to_sums(sums, score.logprobs, score.is_unk, sentence.num_words, sentence.num_bytes)
-                record = {
-                    "line": done + offset + 1,
-                    "num_tokens": scored.num_tokens,
-                    "num_unk": scored.num_unk,
-                    "num_words": scored.num_words,
-                    "num_bytes": scored.num_bytes,
-                    "total_logprob": scored.total_logprob,
-                    "perplexity": scored.perplexity,
-                    "perplexity_without_unk": scored.perplexity_without_unk,
-                    "word_perplexity": scored.word_perplexity,
-                    "bits_per_byte": scored.bits_per_byte,
-                    "unk_rate": scored.unk_rate,
-                }
-                records.append(json.dumps(record) + "\n")
-            data = "".join(records).encode("utf-8")
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-            done, size = done + len(block), size + len(data)
-            if attempt.progress(done, size, sums) == CANCELING:
-                attempt.finish(CANCELED)
-                return CANCELED
+            return QUEUED
+        block = lines[done : done + chunk]
+        sentences = [sentence_of(line, tokenizer, pretokenized) for line in block]
+        with_tokens = score_sentences(
+            model, vocab, [s.tokens for s in sentences], score_eos=score_eos, precision=precision
+        )
+        records = []
+        for offset, (score, sentence) in enumerate(zip(with_tokens, sentences, strict=True)):
+            scored = summarize(score, log10, sentence.num_words, sentence.num_bytes)
+            jobs.add_to_sums(sums, score.logprobs, score.is_unk, sentence.num_words, sentence.num_bytes)
+            record = {
+                "line": done + offset + 1,
+                "num_tokens": scored.num_tokens,
+                "num_unk": scored.num_unk,
+                "num_words": scored.num_words,
+                "num_bytes": scored.num_bytes,
+                "total_logprob": scored.total_logprob,
+                "perplexity": scored.perplexity,
+                "perplexity_without_unk": scored.perplexity_without_unk,
+                "word_perplexity": scored.word_perplexity,
+                "bits_per_byte": scored.bits_per_byte,
+                "unk_rate": scored.unk_rate,
+            }
+            records.append(json.dumps(record) + "\n")
+        data = "".join(records).encode("utf-8")
+        with storage.writing(jobs.part_key(claimed.id, done)) as part:
+            part.write_bytes(data)
+        done, size = done + len(block), size + len(data)
+        if attempt.progress(done, size, sums) == CANCELING:
+            attempt.finish(CANCELED)
+            return CANCELED
     attempt.finish(SUCCEEDED)
     return SUCCEEDED

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import SessionDep, SettingsDep
+from app.api.downloads import download
 from app.api.schemas import CheckpointList, CheckpointOut, problem_responses
+from app.store.storage import open_storage
 from app.training import checkpoints, jobs
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"], responses=AUTH_RESPONSES)
@@ -37,15 +39,15 @@ def get_checkpoint(job_id: str, checkpoint_id: str, principal: ReadKey, session:
 
 @router.get(
     "/{checkpoint_id}/file",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **PROBLEMS},
 )
 def download_checkpoint(
     job_id: str, checkpoint_id: str, principal: ReadKey, session: SessionDep, settings: SettingsDep
-) -> FileResponse:
-    """Download a checkpoint file (load it with `model.checkpoint.load`, weights_only)."""
+) -> StreamingResponse:
+    """Download a checkpoint file (load it with `model.checkpoint.load`, weights_only), streamed from storage."""
     jobs.get_job(session, job_id, principal)
     row = checkpoints.get_checkpoint(session, job_id, checkpoint_id)
-    path = checkpoints.checkpoint_file(settings.checkpoints_dir, row)
+    size, chunks = checkpoints.open_file(open_storage(settings), row)
     filename = f"{job_id}-epoch{row.epoch}-{row.kind}-{row.id}.pt"
-    return FileResponse(path, media_type="application/octet-stream", filename=filename)
+    return download(size, chunks, "application/octet-stream", filename)

@@ -206,7 +206,7 @@ def create_scoped_completion(
     (lm-evaluation-harness: `base_url=$BASE/models/<model>/v1/completions`); a body naming another
     model is a 422."""
     with sessions() as session:
-        same_model(session, settings.data_dir, principal, model, body.model)
+        same_model(session, principal, model, body.model)
     request = CompletionRequest.model_validate({**body.model_dump(exclude_unset=True), "model": model})
     return complete(request, principal, sessions, settings, cache, slots, batchers, observability)
 

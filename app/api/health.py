@@ -1,4 +1,4 @@
-"""Routes: liveness (`/healthz`) and readiness (`/readyz`: database, schema, a live worker)."""
+"""Routes: liveness (`/healthz`) and readiness (`/readyz`: database, schema, a live worker, storage)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from app.api.deps import EngineDep, SettingsDep
 from app.api.problems import Problem
 from app.api.schemas import Health, Readiness, problem_responses
 from app.store.migrate import current_revisions, head_revisions
+from app.store.storage import StorageError, open_storage
 from app.store.tables import Worker, utcnow
 
 router = APIRouter(tags=["health"])
@@ -30,7 +31,8 @@ async def healthz() -> Health:  # on the event loop: it needs no worker thread, 
     responses=problem_responses(503),
 )
 def readyz(engine: EngineDep, settings: SettingsDep) -> Readiness:
-    """Ready when the database answers, its schema is at head and a worker heartbeat is recent."""
+    """Ready when the database answers, its schema is at head, a worker heartbeat is recent and
+    storage answers."""
     checks: dict[str, str] = {}
     failed: list[str] = []
     try:
@@ -60,6 +62,13 @@ def readyz(engine: EngineDep, settings: SettingsDep) -> Readiness:
     except SQLAlchemyError as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
         failed.append("database")
+    storage = open_storage(settings)
+    try:
+        storage.check()
+        checks["storage"] = f"ok ({storage.kind})"
+    except StorageError as exc:
+        checks["storage"] = f"{storage.kind}: {exc.detail}"
+        failed.append("storage")
     if failed:
         detail = "not ready: " + "; ".join(f"{name}: {checks[name]}" for name in failed)
         raise Problem(503, detail, checks=checks, failed=failed)

@@ -53,18 +53,18 @@ def serve_model(
     The database session lives only for the lookup: none is held while the model computes.
     """
     with sessions() as session:
-        ref = registry.resolve(session, name, settings.data_dir, viewer)
+        ref = registry.resolve(session, name, viewer)
     return ref, cache.get(ref)
 
 
 @router.get("", response_model=ModelList)
 def list_models(principal: ReadKey, session: SessionDep, settings: SettingsDep) -> ModelList:
     """This key's jobs that have a checkpoint (newest first), then every alias, each with the checkpoint it serves."""
-    servable = registry.servable_models(session, settings.data_dir, principal)
+    servable = registry.servable_models(session, principal)
     cards = [ModelCard.of(ref, aliases) for ref, aliases in servable]
     for alias in registry.list_aliases(session):
         try:
-            ref = registry.resolve(session, alias.name, settings.data_dir)
+            ref = registry.resolve(session, alias.name)
         except ServiceError:  # its job has no checkpoint yet, or its target was deleted: not servable
             continue
         cards.append(ModelCard.of(ref, [alias.name]))
@@ -99,6 +99,6 @@ def delete_alias(name: AliasName, principal: AdminKey, session: SessionDep) -> R
 @router.get("/{name}", response_model=ModelCard, responses=problem_responses(404, 409))
 def get_model(name: str, principal: ReadKey, session: SessionDep, settings: SettingsDep) -> ModelCard:
     """What a model name (job id, checkpoint id or alias) serves now; it is not loaded."""
-    ref = registry.resolve(session, name, settings.data_dir, principal)
+    ref = registry.resolve(session, name, principal)
     aliases = [a.name for a in registry.list_aliases(session) if a.target in (ref.job_id, ref.checkpoint_id)]
     return ModelCard.of(ref, aliases)

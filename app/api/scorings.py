@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from app.api.auth import AUTH_RESPONSES, ReadKey, WriteKey
 from app.api.deps import EngineDep, SessionDep, SettingsDep
+from app.api.downloads import download
 from app.api.inference_schemas import Precision, ScoreAggregate, ScoreWarning
 from app.api.jobs import LIVE_WORKERS
 from app.api.schemas import Page, PageCursor, PageLimit, RunMetadataPatch, problem_responses
@@ -19,6 +20,7 @@ from app.errors import Conflict
 from app.inference.scoring import ScoreOptions, total_unk_warnings
 from app.scorings import jobs
 from app.settings import Settings
+from app.store.storage import open_storage
 from app.store.tables import Scoring
 from app.training.jobs import QUEUED, STATUSES, SUCCEEDED
 from app.training.queue import live_capabilities, unmet_by, waiting_warning
@@ -269,13 +271,15 @@ def delete_scoring(scoring_id: str, principal: WriteKey, engine: EngineDep, sett
 
 @router.get(
     "/{scoring_id}/results",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}, **PROBLEMS},
 )
-def scoring_results(scoring_id: str, principal: ReadKey, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def scoring_results(
+    scoring_id: str, principal: ReadKey, session: SessionDep, settings: SettingsDep
+) -> StreamingResponse:
     """The per-line results as JSON Lines (one object a line, in the text's order), once succeeded."""
     row = jobs.get(session, scoring_id, principal)
     if row.status != SUCCEEDED:
         raise Conflict(f"scoring {scoring_id} is {row.status}; its results are ready once it has succeeded")
-    path = jobs.results_path(settings, scoring_id)
-    return FileResponse(path, media_type="application/x-ndjson", filename=f"{scoring_id}.jsonl")
+    size, chunks = jobs.open_results(open_storage(settings), row)
+    return download(size, chunks, "application/x-ndjson", f"{scoring_id}.jsonl")

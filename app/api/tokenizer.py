@@ -54,7 +54,7 @@ def _model(
     the body's, or the alias `default`."""
     if scoped is not None:
         with sessions() as session:
-            same_model(session, settings.data_dir, viewer, scoped, name)
+            same_model(session, viewer, scoped, name)
         return serve_model(scoped, sessions, settings, cache, viewer)
     return serve_model(name or DEFAULT_ALIAS, sessions, settings, cache, viewer)
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from app.auth import ownership
 from app.auth.principal import Principal
 from app.errors import Conflict, Invalid, NotFound
+from app.store.storage import MissingObject, Storage
 from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
 from app.training import checkpoints
 from model.checkpoint import CheckpointError, load, load_model, tokenizer_of
@@ -53,7 +54,7 @@ class ModelRef:
     job_id: str
     job_status: str
     checkpoint_id: str
-    path: Path
+    path: str  # the checkpoint file's storage key
     epoch: int
     step: int
     kind: str
@@ -81,16 +82,13 @@ class AliasInfo:
     updated_at: datetime
 
 
-def _ref(name: str, job: Job, row: Checkpoint, data_dir: Path) -> ModelRef:
-    path = Path(row.path)
-    if not path.is_absolute() and not path.exists():
-        path = data_dir / path  # a path the worker wrote relative to the data folder
+def _ref(name: str, job: Job, row: Checkpoint) -> ModelRef:
     return ModelRef(
         name=name,
         job_id=job.id,
         job_status=job.status,
         checkpoint_id=row.id,
-        path=path,
+        path=row.path,
         epoch=row.epoch,
         step=row.step,
         kind=row.kind,
@@ -104,7 +102,7 @@ def served_checkpoint(rows: list[Checkpoint]) -> Checkpoint | None:
     return checkpoints.best_of(rows) or (rows[-1] if rows else None)
 
 
-def resolve(session: Session, name: str, data_dir: Path, viewer: Principal | None = None) -> ModelRef:
+def resolve(session: Session, name: str, viewer: Principal | None = None) -> ModelRef:
     """The checkpoint `name` means; `NotFound` when there is no such model or `viewer` may not use it."""
     if _ALIAS_RE.fullmatch(name) is None:  # no job, checkpoint or alias is named so (a NUL byte, ...)
         raise NotFound(f"model {name!r} not found: not a job id, checkpoint id or alias", model=name)
@@ -123,24 +121,24 @@ def resolve(session: Session, name: str, data_dir: Path, viewer: Principal | Non
         job = session.get(Job, row.job_id) if row is not None else None
         if row is None or job is None or hidden(job):
             raise NotFound(f"model {name!r} not found: no checkpoint {target!r}", model=name)
-        return _ref(name, job, row, data_dir)
+        return _ref(name, job, row)
     job = session.get(Job, target)
     if job is None or hidden(job):
         raise NotFound(f"model {name!r} not found: no job {target!r}", model=name)
     served = served_checkpoint(checkpoints.ordered(session, job.id))
     if served is None:
         raise Conflict(f"job {job.id} has no checkpoint yet (status {job.status})", model=name)
-    return _ref(name, job, served, data_dir)
+    return _ref(name, job, served)
 
 
-def same_model(session: Session, data_dir: Path, viewer: Principal, scoped: str, named: str | None) -> None:
+def same_model(session: Session, viewer: Principal, scoped: str, named: str | None) -> None:
     """`Invalid` when a request under the URL of model `scoped` names another model in its body
     (`named`: one that is not the same checkpoint); None names none."""
     if named is None or named == scoped:
         return
-    here = resolve(session, scoped, data_dir, viewer)
+    here = resolve(session, scoped, viewer)
     try:
-        there: ModelRef | None = resolve(session, named, data_dir, viewer)
+        there: ModelRef | None = resolve(session, named, viewer)
     except (NotFound, Conflict):
         there = None
     if there is None or there.checkpoint_id != here.checkpoint_id:
@@ -151,9 +149,7 @@ def same_model(session: Session, data_dir: Path, viewer: Principal, scoped: str,
         )
 
 
-def servable_models(
-    session: Session, data_dir: Path, viewer: Principal | None = None
-) -> list[tuple[ModelRef, list[str]]]:
+def servable_models(session: Session, viewer: Principal | None = None) -> list[tuple[ModelRef, list[str]]]:
     """Every job `viewer` may see that has a checkpoint, newest first, with the aliases that point at it
     or at its served checkpoint."""
     by_job: dict[str, list[Checkpoint]] = {}
@@ -169,7 +165,7 @@ def servable_models(
         served = served_checkpoint(by_job[job.id])
         assert served is not None  # the job has rows
         names = [a.name for a in aliases if a.target in (job.id, served.id)]
-        listed.append((_ref(job.id, job, served, data_dir), names))
+        listed.append((_ref(job.id, job, served), names))
     return listed
 
 
@@ -228,10 +224,11 @@ def delete_alias(session: Session, name: str) -> None:
 class ModelCache:
     """Loaded models, at most `capacity`, the least recently used dropped first. Thread-safe."""
 
-    def __init__(self, capacity: int, device: str = "cpu") -> None:
+    def __init__(self, capacity: int, storage: Storage, device: str = "cpu") -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
+        self.storage = storage  # where checkpoint files are (a local copy is read)
         self.device = device
         self._models: OrderedDict[tuple[str, int, int], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
@@ -253,8 +250,9 @@ class ModelCache:
     def get(self, ref: ModelRef) -> LoadedModel:
         """The model of `ref`, loaded on first use; `Conflict` if its file is missing or unusable."""
         try:
-            stat = ref.path.stat()
-        except OSError:
+            path = self.storage.local_path(ref.path)
+            stat = path.stat()
+        except (MissingObject, ValueError, OSError):
             raise Conflict(
                 f"checkpoint file missing for {ref.checkpoint_id} (model {ref.name!r})", model=ref.name
             ) from None
@@ -267,7 +265,7 @@ class ModelCache:
                 return loaded
             self._misses += 1
         # Read outside the lock: a slow load must not hold up requests for models in memory.
-        loaded = self._load(ref)
+        loaded = self._load(ref, path)
         with self._lock:
             self._loads += 1
             for stale in [k for k in self._models if k[0] == ref.checkpoint_id and k != key]:
@@ -278,12 +276,12 @@ class ModelCache:
                 self._models.popitem(last=False)
         return loaded
 
-    def _load(self, ref: ModelRef) -> LoadedModel:
+    def _load(self, ref: ModelRef, path: Path) -> LoadedModel:
         try:
-            payload = load(ref.path)
+            payload = load(path)
             model, vocab, config = load_model(payload, self.device)
         except CheckpointError as exc:
-            reason = str(exc).removeprefix(f"{ref.path}: ")
+            reason = str(exc).removeprefix(f"{path}: ")
             raise Conflict(f"checkpoint {ref.checkpoint_id} is unusable: {reason}", model=ref.name) from None
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a readable file that is not a model
             raise Conflict(

@@ -2,7 +2,7 @@
 
 Each line (`\r\n`, `\r` and `\n` end one; a leading byte-order mark is dropped) is one sentence,
 scored exactly as `/v1/score` scores it (the same options, tokenizer, limits and errors), and
-written as one JSON object to `<data>/scorings/<id>/results.jsonl`: `{"line", "num_tokens",
+written as one JSON object a line: `{"line", "num_tokens",
 "num_unk", "num_words", "num_bytes", "total_logprob", "perplexity", "perplexity_without_unk",
 "word_perplexity", "bits_per_byte", "unk_rate"}`. The aggregates are `/v1/score`'s, kept as
 running sums while the lines go by.
@@ -10,15 +10,21 @@ running sums while the lines go by.
 The queue works as the training queue does: a worker claims a queued scoring with one conditional
 UPDATE, holds a lease it renews with every chunk of lines, and writes only while it holds the
 attempt. A lost worker's scoring goes back to the queue when its lease expires and continues from
-its last recorded chunk: the results file is cut to the bytes recorded with that chunk, and chunks
-always start at the same lines, so the file comes out the same.
+its last recorded chunk.
+
+Files (`app.store.storage`): the uploaded text is `scorings/<id>/input.txt` (a split of an uploaded
+dataset is read where the dataset keeps it; a server-side corpus' split is copied there, so any
+worker host can read it). Each chunk's results are one object, `scorings/<id>/results/<first
+line>.jsonl`, written whole; the results are those parts in order, up to the recorded lines, so
+an attempt that resumes writes the same parts again and the results come out the same.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,25 +39,59 @@ from app.inference.scoring import ScoreOptions, bits_per_byte, perplexity_of_log
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import NEWEST_FIRST, OLDEST_FIRST, sorted_page
+from app.store.storage import Entry, Storage, join, open_storage
 from app.store.tables import Scoring, new_id, utcnow
 from app.training import run_metadata
-from app.training.datasets import find_dataset, store_capped
+from app.training.datasets import BUILTIN, find_dataset, server_split, store_capped
 from app.training.jobs import QUEUED, RUNNING, TERMINAL, check_statuses, name_or_id, request_cancel
-from model.data import SPLITS, find_split
+from model.data import SPLITS
 from model.tokenizers import split_lines, words_of
 
 UPLOAD, DATASET = "upload", "dataset"
 ATTEMPT_START = "attempt_start_lines"  # in the sums: the lines done when the current attempt began
-RESULTS = "results.jsonl"
 INPUT = "input.txt"
+SCORINGS, RESULTS = "scorings", "results"
+PART_DIGITS = 10  # a results part is named by its first line (0-based), zero-padded: they sort in order
 
 
-def folder(settings: Settings, scoring_id: str) -> Path:
-    return settings.data_dir / "scorings" / scoring_id
+def scoring_key(scoring_id: str) -> str:
+    """Where a scoring's files are stored."""
+    return join(SCORINGS, scoring_id)
 
 
-def results_path(settings: Settings, scoring_id: str) -> Path:
-    return folder(settings, scoring_id) / RESULTS
+def part_key(scoring_id: str, first_line: int) -> str:
+    """The results of the chunk that starts at line `first_line` (0-based)."""
+    return join(scoring_key(scoring_id), RESULTS, f"{first_line:0{PART_DIGITS}d}.jsonl")
+
+
+def result_parts(storage: Storage, scoring_id: str) -> list[tuple[int, Entry]]:
+    """The stored results parts of a scoring, by their first line (0-based), in order."""
+    parts = []
+    for entry in storage.list(join(scoring_key(scoring_id), RESULTS)):
+        stem = entry.key.rsplit("/", 1)[-1].removesuffix(".jsonl")
+        if stem.isdigit() and len(stem) == PART_DIGITS:
+            parts.append((int(stem), entry))
+    return sorted(parts, key=lambda part: part[0])
+
+
+def recorded_parts(storage: Storage, scoring_id: str, lines_done: int) -> list[Entry]:
+    """The parts of the results recorded so far (a part past `lines_done` was written by an attempt
+    that died before recording it, and is written again)."""
+    return [entry for first, entry in result_parts(storage, scoring_id) if first < lines_done]
+
+
+def open_results(storage: Storage, row: Scoring) -> tuple[int, Iterator[bytes]]:
+    """The size and bytes of a scoring's recorded results, part after part; `NotFound` when a part
+    is missing."""
+    parts = recorded_parts(storage, row.id, row.lines_done)
+    if sum(part.size for part in parts) != row.bytes_done:
+        raise NotFound(f"the results of scoring {row.id} are missing from storage")
+
+    def chunks() -> Iterator[bytes]:
+        for part in parts:
+            yield from storage.open(part.key)[1]
+
+    return row.bytes_done, chunks()
 
 
 def lines_of(text: str) -> list[str]:
@@ -103,24 +143,34 @@ def submit(
     if (upload is None) == (dataset_id is None):
         raise Invalid("give either a file or a dataset_id (with a split)", field="file")
     values = run_metadata.clean(metadata or {})
-    ref = registry.resolve(session, model, settings.data_dir, owner)  # 404 unknown, 409 no checkpoint yet
+    ref = registry.resolve(session, model, owner)  # 404 unknown, 409 no checkpoint yet
     scoring_id = new_id("scr")
-    where = folder(settings, scoring_id)
+    storage = open_storage(settings)
+    input_key, server_file, field = join(scoring_key(scoring_id), INPUT), None, "file"
     if upload is None:
         if split not in SPLITS:
             raise Invalid(f"split: give one of {', '.join(SPLITS)}", field="split")
         assert dataset_id is not None
         dataset = find_dataset(session, dataset_id, owner)  # its id, or its name when only one has it
-        dataset_id = dataset.id
-        input_path, field = find_split(Path(dataset.path), split), split
-    else:
-        input_path, field = where / INPUT, "file"
+        dataset_id, field = dataset.id, split
+        if dataset.source != BUILTIN and not os.path.isabs(dataset.path):
+            input_key = join(dataset.path, f"{split}.txt")  # the upload's own split, as stored
+        else:  # a server-side corpus (or an upload recorded by its path): copied into the scoring's input
+            server_file = server_split(settings, dataset.path, split)
     quotas.check_queue(session, settings, owner)  # early, before any copying; decided again below
-    where.mkdir(parents=True)
     try:
-        size = 0 if upload is None else store_capped(upload, input_path, settings.max_upload_bytes, "the file")
-        quotas.check_storage(session, settings, owner, size)  # before reading every line
-        total_lines = count_lines(input_path, settings, field)
+        size = 0
+        if upload is None and server_file is None:
+            total_lines = count_lines(storage.local_path(input_key), settings, field)
+        else:
+            with storage.writing(input_key) as path:
+                if upload is not None:
+                    size = store_capped(upload, path, settings.max_upload_bytes, "the file")
+                    quotas.check_storage(session, settings, owner, size)  # before reading every line
+                else:
+                    assert server_file is not None
+                    shutil.copyfile(server_file, path)
+                total_lines = count_lines(path, settings, field)
         with write_session(engine) as write:  # the deciding checks, in the transaction that adds the row
             quotas.check_queue(write, settings, owner)
             quotas.check_storage(write, settings, owner, size)
@@ -130,11 +180,11 @@ def submit(
                 status=QUEUED,
                 model=model,
                 checkpoint_id=ref.checkpoint_id,
-                checkpoint_path=str(ref.path),
+                checkpoint_path=ref.path,
                 source=UPLOAD if upload is not None else DATASET,
                 dataset_id=dataset_id,
                 split=split,
-                input_path=str(input_path),
+                input_path=input_key,
                 input_bytes=size,
                 options={
                     "log10": options.log10,
@@ -152,7 +202,7 @@ def submit(
             write.add(row)
             run_metadata.apply(write, row, values)
     except BaseException:
-        shutil.rmtree(where, ignore_errors=True)
+        storage.delete_tree(scoring_key(scoring_id))
         raise
     return row
 
@@ -251,8 +301,8 @@ def delete(engine: Engine, settings: Settings, scoring_id: str, viewer: Principa
             )
         run_metadata.forget_tags(session, row)
         session.delete(row)
-    # The row goes first: a crash between the two leaves a folder no row names, which nothing reads.
-    shutil.rmtree(folder(settings, scoring_id), ignore_errors=True)
+    # The row goes first: a crash between the two leaves files no row names, which nothing reads.
+    open_storage(settings).delete_tree(scoring_key(scoring_id))
 
 
 # --- the aggregates, as running sums ---

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.store.db import rows_changed, write_session
+from app.store.storage import Storage
 from app.store.tables import Checkpoint, Job, Metric, new_id, utcnow
 from app.training import checkpoints, logs
 from app.training.jobs import ACTIVE, CANCELED, FAILED, QUEUED, SUCCEEDED
@@ -60,8 +60,11 @@ def new_checkpoint_id() -> str:
 class Attempt:
     """One claim of one job by one worker: the only way a worker writes to the database."""
 
-    def __init__(self, engine: Engine, job_id: str, attempt: int, worker_id: str, lease_seconds: float) -> None:
+    def __init__(
+        self, engine: Engine, job_id: str, attempt: int, worker_id: str, lease_seconds: float, storage: Storage
+    ) -> None:
         self.engine = engine
+        self.storage = storage  # where the job's checkpoint files are
         self.job_id = job_id
         self.attempt = attempt
         self.worker_id = worker_id
@@ -185,7 +188,7 @@ class Attempt:
             session.flush()
             pruned = checkpoints.prune(session, self.job_id, keep_last)
             status = self._status(session)
-        checkpoints.remove_files(pruned)
+        checkpoints.remove_files(self.storage, pruned)
         return status
 
     def succeed(
@@ -216,7 +219,7 @@ class Attempt:
             self._insert_metrics(session, points)
             self._write_logs(session, lines)
         if replaced is not None and replaced.path != final.path:
-            checkpoints.remove_files([replaced.path])
+            checkpoints.remove_files(self.storage, [replaced.path])
 
     def stop(
         self,
@@ -256,7 +259,7 @@ class Attempt:
                 self._insert_checkpoint(session, ckpt)
                 session.flush()
                 pruned = checkpoints.prune(session, self.job_id, keep_last)
-        checkpoints.remove_files(pruned)
+        checkpoints.remove_files(self.storage, pruned)
 
     def fail(self, error: str, lines: Sequence[LogLine] = ()) -> None:
         """The job cannot succeed (bad corpus, bad checkpoint, or out of attempts)."""
@@ -286,9 +289,9 @@ class Attempt:
             session.execute(
                 delete(Metric).where(Metric.job_id == self.job_id, Metric.step > (before.step if before else 0))
             )
-        checkpoints.remove_files([path])
+        checkpoints.remove_files(self.storage, [path])
 
-    def sweep_folder(self, folder: Path) -> list[str]:
-        """Remove what a dead attempt left in the job's folder (temporary and unrecorded files)."""
+    def sweep_folder(self) -> list[str]:
+        """Remove what a dead attempt left in the job's folder (unfinished and unrecorded files)."""
         with Session(self.engine) as session:
-            return sweep_job_folder(session, folder)
+            return sweep_job_folder(session, self.storage, self.job_id)

@@ -1,6 +1,7 @@
 """Checkpoint records: listing with the best one marked, retention, and file lookup.
 
-Files live under `<checkpoints_dir>/<job id>/<checkpoint id>.pt`; a row points at its file. The
+Files are stored (`app.store.storage`) as `checkpoints/<job id>/<checkpoint id>.pt`; a row keeps
+its key (rows from before keys, its absolute path). The
 best checkpoint is the one with the lowest validation perplexity (the earliest on a tie).
 Retention keeps the best and the last N of a job and deletes the rest, rows first, files after
 the transaction commits.
@@ -8,16 +9,17 @@ the transaction commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
+from app.store.storage import MissingObject, Storage, join
 from app.store.tables import Checkpoint
 
 EPOCH, INTERRUPT, FINAL = "epoch", "interrupt", "final"
+CHECKPOINTS = "checkpoints"
 
 
 def ordered(session: Session, job_id: str) -> list[Checkpoint]:
@@ -49,10 +51,19 @@ def prune(session: Session, job_id: str, keep_last: int) -> list[str]:
     return [c.path for c in doomed]
 
 
-def remove_files(paths: Iterable[str]) -> None:
+def job_key(job_id: str) -> str:
+    """Where a job's checkpoints are stored."""
+    return join(CHECKPOINTS, job_id)
+
+
+def checkpoint_key(job_id: str, checkpoint_id: str) -> str:
+    return join(job_key(job_id), f"{checkpoint_id}.pt")
+
+
+def remove_files(storage: Storage, keys: Iterable[str]) -> None:
     """Delete checkpoint files whose rows are gone; a missing file is fine."""
-    for path in paths:
-        Path(path).unlink(missing_ok=True)
+    for key in keys:
+        storage.delete(key)
 
 
 def get_checkpoint(session: Session, job_id: str, checkpoint_id: str) -> Checkpoint:
@@ -63,9 +74,9 @@ def get_checkpoint(session: Session, job_id: str, checkpoint_id: str) -> Checkpo
     return row
 
 
-def checkpoint_file(checkpoints_dir: Path, row: Checkpoint) -> Path:
-    """The file of a checkpoint row, which must lie inside the checkpoint folder and exist."""
-    path = Path(row.path).resolve()
-    if not path.is_relative_to(checkpoints_dir.resolve()) or not path.is_file():
-        raise NotFound(f"the file of checkpoint {row.id} is missing")
-    return path
+def open_file(storage: Storage, row: Checkpoint) -> tuple[int, Iterator[bytes]]:
+    """The size and bytes of a checkpoint row's file; `NotFound` when it is missing."""
+    try:
+        return storage.open(row.path)
+    except (MissingObject, ValueError):  # ValueError: a row that names no stored file
+        raise NotFound(f"the file of checkpoint {row.id} is missing") from None

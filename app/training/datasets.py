@@ -1,13 +1,14 @@
 """Corpora: uploaded train/valid/test text, or server-side folders exposed by name, and the
 tokenizer that cuts them into a model's tokens.
 
-An upload is checked (UTF-8, words in every split, the size limit) and written under
-`<datasets_dir>/<id>/{train,valid,test}.txt` as it came. Then its tokenizer (`model.tokenizers`:
-given, or detected from the training text) is applied, a subword model trained first for `bpe`
-and `unigram`, and the tokens are written to `<datasets_dir>/<id>/tokens/`, with the tokenizer's
-`tokenizer.json` (and `tokenizer.model`): that folder is what jobs train on. A server-side folder
-is named by a root from `settings.corpus_roots` and an optional relative path inside it (any path
-that resolves outside the root is refused); its tokens go to `<datasets_dir>/<id>/tokens/` too.
+An upload is checked (UTF-8, words in every split, the size limit) and stored under the key
+`datasets/<id>/{train,valid,test}.txt` as it came (`app.store.storage`). Then its tokenizer
+(`model.tokenizers`: given, or detected from the training text) is applied, a subword model trained
+first for `bpe` and `unigram`, and the tokens are stored in `datasets/<id>/tokens/`, with the
+tokenizer's `tokenizer.json` (and `tokenizer.model`): that folder is what jobs train on. A
+server-side folder is named by a root from `settings.corpus_roots` and an optional relative path
+inside it (any path that resolves outside the root is refused); its tokens go to
+`datasets/<id>/tokens/` too.
 Large corpora are tokenized in a child process, never in the API's own.
 
 The row records per split the tokens (with `<eos>` per line, as training reads them), the words
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -40,8 +40,8 @@ from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import keyset_page
+from app.store.storage import check_key, is_object_url, join, open_storage
 from app.store.tables import Dataset, Job, new_id, utcnow
-from model.checkpoint import fsync_dir
 from model.data import EOS, SPLITS, UNK, Corpus, Vocabulary
 from model.tokenizers import (
     DEFAULT_SUBWORD_VOCAB,
@@ -59,7 +59,7 @@ from model.tokenizers import (
 UPLOAD = "upload"
 BUILTIN = ownership.BUILTIN_SOURCE
 BUSY = ("queued", "running", "canceling")  # job states that still read their dataset
-STAGING_PREFIX, STAGING_SUFFIX = ".ds_", ".partial"  # an upload being written: `.ds_<id>.partial`
+DATASETS = "datasets"  # where datasets are stored: `datasets/<id>/`
 TOKENS = "tokens"  # the tokenized corpus' folder inside a dataset's folder
 COPY_CHUNK = 1024 * 1024
 
@@ -157,8 +157,8 @@ class CorpusStats:
         dataset_id: str,
         name: str,
         source: str,
-        folder: Path,
-        tokens_folder: Path,
+        path: str,
+        tokens_path: str,
         size_bytes: int,
         owner_id: str | None,
     ) -> Dataset:
@@ -168,8 +168,8 @@ class CorpusStats:
             id=dataset_id,
             name=name,
             source=source,
-            path=str(folder),
-            tokens_path=str(tokens_folder),
+            path=path,
+            tokens_path=tokens_path,
             train_tokens=self.splits["train"].tokens,
             valid_tokens=self.splits["valid"].tokens,
             test_tokens=self.splits["test"].tokens,
@@ -297,33 +297,36 @@ def create_upload(
     """Validate, store and tokenize an uploaded train/valid/test triple; nothing is left when it is
     refused.
 
-    Each file is streamed to a staging folder, never read whole into memory; the staged text is
-    tokenized in this thread when small, in a child process when large or for a subword model.
+    Each file is streamed to a local staging folder, never read whole into memory; the staged text is
+    tokenized in this thread when small, in a child process when large or for a subword model. The
+    folder is then published to storage whole, before the row that names it is committed.
     """
     choice = choice or TokenizerChoice()
     dataset_id = new_id("ds")
-    folder = (settings.datasets_dir / dataset_id).resolve()
-    staging = folder.with_name(f"{STAGING_PREFIX}{dataset_id}{STAGING_SUFFIX}")
-    staging.mkdir(parents=True)
+    key = dataset_key(dataset_id)
+    storage = open_storage(settings)
     try:
-        total = 0
-        for split in SPLITS:
-            total += store_capped(
-                files[split], staging / f"{split}.txt", settings.max_upload_bytes, "the upload", total
-            )
-        sources = {split: staging / f"{split}.txt" for split in SPLITS}
-        stats = _tokenize(settings, sources, staging / TOKENS, choice)
-        os.replace(staging, folder)  # the folder appears whole or not at all
-        fsync_dir(folder.parent)
+        with storage.writing_tree(key) as staging:
+            total = 0
+            for split in SPLITS:
+                total += store_capped(
+                    files[split], staging / f"{split}.txt", settings.max_upload_bytes, "the upload", total
+                )
+            sources = {split: staging / f"{split}.txt" for split in SPLITS}
+            stats = _tokenize(settings, sources, staging / TOKENS, choice)
         with write_session(engine) as session:
             quotas.check_storage(session, settings, owner, total)
-            dataset = stats.row(dataset_id, name or dataset_id, UPLOAD, folder, folder / TOKENS, total, owner.owner_id)
+            dataset = stats.row(dataset_id, name or dataset_id, UPLOAD, key, join(key, TOKENS), total, owner.owner_id)
             session.add(dataset)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        storage.delete_tree(key)
         raise
     return dataset
+
+
+def dataset_key(dataset_id: str) -> str:
+    """Where a dataset's files are stored: the upload's splits and `tokens/`."""
+    return join(DATASETS, dataset_id)
 
 
 def corpus_root_names(settings: Settings) -> list[str]:
@@ -357,8 +360,48 @@ def register_builtin(
     if root not in settings.corpus_roots:
         choices = ", ".join(corpus_root_names(settings)) or "none are configured"
         raise NotFound(f"no corpus root named {root!r} ({choices})", field="root")
-    base = settings.corpus_roots[root].resolve()
     display = f"{root}/{subpath}".rstrip("/")
+    location = settings.corpus_roots[root]
+    if is_object_url(location):
+        folder = _object_folder(settings, location, subpath, display)
+    else:
+        folder = _server_folder(Path(location), subpath, display)
+
+    def existing(session: Session) -> Dataset | None:
+        rows = session.scalars(
+            _live().where(Dataset.source == BUILTIN, Dataset.path == folder).order_by(Dataset.created_at)
+        )
+        return next((row for row in rows if choice.matches(row)), None)
+
+    with Session(engine) as session:
+        found = existing(session)
+    if found is not None:
+        return found, False
+
+    sources = {split: server_split(settings, folder, split, display) for split in SPLITS}
+    size = sum(path.stat().st_size for path in sources.values())
+    dataset_id = new_id("ds")
+    key = dataset_key(dataset_id)
+    storage = open_storage(settings)
+    try:
+        with storage.writing_tree(key) as staging:
+            stats = _tokenize(settings, sources, staging / TOKENS, choice)
+        with write_session(engine) as session:
+            found = existing(session)
+            if found is not None:  # registered concurrently
+                storage.delete_tree(key)
+                return found, False
+            dataset = stats.row(dataset_id, name or display, BUILTIN, folder, join(key, TOKENS), size, owner.owner_id)
+            session.add(dataset)
+    except BaseException:
+        storage.delete_tree(key)
+        raise
+    return dataset, True
+
+
+def _server_folder(base: Path, subpath: str, display: str) -> str:
+    """A server-side corpus folder inside the local root `base`; the errors name it as `display`."""
+    base = base.resolve()
     try:
         folder = _inside(base, base / subpath)
         is_dir = folder is not None and folder.is_dir()
@@ -368,42 +411,41 @@ def register_builtin(
         raise Invalid(f"{display}: the path leaves the corpus root", field="path")
     if not is_dir:
         raise NotFound(f"{display}: no such corpus folder", field="path")
+    return str(folder)
 
-    def existing(session: Session) -> Dataset | None:
-        rows = session.scalars(
-            _live().where(Dataset.source == BUILTIN, Dataset.path == str(folder)).order_by(Dataset.created_at)
-        )
-        return next((row for row in rows if choice.matches(row)), None)
 
-    with Session(engine) as session:
-        found = existing(session)
-    if found is not None:
-        return found, False
-
-    sources: dict[str, Path] = {}
-    size = 0
-    for split in SPLITS:
-        candidates = [folder / f"ptb.{split}.txt", folder / f"{split}.txt"]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None or _inside(base, path) is None:
-            raise Invalid(f"{display}: no ptb.{split}.txt or {split}.txt inside the corpus root", field="path")
-        sources[split] = path.resolve()
-        size += sources[split].stat().st_size
-    dataset_id = new_id("ds")
-    tokens = (settings.datasets_dir / dataset_id / TOKENS).resolve()
+def _object_folder(settings: Settings, location: str, subpath: str, display: str) -> str:
+    """A server-side corpus folder under the object storage root `location` (`s3://bucket/prefix`)."""
+    sub = subpath.strip("/")
     try:
-        stats = _tokenize(settings, sources, tokens, choice)
-        with write_session(engine) as session:
-            found = existing(session)
-            if found is not None:  # registered concurrently
-                shutil.rmtree(tokens.parent, ignore_errors=True)
-                return found, False
-            dataset = stats.row(dataset_id, name or display, BUILTIN, folder, tokens, size, owner.owner_id)
-            session.add(dataset)
-    except BaseException:
-        shutil.rmtree(tokens.parent, ignore_errors=True)
-        raise
-    return dataset, True
+        check_key(sub or "x")
+    except ValueError:
+        raise Invalid(f"{display}: the path leaves the corpus root", field="path") from None
+    if not open_storage(settings, location).children(sub):
+        raise NotFound(f"{display}: no such corpus folder", field="path")
+    return join(location, sub)
+
+
+def server_split(settings: Settings, folder: str, split: str, display: str | None = None) -> Path:
+    """A local file with one split (`ptb.<split>.txt` or `<split>.txt`) of a server-side corpus
+    folder, local or in object storage (a cached copy); `Invalid` when it has none."""
+    names = (f"ptb.{split}.txt", f"{split}.txt")
+    display = display or folder
+    if is_object_url(folder):
+        location, _, sub = folder.removeprefix("s3://").partition("/")
+        bucket_root = f"s3://{location}"
+        source = open_storage(settings, bucket_root)
+        present = set(source.children(sub))
+        name = next((n for n in names if n in present), None)
+        if name is not None:
+            return source.local_path(join(sub, name))
+    else:
+        base = Path(folder)
+        for name in names:
+            path = base / name
+            if path.is_file() and _inside(base.resolve(), path) is not None:
+                return path.resolve()
+    raise Invalid(f"{display}: no ptb.{split}.txt or {split}.txt inside the corpus root", field="path")
 
 
 def _live() -> Select[Dataset]:
@@ -498,13 +540,8 @@ def delete_dataset(engine: Engine, settings: Settings, dataset_id: str, viewer: 
             session.delete(dataset)
         else:
             dataset.deleted_at = utcnow()  # finished jobs still name it
-        folders = [Path(dataset.path)] if dataset.source == UPLOAD else []
-        if dataset.tokens_path:
-            folders.append(Path(dataset.tokens_path).parent if dataset.source == BUILTIN else Path(dataset.tokens_path))
-    own = settings.datasets_dir.resolve()
-    for folder in folders:  # never a server-side corpus: only what this service wrote
-        if folder.resolve().is_relative_to(own) and folder.resolve() != own:
-            shutil.rmtree(folder, ignore_errors=True)
+    # Only what this service wrote (`datasets/<id>/`), never a server-side corpus.
+    open_storage(settings).delete_tree(dataset_key(dataset_id))
 
 
 def vocabulary_report(corpus: Corpus, cap: int | None) -> dict[str, Any]:

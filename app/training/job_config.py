@@ -57,8 +57,10 @@ def estimate_size(config: ModelConfig, corpus_vocab_size: int) -> SizeEstimate:
 # each logit of a step (the softmax over the vocabulary and its gradient move memory, not FLOPs), and
 # each token and layer of the test stream (B = 1: the LSTM's time steps one after another).
 DEVICE_COSTS: dict[str, dict[str, float]] = {
-    "cpu": {"step": 1e-3, "layer_step": 2e-5, "logit": 1e-8, "test_layer_token": 3e-5},
-    "cuda": {"step": 5e-4, "layer_step": 2e-5, "logit": 2e-10, "test_layer_token": 2e-5},
+    # allreduce: bytes/s one all-reduce of the gradients moves per step with world_size > 1 (gloo
+    # between processes of one machine: about 0.8 GB/s measured, docs/results/distributed.md; NCCL)
+    "cpu": {"step": 1e-3, "layer_step": 2e-5, "logit": 1e-8, "test_layer_token": 3e-5, "allreduce": 0.8e9},
+    "cuda": {"step": 5e-4, "layer_step": 2e-5, "logit": 2e-10, "test_layer_token": 2e-5, "allreduce": 50e9},
 }
 LOAD_TOKEN_SECONDS = 2.7e-6  # reading, encoding and counting the corpus before the first step
 EVAL_FRACTION = 0.25  # a validation batch (forward only, no optimiser) against a training step
@@ -101,9 +103,15 @@ def estimate_time(config: ModelConfig, dataset: Dataset, settings: Settings, dev
     costs = DEVICE_COSTS.get(device, DEVICE_COSTS["cpu"])
     gflops = settings.cuda_gflops if device == "cuda" else settings.worker_gflops
     v = train_vocabulary(config, dataset)
-    b, t, layers = config.batch_size, config.num_steps, config.num_layers
-    step = config.train_flops_per_token(v) * b * t / (gflops * 1e9)
-    step += costs["layer_step"] * layers * t + costs["logit"] * b * t * v + costs["step"]
+    b, t, layers, ranks = config.batch_size, config.num_steps, config.num_layers, config.world_size
+    # With world_size N each process computes 1/N of the batch: on CUDA each on its own GPU, on a
+    # CPU on the same cores (no faster); then one all-reduce of every gradient (ring: 2 (N-1)/N of it).
+    devices = ranks if device == "cuda" else 1
+    step = config.train_flops_per_token(v) * b * t / (gflops * 1e9 * devices)
+    step += costs["layer_step"] * layers * t + costs["logit"] * b * t * v / devices + costs["step"]
+    if ranks > 1:
+        gradient_bytes = 4 * estimate_size(config, v).parameters
+        step += 2 * (ranks - 1) / ranks * gradient_bytes / costs["allreduce"]
     steps = max(epoch_size(dataset.train_tokens, b, t), 0)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)

@@ -20,7 +20,6 @@ restriction, for internal callers).
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,8 +36,9 @@ from app.errors import Conflict, Invalid, NotFound
 from app.settings import Settings
 from app.store.db import write_session
 from app.store.pagination import NEWEST_FIRST, OLDEST_FIRST, sorted_page
+from app.store.storage import open_storage
 from app.store.tables import Checkpoint, Dataset, Job, JobLog, JobTag, Metric, Scoring, Worker, new_id, utcnow
-from app.training import run_metadata
+from app.training import checkpoints, run_metadata
 from app.training.datasets import find_dataset
 from app.training.job_config import TimeEstimate, build_config, estimate_size, estimate_time, train_vocabulary
 from model.config import PAPER_PRESETS, PRESETS, ModelConfig
@@ -380,7 +380,7 @@ def delete_job(engine: Engine, settings: Settings, job_id: str, viewer: Principa
         session.execute(delete(JobLog).where(JobLog.job_id == job_id))
         session.execute(delete(JobTag).where(JobTag.job_id == job_id))
         session.delete(job)
-    shutil.rmtree(settings.checkpoints_dir / job_id, ignore_errors=True)
+    open_storage(settings).delete_tree(checkpoints.job_key(job_id))
 
 
 def eta_seconds(job: Job) -> float | None:

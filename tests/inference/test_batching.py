@@ -35,7 +35,7 @@ from .conftest import WORDS, InferenceService, problem
 def loaded_model(service: InferenceService) -> LoadedModel:
     app = service.client.app
     with Session(service.engine) as session:
-        ref = registry.resolve(session, service.job_id, service.settings.data_dir)
+        ref = registry.resolve(session, service.job_id)
     loaded: LoadedModel = app.state.model_cache.get(ref)  # type: ignore[attr-defined]
     return loaded
 

@@ -13,6 +13,8 @@ import torch
 
 from app.errors import Conflict
 from app.inference.registry import ModelCache, ModelRef
+from app.store.storage import LocalStorage
+from app.training.checkpoints import checkpoint_key
 from model.checkpoint import load
 
 from .conftest import InferenceService, problem
@@ -142,12 +144,9 @@ def test_missing_or_corrupt_checkpoint_files_are_409_and_the_server_keeps_servin
         payload["model"] = {k: v[..., :1] for k, v in payload["model"].items()}
         content = _torch_bytes(payload)
     job_id, (checkpoint_id,) = inference_service.add_job("succeeded", [(b"placeholder", 1, 10.0)])
-    path = inference_service.checkpoint_path(job_id, checkpoint_id)
-    if content is None:
-        path.unlink()
-    else:
-        assert isinstance(content, bytes)
-        path.write_bytes(content)
+    key = checkpoint_key(job_id, checkpoint_id)
+    assert content is None or isinstance(content, bytes)
+    inference_service.write_checkpoint(key, content)
     client = inference_service.client
     for name in (job_id, checkpoint_id):
         body = problem(client.post("/v1/score", json={"model": name, "sentences": ["the cat"]}), 409)
@@ -157,7 +156,7 @@ def test_missing_or_corrupt_checkpoint_files_are_409_and_the_server_keeps_servin
     # the other models still answer
     assert score_first(inference_service, inference_service.job_id)
     # and a repaired file is served
-    path.write_bytes(run.files[0].read_bytes())
+    inference_service.write_checkpoint(key, run.files[0].read_bytes())
     assert score_first(inference_service, checkpoint_id)
 
 
@@ -165,7 +164,9 @@ def test_missing_or_corrupt_checkpoint_files_are_409_and_the_server_keeps_servin
 
 
 def ref_for(path: Path, checkpoint_id: str) -> ModelRef:
-    return ModelRef(checkpoint_id, "job_x", "succeeded", checkpoint_id, path, 1, 1, "epoch", 1.0, datetime.now(UTC))
+    return ModelRef(
+        checkpoint_id, "job_x", "succeeded", checkpoint_id, str(path), 1, 1, "epoch", 1.0, datetime.now(UTC)
+    )
 
 
 def test_the_cache_is_bounded_and_drops_the_least_recently_used(
@@ -175,7 +176,7 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used(
     for i in range(3):
         files.append(tmp_path / f"m{i}.pt")
         files[-1].write_bytes(inference_service.run.files[i % 2].read_bytes())
-    cache = ModelCache(capacity=2)
+    cache = ModelCache(capacity=2, storage=LocalStorage(tmp_path))
     a, b, c = (ref_for(f, f"ckpt_{i}") for i, f in enumerate(files))
     first = cache.get(a)
     assert cache.get(a) is first  # a hit

@@ -15,6 +15,7 @@ import pytest
 from harness import Service, open_service, write_corpus
 from sqlalchemy import func, select
 
+from app.store.storage import open_storage
 from app.store.tables import JobLog
 from app.training.attempt import Attempt
 from app.training.queue import claim_next
@@ -166,9 +167,9 @@ def test_validation_and_test_progress_reach_the_job(service: Service, tiny_corpu
     job = service.submit(dataset["id"], max_max_epoch=1)
     claimed = claim_next(service.engine, "w-test", lease_seconds=60)
     assert claimed is not None and claimed.id == job["id"]
-    attempt = Attempt(service.engine, claimed.id, claimed.attempt, "w-test", 60)
+    attempt = Attempt(service.engine, claimed.id, claimed.attempt, "w-test", 60, open_storage(service.settings))
     heartbeat = Heartbeat(attempt, service.engine, "w-test", 60)  # not started: nothing runs beside the test
-    callbacks = JobCallbacks(attempt, heartbeat, threading.Event(), service.settings, service.tmp / "ck", epochs=1)
+    callbacks = JobCallbacks(attempt, heartbeat, threading.Event(), service.settings, epochs=1)
     callbacks.on_step(StepProgress(epoch=1, step=10, steps=10, lr=1.0, ppl=50.0, wps=1000.0))
     seen = []
     for step in (1, 7):  # the first step of a pass is published at once, the last too

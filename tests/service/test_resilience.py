@@ -17,8 +17,11 @@ from harness import TINY, Service, wait_for, write_corpus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.store.storage import join, open_storage
 from app.store.tables import Job, Metric, Worker
 from app.training.attempt import Attempt, LeaseLost, MetricPoint
+from app.training.checkpoints import checkpoint_key, job_key
+from app.training.datasets import dataset_key
 from app.training.queue import claim_next, requeue_expired
 from model.config import ModelConfig, preset
 from model.data import Corpus
@@ -193,7 +196,7 @@ def test_a_stale_attempt_cannot_write_over_a_newer_one(service: Service, tiny_co
     new = claim_next(service.engine, "fresh", lease_seconds=30)
     assert new is not None and new.attempt == old.attempt + 1
 
-    stale = Attempt(service.engine, job["id"], old.attempt, "slow", 30)
+    stale = Attempt(service.engine, job["id"], old.attempt, "slow", 30, open_storage(service.settings))
     point = [MetricPoint("train_ppl_running", 1.0, 1, 1)]
     for write in (
         stale.renew,
@@ -210,7 +213,7 @@ def test_a_stale_attempt_cannot_write_over_a_newer_one(service: Service, tiny_co
     with Session(service.engine) as session:
         assert session.scalars(select(Metric)).all() == []
 
-    fresh = Attempt(service.engine, job["id"], new.attempt, "fresh", 30)
+    fresh = Attempt(service.engine, job["id"], new.attempt, "fresh", 30, open_storage(service.settings))
     assert fresh.report({"epoch": 1}, point) == "running"
     assert service.metrics(job["id"]) == [
         {"key": "train_ppl_running", "value": 1.0, "step": 1, "timestamp": service.metrics(job["id"])[0]["timestamp"]}
@@ -221,7 +224,8 @@ def test_a_job_whose_corpus_became_unreadable_fails_with_the_reason(service: Ser
     dataset = service.upload(tiny_corpus)
     job = service.submit(dataset["id"])
     # what jobs read: the dataset's tokens
-    (service.settings.datasets_dir / dataset["id"] / "tokens" / "valid.txt").write_bytes(b"\xff\xfe broken\n")
+    with open_storage(service.settings).writing(join(dataset_key(dataset["id"]), "tokens", "valid.txt")) as path:
+        path.write_bytes(b"\xff\xfe broken\n")
     worker = service.start_worker("--once")
     assert worker.wait(60) == 0, worker.log()
     failed = service.job(job["id"])
@@ -244,16 +248,21 @@ def test_a_worker_killed_mid_checkpoint_leaves_nothing_and_a_corrupt_latest_chec
     wait_for(in_third_epoch, timeout=90, interval=0.02, what="the job to be inside epoch 3")
     first.signal(signal.SIGKILL)
     first.wait(10)
-    # What a kill during a checkpoint write leaves (checkpoint.save's temporary file, a file written
-    # but never recorded), and a latest checkpoint the disk corrupted.
-    folder = service.settings.checkpoints_dir / job["id"]
+    # What a kill during a checkpoint write leaves (an unfinished write, `.<name>.<random>.partial`,
+    # a file written but never recorded), and a latest checkpoint the storage corrupted.
+    storage = open_storage(service.settings)
     rows = service.client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
     assert [r["epoch"] for r in rows] == [1, 2]
-    latest = folder / f"{rows[-1]['id']}.pt"
-    content = latest.read_bytes()
-    (folder / f".{rows[-1]['id']}.pt.k1ll3d.tmp").write_bytes(content[: len(content) // 2])
-    (folder / "ckpt_00000000deadbeef.pt").write_bytes(content)
-    latest.write_bytes(content[: len(content) // 3])
+    latest = checkpoint_key(job["id"], rows[-1]["id"])
+    content = storage.local_path(latest).read_bytes()
+    leftovers = {
+        join(job_key(job["id"]), f".{rows[-1]['id']}.pt.k1ll3d.partial"): content[: len(content) // 2],
+        checkpoint_key(job["id"], "ckpt_00000000deadbeef"): content,
+        latest: content[: len(content) // 3],
+    }
+    for key, data in leftovers.items():
+        with storage.writing(key) as path:
+            path.write_bytes(data)
 
     second = service.start_worker()
     done = service.wait_status(job["id"], ("succeeded", "failed"), timeout=120)
@@ -263,7 +272,7 @@ def test_a_worker_killed_mid_checkpoint_leaves_nothing_and_a_corrupt_latest_chec
     assert "a checkpoint write that never finished" in log and "a checkpoint file without a checkpoint" in log
     assert_same_numbers(service, done, reference)
     recorded = {Path(r["download_url"]).parent.name + ".pt" for r in _checkpoints(service, job["id"])}
-    assert {p.name for p in folder.iterdir()} == recorded
+    assert {entry.key.rsplit("/", 1)[-1] for entry in storage.list(job_key(job["id"]))} == recorded
     second.signal(signal.SIGTERM)
     assert second.wait(20) == 0
 

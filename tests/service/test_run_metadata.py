@@ -258,6 +258,37 @@ def test_estimate_answers_without_storing_and_the_job_limit_refuses_with_the_num
             worker_stopped(w.svc.engine, worker_id)
 
 
+def test_an_estimate_counts_world_size_processes(world: World) -> None:
+    """On a CPU the processes share its cores (no faster) and add one all-reduce of the gradients a
+    step; on CUDA each has its own GPU."""
+    w = world
+    body = {"dataset_id": "tiny", "preset": "test", "overrides": {**TINY, "hidden_size": 512, "max_max_epoch": 1}}
+
+    def estimate(**overrides: object) -> dict[str, Any]:
+        answer = w.svc.client.post(
+            "/v1/jobs/estimate", json={**body, "overrides": {**body["overrides"], **overrides}}, headers=w.alice
+        )
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    one, two, four = estimate(), estimate(world_size=2), estimate(world_size=4)
+    gradient_bytes = 4 * one["parameters"]
+    for ranks, found in ((2, two), (4, four)):  # step_seconds is rounded to a microsecond
+        allreduce = 2 * (ranks - 1) / ranks * gradient_bytes / 0.8e9
+        assert allreduce > 0.01 and math.isclose(found["step_seconds"], one["step_seconds"] + allreduce, abs_tol=2e-6)
+    gpu_worker = register_worker(w.svc.engine, capabilities=["cpu", "cuda"])
+    try:
+        big = {"device": "auto", "batch_size": 16, "hidden_size": 1500}  # the products outweigh the fixed costs
+        cuda_one, cuda_two = estimate(**big), estimate(**big, world_size=2)
+    finally:
+        worker_stopped(w.svc.engine, gpu_worker)
+    assert (cuda_one["device"], cuda_two["device"]) == ("cuda", "cuda")
+    # half the products each (here the all-reduce of 36 M parameters costs more than it saves)
+    shared = 2 * (2 - 1) / 2 * 4 * cuda_one["parameters"] / 50e9
+    assert cuda_two["step_seconds"] - shared < cuda_one["step_seconds"] - 1e-4
+
+
 def test_eta_while_running_and_the_paper_comparison(world: World) -> None:
     w = world
     assert w.etas and all(eta >= 0 for eta in w.etas) and max(w.etas) > 0  # seen while it ran

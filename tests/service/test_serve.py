@@ -251,7 +251,7 @@ def test_kill_9_of_the_api_mid_upload_leaves_nothing_after_a_restart(tmp_path: P
     orphan.mkdir()
     (orphan / "train.txt").write_text("a b\n")
 
-    restarted = Served(tmp_path, workers=0)
+    restarted = Served(tmp_path, workers=0, LSTMLM_STALE_WRITE_SECONDS="0")
     try:
         answer = httpx.get(f"{restarted.url}/v1/datasets", timeout=10).json()
         assert answer["items"] == []  # no half row

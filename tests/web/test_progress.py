@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from app.store.db import make_engine
+from app.store.storage import open_storage
 from app.training import logs
 from app.training.attempt import Attempt
 from app.training.queue import claim_next
@@ -64,7 +65,7 @@ def test_validate_and_test_passes_show_their_phase(quiet: LiveService, page: Any
     try:
         claimed = claim_next(engine, WORKER, lease_seconds=600)
         assert claimed is not None and claimed.id == job["id"]
-        attempt = Attempt(engine, job["id"], claimed.attempt, WORKER, lease_seconds=600)
+        attempt = Attempt(engine, job["id"], claimed.attempt, WORKER, 600, open_storage(quiet.settings))
         attempt.report(progress("train", 2, 50, 100), [], [logs.info("Epoch: 2 Learning rate: 0.500")])
 
         page.goto("/")
