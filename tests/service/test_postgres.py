@@ -4,16 +4,19 @@ expiry and the downsampled metric query. Each test runs in its own schema; skipp
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from harness import POSTGRES_URL, postgres_schema, race_claims
-from sqlalchemy import Engine, insert
+from harness import POSTGRES_URL, TERMINAL, open_service, postgres_schema, race_claims, wait_for, write_corpus
+from sqlalchemy import Engine, insert, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from app.store import migrate
 from app.store.db import make_engine
@@ -111,3 +114,45 @@ def test_downsampled_metrics_on_postgres(pg: Engine) -> None:
         points = metrics.downsampled(session, job_id, ["lr"], 10)
     steps = [p.step for p in points]
     assert len(steps) <= 10 and steps[0] == 1 and steps[-1] == 100 and {p.key for p in points} == {"lr"}
+
+
+@pytest.mark.slow
+def test_a_job_outlives_every_database_connection_dropped_mid_epoch(tmp_path: Path, pg_url: str) -> None:
+    """What a PostgreSQL restart does to its clients: every connection of the API and the worker is
+    cut mid-epoch. The job still ends with the numbers of a run nobody disturbed (the worker retries
+    its writes or its attempt resumes from the last checkpoint), and the API answers again."""
+    name = f"lm_{secrets.token_hex(4)}"  # the connections to cut, by their application name
+    service, close = open_service(tmp_path, database_url=f"{pg_url}&application_name={name}_api")
+    try:
+        dataset = service.upload(write_corpus(tmp_path / "corpus", train=2000, seed=7))
+        overrides = {"max_max_epoch": 3, "keep_prob": 1.0}
+        calm = service.submit(dataset["id"], **overrides)
+        cut = service.submit(dataset["id"], **overrides)
+        worker_url = f"{pg_url}&application_name={name}_worker"
+        service.start_worker(settings=service.settings.model_copy(update={"database_url": worker_url}))
+        calm_done = service.wait_status(calm["id"], TERMINAL, timeout=240)
+
+        def training() -> bool:
+            progress = service.job(cut["id"])["progress"] or {}
+            return progress.get("epoch", 0) >= 2 and progress.get("phase") == "train"
+
+        wait_for(training, timeout=120, interval=0.05, what="the second job to train its second epoch")
+        admin = make_engine(POSTGRES_URL, poolclass=NullPool)
+        with admin.begin() as connection:
+            killed = dict(
+                connection.execute(
+                    text(
+                        "SELECT application_name, count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name LIKE :name GROUP BY application_name"
+                    ),
+                    {"name": f"{name}_%"},
+                ).all()
+            )
+        admin.dispose()
+        assert killed.get(f"{name}_worker", 0) >= 1 and killed.get(f"{name}_api", 0) >= 1, killed
+        cut_done = service.wait_status(cut["id"], TERMINAL, timeout=240)
+    finally:
+        close()
+    assert calm_done["status"] == cut_done["status"] == "succeeded", (calm_done, cut_done)
+    assert cut_done["test_ppl"] == calm_done["test_ppl"]
+    assert cut_done["best_valid_ppl"] == calm_done["best_valid_ppl"]
