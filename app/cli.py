@@ -33,6 +33,7 @@ from app.errors import ServiceError
 from app.settings import Settings
 from app.store.db import make_engine
 from app.store.migrate import head_revisions, upgrade
+from app.store.storage import open_storage
 from app.supervisor import Supervisor
 
 
@@ -126,7 +127,9 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
         shown = "localhost" if host in ("0.0.0.0", "::") else host
         print(f"LSTM LM service on http://{shown}:{port}  ({note})", flush=True)
         print(f"API docs: http://{shown}:{port}/docs", flush=True)
-        print(f"data folder {settings.data_dir.resolve()}; {workers} worker(s); Ctrl-C stops", flush=True)
+        stored = open_storage(settings)
+        where = "" if stored.kind == "local folder" else f"; files in {stored.url}"
+        print(f"data folder {settings.data_dir.resolve()}{where}; {workers} worker(s); Ctrl-C stops", flush=True)
         config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
         server = StoppingServer(config, on_exit=supervisor.stopping.set)
         server.run()
@@ -138,6 +141,20 @@ def run(settings: Settings, host: str, port: int, workers: int) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         supervisor.stop()
     return 0 if started else 3  # uvicorn's exit code when it could not start (the port is taken, ...)
+
+
+def storage_command(settings: Settings, action: str) -> int:
+    """`storage check | create`: does the configured storage answer (and create its folder or bucket)."""
+    storage = open_storage(settings)
+    try:
+        if action == "create":
+            storage.create()
+        storage.check()
+    except ServiceError as exc:
+        print(f"error: {storage.kind} {storage.url}: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"{storage.kind} {storage.url}: ok")
+    return 0
 
 
 def keys_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -178,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes to start (0 for none)")
+    storage_parser = sub.add_parser("storage", help="check the storage (LSTMLM_STORAGE_URL), or create its bucket")
+    storage_parser.add_argument("action", choices=("check", "create"), help="create: make the folder or bucket")
     keys_parser = sub.add_parser("keys", help="create, list or revoke API keys")
     keys_sub = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it (once, on the last line)")
@@ -193,4 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return keys_command(settings, args)
+    if args.command == "storage":
+        return storage_command(settings, args.action)
     return run(settings, args.host, args.port, args.workers)

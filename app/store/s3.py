@@ -99,6 +99,15 @@ class S3Storage(Storage):
     def check(self) -> None:
         self._call("bucket check", self.probe.head_bucket)
 
+    def create(self) -> None:
+        try:
+            self._call("bucket check", self.client.head_bucket)
+        except MissingObject:
+            region = self.client.meta.region_name
+            where = {"LocationConstraint": region} if region not in (None, "us-east-1") else None
+            kwargs = {"CreateBucketConfiguration": where} if where else {}
+            self._call("bucket creation", self.client.create_bucket, **kwargs)
+
     # --- names ---
 
     def _name(self, key: str) -> str:

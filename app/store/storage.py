@@ -84,6 +84,10 @@ class Storage(ABC):
         """`StorageError` unless the storage answers now (for readiness)."""
 
     @abstractmethod
+    def create(self) -> None:
+        """Create the folder or bucket when it does not exist yet."""
+
+    @abstractmethod
     @contextmanager
     def writing(self, key: str) -> Iterator[Path]:
         """A local path to write `key`'s bytes to, published whole when the block ends."""
@@ -170,6 +174,9 @@ class LocalStorage(Storage):
     def check(self) -> None:
         if not os.access(self.root if self.root.exists() else self.root.parent, os.W_OK):
             raise StorageError("the storage folder is not writable")
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
         """Where `key` lies; an absolute key is its own path."""
