@@ -7,6 +7,11 @@ schema on the PostgreSQL server at `$TEST_POSTGRES_URL` (default
 postgresql+psycopg://postgres@127.0.0.1:5432/test), created for one test and dropped after it;
 worker processes get the same URL.
 
+Stored files (datasets, checkpoints, scoring inputs and results) go to the local data folder, or,
+with `TEST_STORAGE=s3`, to a prefix of its own per test in one bucket of the test process' SeaweedFS
+S3 server (`tests/s3server.py`), with the local cache under the test's folder; a test can ask for S3
+whatever `TEST_STORAGE` says with `make_settings(root, **s3_settings_overrides(root))`.
+
 Jobs use the test preset widened a little (H = 16, T = 5, B = 4) on corpora of a few thousand
 tokens, so an epoch takes about a second; workers train on one thread and use short leases.
 """
@@ -90,6 +95,25 @@ def fresh_database(root: Path) -> Iterator[str]:
         yield f"sqlite:///{(root / 'data' / 'service.db').resolve()}"
 
 
+def storage_backend() -> str:
+    """`local` (the default) or `s3`: where the harness puts each test's stored files."""
+    backend = os.environ.get("TEST_STORAGE", "local")
+    if backend not in ("local", "s3"):
+        raise ValueError(f"TEST_STORAGE must be local or s3, got {backend!r}")
+    return backend
+
+
+def s3_settings_overrides(root: Path) -> dict[str, Any]:
+    """Settings that put one test's stored files on the test S3 server: a fresh prefix in the test
+    process' bucket, the cache under `root`. The server's AWS_* variables go into `os.environ`, so
+    the app under test (and the worker processes it starts) reach it."""
+    import s3server  # boto3 and the server only where S3 is used
+
+    os.environ.update(s3server.env())
+    prefix = f"{root.name}-{secrets.token_hex(4)}"
+    return {"storage_url": f"s3://{s3server.shared_bucket()}/{prefix}", "cache_dir": root / "cache"}
+
+
 def corpus_lines(count: int, seed: int) -> list[str]:
     """Deterministic lines of 3-8 words drawn from a tiny vocabulary."""
     rng = random.Random(seed)
@@ -145,6 +169,8 @@ def make_settings(root: Path, **overrides: Any) -> Settings:
         "corpus_roots": {},
         "auth": False,  # tests about authentication turn it on: open_service(tmp, auth=True)
     }
+    if storage_backend() == "s3" and "storage_url" not in overrides:
+        values.update(s3_settings_overrides(root))
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -170,6 +196,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     )
     if settings.worker_max_world_size is not None:
         env["LSTMLM_WORKER_MAX_WORLD_SIZE"] = str(settings.worker_max_world_size)
+    if settings.storage_url is not None:
+        env["LSTMLM_STORAGE_URL"] = settings.storage_url
+    if settings.cache_dir is not None:
+        env["LSTMLM_CACHE_DIR"] = str(settings.cache_dir)
+    env["LSTMLM_CACHE_BYTES"] = str(settings.cache_bytes)
+    env["LSTMLM_STORAGE_RETRY_SECONDS"] = str(settings.storage_retry_seconds)
+    if (settings.storage_url or "").startswith("s3://"):
+        import s3server
+
+        env.update(s3server.env())
     return env
 
 
