@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 from harness import TERMINAL, open_service, s3_settings_overrides, wait_for, write_corpus
@@ -61,5 +62,54 @@ def test_nothing_but_the_database_is_kept_locally_with_s3_storage(tmp_path: Path
         for path in (f"/v1/scorings/{scoring['id']}", f"/v1/jobs/{job['id']}", f"/v1/datasets/{dataset['id']}"):
             assert service.client.delete(path).status_code == 204, path
         assert storage.list("") == []  # every object went with its row
+    finally:
+        close()
+
+
+def test_a_server_side_corpus_under_an_s3_prefix(tmp_path: Path) -> None:
+    """`LSTMLM_CORPUS_ROOTS` may name `s3://` prefixes: registered, tokenized and scored by split
+    like a local folder; a path out of the root or to nothing is refused."""
+    import s3server
+
+    os.environ.update(s3server.env())  # the credentials the corpus root is read with
+    corpus = write_corpus(tmp_path / "corpus", seed=3)
+    bucket = s3server.new_bucket()
+    client = s3server.server().client()
+    for split in ("train", "valid", "test"):
+        name = f"corpora/small/ptb.{split}.txt" if split == "train" else f"corpora/small/{split}.txt"
+        client.put_object(Bucket=bucket, Key=name, Body=(corpus / f"{split}.txt").read_bytes())
+    service, close = open_service(tmp_path, corpus_roots={"lake": f"s3://{bucket}/corpora"})
+    try:
+        answer = service.client.post("/v1/datasets/builtin", json={"root": "lake", "path": "small"})
+        assert answer.status_code == 201, answer.text
+        dataset = answer.json()
+        local = service.client.post(
+            "/v1/datasets",
+            files={s: (f"{s}.txt", (corpus / f"{s}.txt").read_bytes()) for s in ("train", "valid", "test")},
+        ).json()
+        for field in ("train_tokens", "valid_tokens", "test_tokens", "vocab_size"):
+            assert dataset[field] == local[field], field  # the same text, read from the bucket
+        again = service.client.post("/v1/datasets/builtin", json={"root": "lake", "path": "small/"})
+        assert again.status_code == 200 and again.json()["id"] == dataset["id"]  # registered once
+        for path, status in (("../elsewhere", 422), ("missing", 404)):
+            refused = service.client.post("/v1/datasets/builtin", json={"root": "lake", "path": path})
+            assert refused.status_code == status, refused.text
+            assert bucket not in refused.text  # named as root/path, never by its location
+
+        job = service.submit(dataset["id"], max_max_epoch=1)
+        service.start_worker()
+        assert service.wait_status(job["id"], TERMINAL, timeout=120)["status"] == "succeeded"
+        scoring = service.client.post(
+            "/v1/scorings", data={"model": job["id"], "dataset_id": dataset["id"], "split": "test"}
+        )
+        assert scoring.status_code == 201, scoring.text
+
+        def scored() -> dict[str, object] | None:
+            body: dict[str, object] = service.client.get(f"/v1/scorings/{scoring.json()['id']}").json()
+            return body if body["status"] in TERMINAL else None
+
+        finished = wait_for(scored, timeout=120, what="the scoring")
+        lines = (corpus / "test.txt").read_text().splitlines()
+        assert finished["status"] == "succeeded" and finished["total_lines"] == len(lines), finished
     finally:
         close()
