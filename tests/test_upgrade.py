@@ -514,7 +514,8 @@ def new_dataset_columns(engine: sa.Engine) -> dict[str, dict[str, Any]]:
 def test_upgrading_a_0008_database_keeps_its_rows_and_answers(
     empty_url: str, tmp_path: Path, old_checkpoints: OldCheckpoints
 ) -> None:
-    settings = make_settings(tmp_path, database_url=empty_url)
+    # the 0008-era service kept its files in the local data folder: local storage, whatever TEST_STORAGE says
+    settings = make_settings(tmp_path, database_url=empty_url, storage_url=None)
     data = settings.data_dir
     migrate.upgrade(empty_url, OLD_HEAD)
     engine = make_engine(empty_url)

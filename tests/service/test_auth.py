@@ -22,7 +22,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.auth import keys
+from app.store.storage import open_storage
 from app.store.tables import BrowserSession, utcnow
+from app.training.datasets import dataset_key
 
 SENTENCES = ["the cat sat on the mat"]
 
@@ -295,11 +297,11 @@ def test_dataset_delete_owner_conflict_and_history(world: World) -> None:
 
     # a fresh upload nobody uses: 204, row and files gone
     fresh = client.post("/v1/datasets", files=files_of(world.svc.tmp / "corpus"), headers=alice).json()
-    folder = world.svc.settings.datasets_dir / fresh["id"]
-    assert folder.is_dir()
+    storage = open_storage(world.svc.settings)
+    assert storage.list(dataset_key(fresh["id"]))
     assert_problem(client.delete(f"/v1/datasets/{fresh['id']}", headers=bob), 404)
     assert client.delete(f"/v1/datasets/{fresh['id']}", headers=alice).status_code == 204
-    assert not folder.exists()
+    assert storage.list(dataset_key(fresh["id"])) == []
     assert_problem(client.get(f"/v1/datasets/{fresh['id']}", headers=alice), 404)
     assert_problem(client.delete(f"/v1/datasets/{fresh['id']}", headers=alice), 404)
 
@@ -310,7 +312,7 @@ def test_dataset_delete_owner_conflict_and_history(world: World) -> None:
     ).json()
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=alice).json()["status"] == "canceled"
     assert client.delete(f"/v1/datasets/{used['id']}", headers=alice).status_code == 204
-    assert not (world.svc.settings.datasets_dir / used["id"]).exists()
+    assert storage.list(dataset_key(used["id"])) == []
     assert client.get(f"/v1/jobs/{job['id']}", headers=alice).json()["dataset_id"] == used["id"]
     assert used["id"] not in {
         d["id"] for d in client.get("/v1/datasets", headers=world.as_(world.admin)).json()["items"]

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from harness import Service, wait_for
 
+from app.store.storage import open_storage
+from app.training.checkpoints import job_key
+
 
 def test_cancel_a_running_job_stops_it_and_keeps_its_checkpoints(service: Service, tiny_corpus: Path) -> None:
     dataset = service.upload(tiny_corpus)
@@ -65,12 +68,12 @@ def test_delete_a_finished_job_removes_rows_and_files(service: Service, tiny_cor
     worker = service.start_worker("--once")
     assert worker.wait(60) == 0
     assert service.job(job["id"])["status"] == "succeeded"
-    folder = service.settings.checkpoints_dir / job["id"]
-    assert any(folder.iterdir())
+    storage = open_storage(service.settings)
+    assert storage.list(job_key(job["id"]))
 
     assert service.client.delete(f"/v1/jobs/{job['id']}").status_code == 204
     assert service.client.get(f"/v1/jobs/{job['id']}").status_code == 404
     assert service.client.get(f"/v1/jobs/{job['id']}/metrics").status_code == 404
-    assert not folder.exists()
+    assert storage.list(job_key(job["id"])) == []
     assert service.client.delete(f"/v1/jobs/{job['id']}").status_code == 404
     assert service.job(busy["id"])["status"] == "queued"

@@ -9,18 +9,21 @@ from pathlib import Path
 import pytest
 from harness import Service, open_service, stored_state, write_corpus
 
+from app.store.storage import join, open_storage
+from app.training.datasets import DATASETS, dataset_key
 from model.data import Corpus
 
 
 def test_upload_list_and_get(service: Service, tiny_corpus: Path) -> None:
     created = [service.upload(tiny_corpus, name=f"corpus {i}") for i in range(3)]
-    stored = Path(service.settings.datasets_dir / created[0]["id"])
-    assert sorted(p.name for p in stored.iterdir()) == ["test.txt", "tokens", "train.txt", "valid.txt"]
-    assert (stored / "train.txt").read_bytes() == (tiny_corpus / "train.txt").read_bytes()  # the text as sent
+    storage, stored = open_storage(service.settings), dataset_key(created[0]["id"])
+    assert storage.children(stored) == ["test.txt", "tokens", "train.txt", "valid.txt"]
+    sent = (tiny_corpus / "train.txt").read_bytes()
+    assert storage.local_path(join(stored, "train.txt")).read_bytes() == sent  # the text as sent
     # and its tokens, what jobs train on, with the tokenizer (detected: the tiny corpus is PTB's form)
-    tokens = stored / "tokens"
-    assert sorted(p.name for p in tokens.iterdir()) == ["test.txt", "tokenizer.json", "train.txt", "valid.txt"]
-    assert (tokens / "train.txt").read_bytes() == (tiny_corpus / "train.txt").read_bytes()
+    tokens = join(stored, "tokens")
+    assert storage.children(tokens) == ["test.txt", "tokenizer.json", "train.txt", "valid.txt"]
+    assert storage.local_path(join(tokens, "train.txt")).read_bytes() == sent
     assert created[0]["tokenizer"] == {"kind": "ptb", "lowercase": True, "min_count": 1, "vocab_size": None}
 
     first = service.client.get("/v1/datasets", params={"limit": 2}).json()
@@ -55,11 +58,11 @@ def test_server_side_corpus_folders_by_name(with_roots: tuple[Service, Path]) ->
     assert (dataset["train_tokens"], dataset["vocab_size"]) == (corpus.train.numel(), len(corpus.vocab))
     again = svc.client.post("/v1/datasets/builtin", json={"root": "corpora", "path": "small/"})
     assert again.status_code == 200 and again.json()["id"] == dataset["id"]
-    # the folder is read in place; only its tokens are written, under the service's own folder
-    assert [p.relative_to(svc.settings.datasets_dir).parts for p in svc.settings.datasets_dir.iterdir()] == [
-        (dataset["id"],)
-    ]
-    assert Corpus.load(svc.settings.datasets_dir / dataset["id"] / "tokens").vocab == corpus.vocab
+    # the folder is read in place; only its tokens are written, in the service's own storage
+    storage, tokens = open_storage(svc.settings), join(dataset_key(dataset["id"]), "tokens")
+    assert storage.children(DATASETS) == [dataset["id"]]
+    assert [e.key for e in storage.list(DATASETS)] == [e.key for e in storage.list(tokens)] != []
+    assert Corpus.load(storage.local_tree(tokens)).vocab == corpus.vocab
     job = svc.submit(dataset["id"])
     assert job["dataset_id"] == dataset["id"]
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from harness import TERMINAL, Service, WorkerProcess, open_service, write_corpus
 
+from app.store.storage import open_storage
+from app.training.checkpoints import checkpoint_key, job_key
 from model import checkpoint
 from model.data import Corpus
 
@@ -153,8 +155,8 @@ def test_checkpoints_listed_with_best_marked_and_retention(trained: Trained) -> 
     assert last["kind"] == "final" and last["epoch"] == EPOCHS and last["valid_ppl"] == job["latest_valid_ppl"]
     best = [c for c in items if c["is_best"]]
     assert len(best) == 1 and best[0]["id"] == body["best_id"] and best[0]["valid_ppl"] == job["best_valid_ppl"]
-    files = sorted(p.name for p in (svc.settings.checkpoints_dir / job["id"]).iterdir())
-    assert files == sorted(f"{c['id']}.pt" for c in items)
+    stored = [entry.key for entry in open_storage(svc.settings).list(job_key(job["id"]))]
+    assert stored == sorted(checkpoint_key(job["id"], c["id"]) for c in items)
 
 
 def test_checkpoint_download_is_a_loadable_checkpoint(trained: Trained, tmp_path: Path) -> None:

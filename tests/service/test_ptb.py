@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from harness import REPO, Service, open_service
 
+from app.store.storage import join, open_storage
+from app.training.datasets import dataset_key
 from model.data import read_tokens
 
 PTB_DIR = Path(os.environ.get("PTB_DIR", REPO.parent / "shared" / "data" / "ptb"))
@@ -78,7 +80,7 @@ def test_ptb_tokenized_as_ptb_or_whitespace_is_exactly_its_own_tokens(
     plain = svc.client.post("/v1/datasets/builtin", json={"root": "ptb", "tokenizer": "whitespace"}).json()
     assert plain["id"] != detected["id"] and plain["tokenizer"]["kind"] == "whitespace"
     for dataset in (detected, plain):
-        tokens = svc.settings.datasets_dir / dataset["id"] / "tokens"
+        tokens = open_storage(svc.settings).local_tree(join(dataset_key(dataset["id"]), "tokens"))
         for split in ("train", "valid", "test"):
             assert read_tokens(tokens / f"{split}.txt") == read_tokens(PTB_DIR / f"ptb.{split}.txt"), split
         assert dataset["vocab_size"] == 10_000 and dataset["splits"]["test"]["unk"] == 4_794  # its own <unk>s

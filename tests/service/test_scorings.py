@@ -15,9 +15,14 @@ from typing import Any
 import pytest
 import torch
 from harness import TINY, Service, open_service, stored_state, wait_for, write_corpus
+from sqlalchemy.orm import Session
 
 from app.auth import keys
+from app.scorings.jobs import INPUT, open_results, result_parts, scoring_key
 from app.scorings.lease import claim_next_scoring
+from app.store.storage import join, open_storage
+from app.store.tables import Scoring
+from app.training.datasets import dataset_key
 from app.training.queue import register_worker, worker_stopped
 from model.network import supports_precision
 
@@ -138,12 +143,13 @@ def test_a_dataset_split_cancel_and_bad_inputs(trained: tuple[Service, str, str]
     # Lines end at "\n" only (a "\r" stays in its line); a final line needs no newline.
     mixed = submit(service, {"file": ("x.txt", b"the cat\r\nsat\n\nthe end", "text/plain")}, model=job_id).json()
     assert mixed["total_lines"] == 4
-    assert (Path(service.settings.data_dir) / "scorings" / mixed["id"] / "input.txt").read_bytes().endswith(b"end")
+    storage = open_storage(service.settings)
+    assert storage.local_path(join(scoring_key(mixed["id"]), INPUT)).read_bytes().endswith(b"end")
     assert service.client.post(f"/v1/scorings/{mixed['id']}/cancel").json()["status"] == "canceled"
 
     # No worker runs now: a queued scoring is canceled at once, and has no results.
     queued = submit(service, model=job_id, dataset_id=dataset_id, split="test", score_eos="false").json()
-    test_lines = (Path(service.settings.datasets_dir) / dataset_id / "test.txt").read_text().splitlines()
+    test_lines = storage.local_path(join(dataset_key(dataset_id), "test.txt")).read_text().splitlines()
     assert queued["total_lines"] == len(test_lines) and queued["options"]["score_eos"] is False
     assert service.client.get(f"/v1/scorings/{queued['id']}/results").status_code == 409
     canceled = service.client.post(f"/v1/scorings/{queued['id']}/cancel").json()
@@ -165,10 +171,18 @@ def test_a_dataset_split_cancel_and_bad_inputs(trained: tuple[Service, str, str]
     conflict = service.client.delete(f"/v1/scorings/{pending['id']}")
     assert conflict.status_code == 409 and "cancel it" in conflict.json()["detail"]
     assert service.client.get(f"/v1/scorings/{pending['id']}").json()["status"] == "queued"
-    results = Path(service.settings.data_dir) / "scorings" / again["id"] / "results.jsonl"
-    assert results.is_file()
+    with Session(service.engine) as session:
+        row = session.get(Scoring, again["id"])
+        assert row is not None
+        size, chunks = open_results(storage, row)
+    results = b"".join(chunks)
+    assert size == len(results) and results == service.client.get(f"/v1/scorings/{again['id']}/results").content
+    assert [first for first, _ in result_parts(storage, again["id"])] == list(range(0, len(test_lines), CHUNK))
     assert service.client.delete(f"/v1/scorings/{again['id']}").status_code == 204
-    assert not results.parent.exists()
+    assert storage.list(scoring_key(again["id"])) == [] and result_parts(storage, again["id"]) == []
+    assert storage.exists(join(scoring_key(mixed["id"]), INPUT))  # an uploaded text goes with its scoring
+    assert service.client.delete(f"/v1/scorings/{mixed['id']}").status_code == 204
+    assert storage.list(scoring_key(mixed["id"])) == []
     assert service.client.get(f"/v1/scorings/{again['id']}").status_code == 404
     assert service.client.get(f"/v1/scorings/{again['id']}/results").status_code == 404
     assert service.client.delete(f"/v1/scorings/{again['id']}").status_code == 404

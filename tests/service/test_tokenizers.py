@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from harness import Service, open_service, stored_state, wait_for, write_corpus, write_raw_corpus
 
+from app.store.storage import join, open_storage
+from app.training.datasets import dataset_key
 from app.training.sweep import sweep_datasets
 from model.data import EOS, UNK, read_tokens
 from model.tokenizers import Tokenizer
@@ -101,9 +103,9 @@ def test_scores_of_raw_text_are_consistent_and_generation_reads_as_text(subword_
     assert "".join(generated["prompt_words"]) == "▁This▁License"  # pieces, whatever the merges
     choice = generated["choices"][0]
     assert "▁" not in choice["text"] and not re.search(r"<0x[0-9A-F]{2}>", choice["text"])
-    assert choice["text"] == Tokenizer.load(Path(service.settings.datasets_dir) / job["dataset_id"] / "tokens").text(
-        choice["tokens"]
-    )
+    tokens = open_storage(service.settings).local_tree(join(dataset_key(job["dataset_id"]), "tokens"))
+    tokenizer = Tokenizer.load(tokens)
+    assert tokenizer is not None and choice["text"] == tokenizer.text(choice["tokens"])
 
 
 def test_a_scoring_job_of_raw_text_has_the_same_numbers(subword_service: Any) -> None:
@@ -170,7 +172,7 @@ def test_byte_order_marks_and_every_line_end(service: Service, tmp_path: Path) -
     train = (folder / "train.txt").read_text(encoding="utf-8")
     assert dataset["splits"]["train"]["lines"] == len(re.split(r"\r\n|\r|\n", train)) - 1
     assert dataset["splits"]["valid"]["lines"] == (folder / "valid.txt").read_bytes().count(b"\r")
-    tokens = Path(service.settings.datasets_dir) / dataset["id"] / "tokens"
+    tokens = open_storage(service.settings).local_tree(join(dataset_key(dataset["id"]), "tokens"))
     assert read_tokens(tokens / "train.txt")[:7] == ["the", "cat", "sat", EOS, "the", "dog", "ran"]
     assert dataset["splits"]["valid"]["unk"] == 0  # the mark did not stick to a word
 
@@ -197,8 +199,10 @@ def test_registering_a_folder_again_with_another_tokenizer_makes_a_new_dataset(t
         assert register(tokenizer="bpe", min_count=2)[0] == 422
         assert stored_state(service) == before
         # deleting the second one removes its tokens, never the server's folder
+        storage = open_storage(service.settings)
+        assert storage.list(dataset_key(lower["id"]))
         assert service.client.delete(f"/v1/datasets/{lower['id']}").status_code == 204
-        assert not (Path(service.settings.datasets_dir) / lower["id"]).exists()
+        assert storage.list(dataset_key(lower["id"])) == []
         assert (root / "small" / "train.txt").is_file()
     finally:
         close()
@@ -219,10 +223,13 @@ def test_a_restart_keeps_a_server_side_corpus_tokens(tmp_path: Path) -> None:
     service, close = open_service(tmp_path, corpus_roots={"corpora": root})
     try:
         dataset = service.client.post("/v1/datasets/builtin", json={"root": "corpora", "path": "small"}).json()
-        orphan = Path(service.settings.datasets_dir) / "ds_0000000000000000"
-        (orphan / "tokens").mkdir(parents=True)
+        storage, orphan = open_storage(service.settings), dataset_key("ds_0000000000000000")
+        with storage.writing(join(orphan, "tokens", "train.txt")) as path:
+            path.write_text("the cat\n", encoding="utf-8")
+        assert storage.list(orphan)
         removed = sweep_datasets(service.engine, service.settings)
-        assert removed == [str(orphan)]
-        assert (Path(service.settings.datasets_dir) / dataset["id"] / "tokens" / "train.txt").is_file()
+        assert removed == [orphan] == ["datasets/ds_0000000000000000"]
+        assert storage.list(orphan) == []
+        assert storage.exists(join(dataset_key(dataset["id"]), "tokens", "train.txt"))
     finally:
         close()
