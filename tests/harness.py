@@ -364,19 +364,19 @@ def race_claims(engine: Engine, claimers: int) -> list[str]:
 
 
 def stored_state(service: Service) -> dict[str, Any]:
-    """Every row of every table and every file under the data folder except the database's own."""
+    """Every row of every table and the key of every stored file (local or S3), except the SQLite
+    database's own files (which lie in the local data folder, the local storage's root)."""
     from sqlalchemy import select
 
+    from app.store.storage import open_storage
     from app.store.tables import Base
 
     state: dict[str, Any] = {}
     with service.engine.connect() as connection:
         for table in Base.metadata.sorted_tables:
             state[table.name] = sorted(map(repr, connection.execute(select(table)).all()))
-    data = service.settings.data_dir
-    state["files"] = sorted(
-        str(p.relative_to(data)) for p in data.rglob("*") if p.is_file() and not p.name.startswith("service.db")
-    )
+    entries = open_storage(service.settings).list("")
+    state["files"] = [e.key for e in entries if not e.key.rsplit("/", 1)[-1].startswith("service.db")]
     return state
 
 

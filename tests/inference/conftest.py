@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
 import socket
 import threading
 import time
@@ -35,7 +34,9 @@ from app.main import create_app
 from app.settings import Settings
 from app.store import migrate
 from app.store.db import make_engine
+from app.store.storage import open_storage
 from app.store.tables import Checkpoint, Dataset, Job, new_id
+from app.training.checkpoints import checkpoint_key
 from model.checkpoint import load, load_model, save, trainer_payload
 from model.config import ModelConfig, preset
 from model.data import Corpus, Vocabulary
@@ -134,6 +135,7 @@ class InferenceService:
 
     def __init__(self, settings: Settings, engine: Engine, client: TestClient, run: TrainedRun) -> None:
         self.settings, self.engine, self.client, self.run = settings, engine, client, run
+        self.storage = open_storage(settings)
         with Session(engine) as session:
             self.dataset_id = new_id("ds")
             session.add(
@@ -162,7 +164,7 @@ class InferenceService:
     ) -> tuple[str, list[str]]:
         """A job with these checkpoints (source file or raw bytes, epoch, valid ppl), oldest first.
 
-        Files go where a worker puts them: `<checkpoints_dir>/<job id>/<checkpoint id>.pt`.
+        Files are stored where a worker stores them: `checkpoints/<job id>/<checkpoint id>.pt`.
         """
         job_id = new_id("job")
         now = datetime.now(UTC)
@@ -187,12 +189,8 @@ class InferenceService:
             session.flush()
             for n, (source, epoch, valid_ppl) in enumerate(checkpoints):
                 checkpoint_id = new_id("ckpt")
-                path = self.settings.checkpoints_dir / job_id / f"{checkpoint_id}.pt"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(source, Path):
-                    shutil.copyfile(source, path)
-                else:
-                    path.write_bytes(source)
+                key = checkpoint_key(job_id, checkpoint_id)
+                size = self.write_checkpoint(key, source.read_bytes() if isinstance(source, Path) else source)
                 session.add(
                     Checkpoint(
                         id=checkpoint_id,
@@ -201,8 +199,8 @@ class InferenceService:
                         step=epoch * 100,
                         kind="epoch" if valid_ppl is not None else "interrupt",
                         valid_ppl=valid_ppl,
-                        path=str(path),
-                        size_bytes=path.stat().st_size,
+                        path=key,
+                        size_bytes=size,
                         attempt=1,
                         created_at=now + timedelta(seconds=n),
                     )
@@ -211,8 +209,15 @@ class InferenceService:
             session.commit()
         return job_id, ids
 
-    def checkpoint_path(self, job_id: str, checkpoint_id: str) -> Path:
-        return self.settings.checkpoints_dir / job_id / f"{checkpoint_id}.pt"
+    def write_checkpoint(self, key: str, content: bytes | None) -> int:
+        """Store `content` under a checkpoint's key (None: remove it); returns its size. What was
+        there goes first: the service writes a key once, so a read never expects new bytes under it."""
+        self.storage.delete(key)
+        if content is None:
+            return 0
+        with self.storage.writing(key) as path:
+            path.write_bytes(content)
+        return len(content)
 
 
 @pytest.fixture(scope="session")
@@ -220,7 +225,9 @@ def inference_service(tmp_path_factory: pytest.TempPathFactory, trained_run: Tra
     """The real app on a migrated database (the harness' backend), with the trained run recorded as a succeeded job."""
     root = tmp_path_factory.mktemp("service")
     with harness.fresh_database(root) as url:
-        settings = Settings(_env_file=None, data_dir=root / "data", database_url=url, auth=False, **LIMITS)  # type: ignore[call-arg]
+        # stored files: the local data folder, or with TEST_STORAGE=s3 the harness' S3 server
+        storage = harness.s3_settings_overrides(root) if harness.storage_backend() == "s3" else {}
+        settings = Settings(_env_file=None, data_dir=root / "data", database_url=url, auth=False, **storage, **LIMITS)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(url)
         engine = make_engine(url)
