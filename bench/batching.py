@@ -11,7 +11,10 @@ Serves the small preset over the PTB vocabulary (a given checkpoint, or random w
 4. one greedy stream of `--tokens` tokens alone, then 16 such streams at once (tokens/s).
 
 Sentences are PTB test lines sent with `pretokenized: true` (the tokens as given), so the numbers
-measure the batching, not the tokenizer. Nothing is asserted; a Markdown report is printed (and
+measure the batching, not the tokenizer. The scoring phases (1-3) send their requests with the
+standard library's `http.client`, one keep-alive connection per client, the same code for the one
+client and the 32: on two cores the clients share the server's CPUs, and a heavier client library
+would measure itself as much as the server. Nothing is asserted; a Markdown report is printed (and
 written to `--out`).
 
     .venv/bin/python bench/batching.py --out /tmp/batching.md
@@ -20,6 +23,7 @@ written to `--out`).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -30,6 +34,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from serving import JOB_ID, PTB_DIR, checkpoint_file, prepare_service, serve
@@ -42,19 +47,41 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
 
-def score_once(client: httpx.Client, sentences: list[str]) -> httpx.Response:
-    body = {"model": JOB_ID, "sentences": sentences, "pretokenized": True}
-    return client.post("/v1/score", json=body)
+class ScoreClient:
+    """One client's keep-alive HTTP/1.1 connection, sending `/v1/score` requests one after another."""
+
+    def __init__(self, url: str, timeout: float = 120) -> None:
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+
+    def score(self, sentences: list[str]) -> tuple[int, float]:
+        """Send one request; its status and its Retry-After (seconds, 1 when absent)."""
+        body = json.dumps({"model": JOB_ID, "sentences": sentences, "pretokenized": True})
+        self.connection.request("POST", "/v1/score", body, {"content-type": "application/json"})
+        response = self.connection.getresponse()
+        response.read()
+        return response.status, float(response.headers.get("retry-after") or 1)
+
+    def __enter__(self) -> ScoreClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.connection.close()
+
+
+def check(status: int) -> None:
+    if status != 200:
+        raise RuntimeError(f"/v1/score answered {status}")
 
 
 def sequential(url: str, lines: list[str], count: int) -> tuple[float, list[float]]:
     latencies = []
-    with httpx.Client(base_url=url, timeout=120) as client:
-        score_once(client, lines[:1]).raise_for_status()  # the model loaded
+    with ScoreClient(url) as client:
+        check(client.score(lines[:1])[0])  # the model loaded
         start = time.perf_counter()
         for i in range(count):
             began = time.perf_counter()
-            score_once(client, [lines[i % len(lines)]]).raise_for_status()
+            check(client.score([lines[i % len(lines)]])[0])
             latencies.append(time.perf_counter() - began)
         return count / (time.perf_counter() - start), latencies
 
@@ -68,7 +95,7 @@ def concurrent_singles(url: str, lines: list[str], clients: int, total: int) -> 
 
     def client_loop() -> None:
         nonlocal busy, taken
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with ScoreClient(url) as client:
             while True:
                 with lock:
                     if taken >= total:
@@ -77,13 +104,13 @@ def concurrent_singles(url: str, lines: list[str], clients: int, total: int) -> 
                     taken += 1
                 began = time.perf_counter()
                 while True:
-                    response = score_once(client, [lines[i % len(lines)]])
-                    if response.status_code != 503:
-                        response.raise_for_status()
+                    status, retry_after = client.score([lines[i % len(lines)]])
+                    if status != 503:
+                        check(status)
                         break
                     with lock:
                         busy += 1
-                    time.sleep(float(response.headers.get("retry-after", "1")))
+                    time.sleep(retry_after)
                 with lock:
                     latencies.append(time.perf_counter() - began)
 
@@ -100,9 +127,9 @@ def burst(url: str, lines: list[str], requests: int, size: int) -> tuple[dict[in
     lock = threading.Lock()
 
     def send(i: int) -> None:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with ScoreClient(url) as client:
             batch = [lines[(i * size + j) % len(lines)] for j in range(size)]
-            status = score_once(client, batch).status_code
+            status, _ = client.score(batch)
         with lock:
             statuses[status] = statuses.get(status, 0) + 1
 
@@ -141,6 +168,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200, help="single-sentence requests of phase 1")
     parser.add_argument("--concurrent-requests", type=int, default=400, help="requests of phase 2, all clients")
     parser.add_argument("--tokens", type=int, default=100, help="tokens per generated stream")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="the server's torch threads (OMP_NUM_THREADS; default: torch's own, one per core)",
+    )
     parser.add_argument("--out", type=Path, help="also write the report here")
     args = parser.parse_args()
     if not (PTB_DIR / "ptb.test.txt").is_file():
@@ -151,7 +184,7 @@ def main() -> int:
         folder = Path(tmp)
         checkpoint = checkpoint_file(args.checkpoint, PTB_DIR, folder)
         prepare_service(folder / "data", checkpoint)
-        with serve(folder / "data") as url:
+        with serve(folder / "data", threads=args.torch_threads) as url:
             seq_rps, seq_lat = sequential(url, lines, args.requests)
             conc_rps, conc_lat, busy = concurrent_singles(url, lines, 32, args.concurrent_requests)
             statuses, burst_seconds = burst(url, lines, 64, 20)
@@ -165,8 +198,9 @@ def main() -> int:
         f"Machine: {platform.processor() or platform.machine()} ({os.cpu_count()} cores), {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}. Small preset "
         f"over the PTB vocabulary ({'trained checkpoint' if args.checkpoint else 'random weights'}), one server "
-        "process, PTB test lines sent pretokenized.",
-        "Command: `.venv/bin/python bench/batching.py`",
+        f"process ({args.torch_threads or 'default'} torch threads), PTB test lines sent pretokenized.",
+        "Command: `.venv/bin/python bench/batching.py"
+        + (f" --torch-threads {args.torch_threads}`" if args.torch_threads else "`"),
         "",
         "| load | result |",
         "|---|---|",

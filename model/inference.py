@@ -116,6 +116,70 @@ def logits_of(model: LSTMLanguageModel, x: Tensor, state: State, precision: str 
 
 
 MAX_LENGTH_SPREAD = 1.5  # a scoring group's longest sentence is at most 1.5x its shortest (+ 2)
+# The LSTM's cost of a group, in padded positions: each call has a fixed cost (its weights laid out
+# for the kernels, the tensors built) of about 100 positions, each time step about 6 more, whatever
+# the rows. Measured on a 2-core x86 CPU, small preset: they decide how sentences are grouped only.
+LSTM_CALL_COST, LSTM_STEP_COST = 100, 6
+PLANNED_SENTENCES = 512  # up to this many sentences are grouped at the least cost; more by length bands
+
+
+def lstm_rows(count: int, precision: str) -> int:
+    """The rows `packed_hidden` computes for `count` sentences: whole tiles (see there)."""
+    tile = BF16_LSTM_ROWS if precision == "bf16" and count > BF16_LSTM_ROWS else LSTM_ROWS
+    return count + (-count % tile)
+
+
+def _full_sizes(most: int, precision: str) -> set[int]:
+    """The group sizes up to `most` that fill their LSTM tiles (`lstm_rows(size) == size`)."""
+    if precision != "bf16":
+        return set(range(LSTM_ROWS, most + 1, LSTM_ROWS))
+    small = range(LSTM_ROWS, min(most, BF16_LSTM_ROWS) + 1, LSTM_ROWS)
+    return {*small, *range(2 * BF16_LSTM_ROWS, most + 1, BF16_LSTM_ROWS)}
+
+
+def scoring_groups(lengths: Sequence[int], batch_size: int, batch_tokens: int, precision: str) -> list[int]:
+    """Where the groups of sorted `lengths` end: consecutive ranges, each one LSTM call of at most
+    `batch_size` sentences and `batch_tokens` positions (or one sentence).
+
+    Up to `PLANNED_SENTENCES` sentences, the grouping of least cost: a group of r sentences whose
+    longest has T tokens costs `LSTM_CALL_COST + T * (LSTM_STEP_COST + lstm_rows(r))`. In such a
+    grouping every group but the shortest fills its tiles (a padding row of a group could take the
+    longest sentence of the group before it at no cost to either), so only those sizes are tried.
+    Past that, groups of close lengths (`MAX_LENGTH_SPREAD`). Where a sentence is scored never
+    changes its numbers (`packed_hidden`), only the time.
+    """
+    count = len(lengths)
+    ends: list[int] = []
+    if count > PLANNED_SENTENCES:
+        start = 0
+        while start < count:
+            end, shortest = start + 1, lengths[start]
+            while end < count and end - start < batch_size:
+                length = lengths[end]
+                if (end - start + 1) * length > batch_tokens or length > shortest * MAX_LENGTH_SPREAD + 2:
+                    break
+                end += 1
+            ends.append(end)
+            start = end
+        return ends
+
+    def cost(start: int, end: int) -> float:
+        return LSTM_CALL_COST + lengths[end - 1] * (LSTM_STEP_COST + lstm_rows(end - start, precision))
+
+    best: list[float] = [0.0] + [math.inf] * count  # best[j]: the least cost of the first j sentences
+    cut = [0] * (count + 1)  # where the last group of that grouping starts
+    for end in range(1, count + 1):
+        most = min(end, batch_size, max(1, batch_tokens // lengths[end - 1]))
+        if end <= most:  # all in one group: the shortest group may leave tiles part empty
+            best[end], cut[end] = cost(0, end), 0
+        for size in _full_sizes(most, precision) | {most}:
+            if size < end and best[end - size] + cost(end - size, end) < best[end]:
+                best[end], cut[end] = best[end - size] + cost(end - size, end), end - size
+    end = count
+    while end > 0:
+        ends.append(end)
+        end = cut[end]
+    return ends[::-1]
 
 
 @torch.inference_mode()
@@ -131,8 +195,9 @@ def score_sentences(
 ) -> list[SentenceScore]:
     """Per-token log-probabilities of tokenised sentences, each from a fresh state.
 
-    Sentences are sorted by length and scored in groups of similar lengths, at most `batch_size`
-    sentences and `batch_tokens` padded positions each; the softmax runs only at real positions.
+    Sentences are sorted by length and scored in groups of consecutive lengths (`scoring_groups`),
+    at most `batch_size` sentences and `batch_tokens` padded positions each; the softmax runs only
+    at real positions.
     The result keeps the input order. A sentence with nothing to score (empty, with
     `score_eos=False`) gets an empty score; with `score_eos` an empty sentence is its `<eos>`.
     `precision` is fp32 or bf16 (see the module docstring).
@@ -151,15 +216,7 @@ def score_sentences(
     order = sorted((i for i in range(len(targets)) if targets[i]), key=lambda i: len(targets[i]))
     queue, scored = _SoftmaxQueue(model, precision), []
     start = 0
-    while start < len(order):
-        # Longest last: the group grows while its padded size [count, longest] stays in budget and
-        # its lengths stay close (the LSTM computes the padding, so mixed lengths waste its time).
-        end, shortest = start + 1, len(targets[order[start]])
-        while end < len(order) and end - start < batch_size:
-            length = len(targets[order[end]])
-            if (end - start + 1) * length > batch_tokens or length > shortest * MAX_LENGTH_SPREAD + 2:
-                break
-            end += 1
+    for end in scoring_groups([len(targets[i]) for i in order], batch_size, batch_tokens, precision):
         group, start = order[start:end], end
         lengths = [len(targets[i]) for i in group]
         # inputs: <eos> then the targets shifted right; padding (<eos>) after each sentence's end

@@ -6,13 +6,16 @@ sending each one to the thread pool, a hop that costs more than the call."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.inference.batcher import Batchers
+from app.inference.registry import ModelCache
 from app.inference.slots import Slots
 from app.observability.prometheus import Observability
 from app.settings import Settings
@@ -57,6 +60,36 @@ async def get_batchers(request: Request) -> Batchers:
 
 
 BatchersDep = Annotated[Batchers, Depends(get_batchers)]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a scoring request uses of the app's state, as one dependency (one call instead of five
+    on a route that every client may call hundreds of times a second)."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    cache: ModelCache
+    batchers: Batchers
+    observability: Observability
+    preparing: anyio.CapacityLimiter  # the worker threads that resolve a request's model (`PREPARING`)
+
+
+# Scoring requests resolving their model at once, each in a worker thread with a database
+# connection: more would only wait for the GIL, and take connections past the pool's size (each
+# one then opened and closed for one request).
+PREPARING = 4
+
+
+async def get_serving(request: Request) -> Serving:
+    state = request.app.state
+    preparing = getattr(state, "scoring_preparation", None)
+    if preparing is None:  # made on the event loop, at the first request
+        preparing = state.scoring_preparation = anyio.CapacityLimiter(PREPARING)
+    return Serving(state.settings, state.sessions, state.model_cache, state.batchers, state.observability, preparing)
+
+
+ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
 async def get_event_slots(request: Request) -> Slots:

@@ -4,6 +4,9 @@ A key is `lsk_` and 43 url-safe base64 characters (256 random bits). Only its sh
 with that much entropy a plain hash cannot be reversed, and a lookup by hash is one indexed read.
 The stored hash is compared once more in constant time. The first 12 characters (`prefix`) are
 kept to recognise a key in listings; the secret itself is shown once, when it is created.
+
+Every request's key is looked up in the database, not in a cache, so a revoked key is refused by
+the next request of every API process; the lookup reads the four columns it needs as a plain row.
 """
 
 from __future__ import annotations
@@ -82,12 +85,15 @@ def active_key_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))) or 0
 
 
+_KEY_LOOKUP = select(ApiKey.id, ApiKey.name, ApiKey.scope, ApiKey.secret_hash, ApiKey.revoked_at)
+
+
 def authenticate(session: Session, secret: str) -> Principal | None:
     """The caller a key stands for; None for an unknown or revoked key."""
     if not secret or len(secret) > MAX_KEY_CHARS:
         return None
     digest = hash_secret(secret)
-    row = session.scalar(select(ApiKey).where(ApiKey.secret_hash == digest))
+    row = session.connection().execute(_KEY_LOOKUP.where(ApiKey.secret_hash == digest)).first()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash, digest):
         return None
     return Principal(key_id=row.id, name=row.name, scope=Scope(row.scope))

@@ -8,6 +8,8 @@ fp32, and every answer says which precision computed it.
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 
 from app.errors import Invalid
@@ -15,9 +17,15 @@ from app.settings import Settings
 from model.network import supported_precisions
 
 
+@cache
+def offered_precisions(device: str) -> tuple[str, ...]:
+    """What `device` can compute in, asked of torch once per process (the hardware does not change)."""
+    return tuple(supported_precisions(torch.device(device)))
+
+
 def request_precision(requested: str | None, settings: Settings, device: str) -> str:
     """The precision to compute a request in on `device`; `Invalid` when it asks for one the device lacks."""
-    offered = supported_precisions(torch.device(device))
+    offered = offered_precisions(device)
     if requested is None:
         return settings.inference_precision if settings.inference_precision in offered else "fp32"
     if requested not in offered:

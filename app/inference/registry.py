@@ -3,8 +3,11 @@
 A model is named by a job id (`job_...`: the job's best checkpoint, the one with the lowest
 validation perplexity, or its latest while none has been validated), by a checkpoint id
 (`ckpt_...`) or by an alias (`default`, `ptb-small`) that points at either. Names are resolved on
-every request, so a job that is still training serves its newest best checkpoint as soon as the
-worker records it.
+every request, from the database and not from a cache, so a job that is still training serves its
+newest best checkpoint as soon as the worker records it, and a moved or deleted alias, a deleted
+job or checkpoint is seen by the next request of every API process. The lookup reads only the
+columns it needs, in one statement (two for an alias), without building ORM objects: it is part of
+every inference request.
 
 Who may use a model follows `app.auth.ownership`: a job or checkpoint id only for a key that may
 see the job; an alias (made by an admin) for every key, whoever owns the job behind it.
@@ -22,7 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -76,13 +79,41 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class _JobRow:
+    """The columns of a job that resolving a name reads."""
+
+    id: str
+    status: str
+    owner_id: str | None
+
+
+@dataclass(frozen=True)
+class _CheckpointRow:
+    """The columns of a checkpoint that resolving a name reads."""
+
+    id: str
+    epoch: int
+    step: int
+    kind: str
+    valid_ppl: float | None
+    path: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Any, prefix: str = "") -> _CheckpointRow:
+        """From a row of `_CHECKPOINT_COLUMNS`, each labelled `prefix` and its name."""
+        return cls(*(getattr(row, prefix + c.key) for c in _CHECKPOINT_COLUMNS))
+
+
+@dataclass(frozen=True)
 class AliasInfo:
     name: str
     target: str
     updated_at: datetime
 
 
-def _ref(name: str, job: Job, row: Checkpoint) -> ModelRef:
+def _ref(name: str, job: Job | _JobRow, row: Checkpoint | _CheckpointRow) -> ModelRef:
+    """The reference of checkpoint `row` of `job`."""
     return ModelRef(
         name=name,
         job_id=job.id,
@@ -102,30 +133,58 @@ def served_checkpoint(rows: list[Checkpoint]) -> Checkpoint | None:
     return checkpoints.best_of(rows) or (rows[-1] if rows else None)
 
 
+# What resolving a name reads: a job's id, status and owner, and its checkpoints' columns of a
+# `ModelRef` (`checkpoints.ordered`'s order), as plain rows.
+_JOB_COLUMNS = (Job.id, Job.status, Job.owner_id)
+_CHECKPOINT_COLUMNS = (
+    Checkpoint.id,
+    Checkpoint.epoch,
+    Checkpoint.step,
+    Checkpoint.kind,
+    Checkpoint.valid_ppl,
+    Checkpoint.path,
+    Checkpoint.created_at,
+)
+_ALIAS_TARGET = select(ModelAlias.target)
+_CHECKPOINT_AND_JOB = select(*_CHECKPOINT_COLUMNS, *(c.label(f"job_{c.key}") for c in _JOB_COLUMNS)).join(
+    Job, Job.id == Checkpoint.job_id
+)
+_JOB_AND_CHECKPOINTS = (
+    select(*_JOB_COLUMNS, *(c.label(f"ckpt_{c.key}") for c in _CHECKPOINT_COLUMNS))
+    .outerjoin(Checkpoint, Checkpoint.job_id == Job.id)
+    .order_by(Checkpoint.step, Checkpoint.created_at, Checkpoint.id)
+)
+
+
 def resolve(session: Session, name: str, viewer: Principal | None = None) -> ModelRef:
     """The checkpoint `name` means; `NotFound` when there is no such model or `viewer` may not use it."""
     if _ALIAS_RE.fullmatch(name) is None:  # no job, checkpoint or alias is named so (a NUL byte, ...)
         raise NotFound(f"model {name!r} not found: not a job id, checkpoint id or alias", model=name)
+    if session.new or session.dirty or session.deleted:
+        session.flush()  # what the caller changed in this transaction counts, as with ORM queries
+    connection = session.connection()
     target = name
     if not name.startswith((JOB_PREFIX, CHECKPOINT_PREFIX)):
-        alias = session.get(ModelAlias, name)
-        if alias is None:
+        found = connection.execute(_ALIAS_TARGET.where(ModelAlias.name == name)).scalar()
+        if found is None:
             raise NotFound(f"model {name!r} not found: not a job id, checkpoint id or alias", model=name)
-        target, viewer = alias.target, None  # an alias publishes its model to every key
+        target, viewer = found, None  # an alias publishes its model to every key
 
-    def hidden(job: Job) -> bool:
-        return viewer is not None and not ownership.may_see(viewer, job.owner_id)
+    def hidden(owner_id: str | None) -> bool:
+        return viewer is not None and not ownership.may_see(viewer, owner_id)
 
     if target.startswith(CHECKPOINT_PREFIX):
-        row = session.get(Checkpoint, target)
-        job = session.get(Job, row.job_id) if row is not None else None
-        if row is None or job is None or hidden(job):
+        row = connection.execute(_CHECKPOINT_AND_JOB.where(Checkpoint.id == target)).first()
+        if row is None or hidden(row.job_owner_id):
             raise NotFound(f"model {name!r} not found: no checkpoint {target!r}", model=name)
-        return _ref(name, job, row)
-    job = session.get(Job, target)
-    if job is None or hidden(job):
+        return _ref(name, _JobRow(row.job_id, row.job_status, row.job_owner_id), _CheckpointRow.of(row))
+    rows = connection.execute(_JOB_AND_CHECKPOINTS.where(Job.id == target)).all()
+    if not rows or hidden(rows[0].owner_id):
         raise NotFound(f"model {name!r} not found: no job {target!r}", model=name)
-    served = served_checkpoint(checkpoints.ordered(session, job.id))
+    job = _JobRow(rows[0].id, rows[0].status, rows[0].owner_id)
+    kept = [_CheckpointRow.of(r, "ckpt_") for r in rows if r.ckpt_id is not None]
+    # `checkpoints.best_of` reads only `valid_ppl`, which these rows have
+    served = served_checkpoint(cast(list[Checkpoint], kept))
     if served is None:
         raise Conflict(f"job {job.id} has no checkpoint yet (status {job.status})", model=name)
     return _ref(name, job, served)

@@ -553,3 +553,21 @@ def test_a_key_lists_and_ends_its_own_sessions_and_revoking_it_ends_them_all(wor
         assert alice.get("/v1/whoami").json()["name"] == "alice"
         assert_problem(laptop.post("/v1/session", json={"key": secret}), 401)
         alice.delete("/v1/session")
+
+
+def test_a_key_revoked_while_in_use_is_refused_by_the_next_request_of_every_api_process(world: World) -> None:
+    """Keys are looked up on every request, not remembered: revoking one (here as `python -m app keys
+    revoke` does, straight in the database) holds at once in a process that has just served it."""
+    from app.main import create_app
+
+    row, secret = keys.create_key(world.svc.engine, "erin", "read")
+    headers = world.as_(secret)
+    scored = {"model": world.done["id"], "sentences": SENTENCES}
+    with TestClient(create_app(world.svc.settings)) as other:  # a second API process on the same database
+        for client in (world.svc.client, other):
+            assert client.get("/v1/whoami", headers=headers).json()["name"] == "erin"
+            assert client.get("/v1/models", headers=headers).status_code == 200
+        keys.revoke_key(world.svc.engine, row.id)
+        for client in (world.svc.client, other):
+            assert_problem(client.get("/v1/whoami", headers=headers), 401)
+            assert_problem(client.post("/v1/score", json=scored, headers=headers), 401)
