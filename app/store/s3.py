@@ -67,6 +67,15 @@ def _retries(seconds: float) -> int:
     return attempts
 
 
+def _log_failed_attempt(attempts: int, response: Any = None, caught_exception: Any = None, **_: Any) -> None:
+    """Says in the log that storage is failing while botocore retries (it would otherwise be silent
+    until the retries are spent); botocore decides whether and when to retry."""
+    status = response[0].status_code if response is not None else None
+    if caught_exception is not None or (status is not None and status >= 500):
+        why = caught_exception if caught_exception is not None else f"HTTP {status}"
+        log.warning("object storage: attempt %d failed (%s)", attempts, why)
+
+
 class S3Storage(Storage):
     def __init__(self, url: str, cache: LocalCache, settings: Settings) -> None:
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
@@ -84,6 +93,7 @@ class S3Storage(Storage):
         )
         session = boto3.session.Session()
         self.client = session.client("s3", endpoint_url=endpoint, config=config)
+        self.client.meta.events.register("needs-retry.s3", _log_failed_attempt)
         # readiness asks once and briefly: a probe that waited out the retries would hang /readyz
         probe = config.merge(Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=2, read_timeout=2))
         self.probe = session.client("s3", endpoint_url=endpoint, config=probe)

@@ -8,6 +8,7 @@ sweep removes abandoned writes and only those, and a write outlasts a short S3 o
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -449,9 +450,11 @@ def s3_restarted() -> Iterator[Any]:
     server.start()
 
 
-def test_a_write_outlasts_a_short_s3_outage(tmp_path: Path, s3_restarted: Any) -> None:
-    """With `storage_retry_seconds` to spare, a write waits S3's restart out; with a short budget it
-    gives up soon with a `StorageError` that leaves nothing behind."""
+def test_a_write_outlasts_a_short_s3_outage(
+    tmp_path: Path, s3_restarted: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With `storage_retry_seconds` to spare, a write waits S3's restart out, saying so in the log
+    meanwhile; with a short budget it gives up soon with a `StorageError` that leaves nothing behind."""
     from app.store.storage import StorageError
 
     patient = s3_storage(tmp_path, storage_retry_seconds=90.0)
@@ -469,10 +472,14 @@ def test_a_write_outlasts_a_short_s3_outage(tmp_path: Path, s3_restarted: Any) -
         assert time.monotonic() - started < 5.0  # gave up while S3 was still away
         assert leftovers(hasty) == []
 
-        write(patient, "checkpoints/j1/during.pt", data)  # retries until S3 is back
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="storage"):
+            write(patient, "checkpoints/j1/during.pt", data)  # retries until S3 is back
     finally:
         restart.join(120)
     assert time.monotonic() - started >= 5.0
+    said = [r.getMessage() for r in caplog.records if r.name == "storage"]
+    assert said and all(m.startswith("object storage: attempt ") and " failed (" in m for m in said), said
     assert s3_restarted.running()
     assert read(patient, "checkpoints/j1/during.pt") == data
     assert read(patient, "checkpoints/j1/before.pt") == b"before"
