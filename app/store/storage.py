@@ -290,9 +290,10 @@ class LocalStorage(Storage):
 class LocalCache:
     """Bounded local copies of stored files (S3 objects), named by content (the object's ETag).
 
-    An entry is a file or a folder (a tree) under `<root>/entries/`; each use touches it, and past
-    `max_bytes` the least recently used entries go (never the one just made). Entries appear by a
-    rename, whole.
+    An entry is a file or a folder (a tree) under `<root>/entries/`; each use sets its access time
+    (its modification time stays that of its making, so a reader can tell a remade entry from a used
+    one), and past `max_bytes` the least recently used entries go (never the one just made). Entries
+    appear by a rename, whole.
     """
 
     def __init__(self, root: Path, max_bytes: int) -> None:
@@ -325,7 +326,7 @@ class LocalCache:
     def get(self, name: str) -> Path | None:
         path = self.entries / name
         try:
-            os.utime(path)
+            os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
         except OSError:
             return None
         return path
@@ -346,7 +347,7 @@ class LocalCache:
             for entry in self.entries.iterdir():
                 try:
                     files = [entry] if entry.is_file() else [p for p in entry.rglob("*") if p.is_file()]
-                    sized.append((entry.stat().st_mtime, sum(f.stat().st_size for f in files), entry))
+                    sized.append((entry.stat().st_atime, sum(f.stat().st_size for f in files), entry))
                 except OSError:
                     continue
             total = sum(size for _, size, _ in sized)

@@ -369,7 +369,11 @@ def test_the_cache_stays_under_its_bound(tmp_path: Path) -> None:
         time.sleep(0.01)  # distinct use times
     assert [p.exists() for p in paths] == [False, False, False, True, True, True]  # least recently used out
 
+    made = paths[3].stat()
     storage.local_path("checkpoints/j1/ckpt_3.pt")  # used again: now the newest
+    used = paths[3].stat()
+    # a use is an access, not a change: what is loaded from an entry is keyed by its modification time
+    assert used.st_mtime_ns == made.st_mtime_ns and used.st_atime_ns > made.st_atime_ns
     time.sleep(0.01)
     assert storage.local_path("checkpoints/j1/ckpt_0.pt").read_bytes() == blobs["checkpoints/j1/ckpt_0.pt"]
     assert cache_bytes(storage) <= bound
