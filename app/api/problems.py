@@ -265,11 +265,24 @@ class LiteralPathsFirst:
 
     def __init__(self, app: ASGIApp, router: Router) -> None:
         self.app, self.router = app, router
+        self._literal: dict[str, set[str]] = {}  # literal path -> the methods its routes serve
+        self._built_for = -1  # the router's route count it was built for (routes are added at start-up)
+
+    def _literal_methods(self, path: str) -> set[str] | None:
+        """What the literal routes of exactly `path` serve (a literal route's pattern matches only its
+        own path), looked up instead of matching every route's pattern on every request."""
+        if self._built_for != len(self.router.routes):
+            literal: dict[str, set[str]] = {}
+            for route in _leaves(self.router.routes):
+                if not route.param_convertors:
+                    literal.setdefault(route.path, set()).update(route.methods or ())
+            self._literal, self._built_for = literal, len(self.router.routes)
+        return self._literal.get(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            served = [methods for methods, is_literal in _serving(self.router.routes, scope["path"]) if is_literal]
-            if served and not any(scope["method"] in methods for methods in served):
+            served = self._literal_methods(scope["path"])
+            if served is not None and scope["method"] not in served:
                 allow = ", ".join(allowed_methods(self.router.routes, scope["path"]))
                 title = HTTPStatus.METHOD_NOT_ALLOWED.phrase
                 response = problem_response(Request(scope), 405, title, title, headers={"Allow": allow})
