@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from app.errors import Busy
 from app.settings import Settings
+from model.checkpoint import fsync_dir
 
 CHUNK = 1024 * 1024  # bytes a download reads and sends at a time
 STORAGE_RETRY_AFTER = 10  # seconds a request refused for unreachable storage is told to wait
@@ -140,20 +141,6 @@ def _discard(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries (a rename in it) to disk, where the OS can open folders."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def fsync_file(path: Path) -> None:
