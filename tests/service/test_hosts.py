@@ -6,7 +6,7 @@ with its own empty data and cache folders. Everything they keep lives in Postgre
 reached through a TCP forwarder on the bridge, the server listening on the loopback only) and in a
 SeaweedFS S3 server that listens on the bridge address. The test reaches the API over the bridge.
 
-On the real Penn Treebank (uploaded through the API), the small preset capped at 150 steps per epoch,
+On the real Penn Treebank (uploaded through the API), the small preset capped at 300 steps per epoch,
 2 epochs, validation and test on their first 2,000 tokens:
 
 - a job starts on one worker host while the other trains a second job of the same config, the
@@ -53,7 +53,7 @@ from app.store.db import make_engine
 from app.store.tables import Scoring
 
 PTB_DIR = Path(os.environ.get("PTB_DIR", REPO.parent / "shared" / "data" / "ptb"))
-STEPS = 150  # training steps per epoch (the small preset: 20 x 20 words a step)
+STEPS = 300  # training steps per epoch (the small preset: 20 x 20 words a step)
 OVERRIDES: dict[str, Any] = {
     "max_max_epoch": 2,
     "max_steps_per_epoch": STEPS,
