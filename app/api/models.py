@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response, status
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.auth import AUTH_RESPONSES, AdminKey, ReadKey
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import EngineDep, SessionDep, SettingsDep
 from app.api.inference_schemas import AliasIn, AliasList, AliasOut, ModelCard, ModelList
 from app.api.schemas import problem_responses
 from app.auth.principal import Principal
@@ -84,15 +84,15 @@ def get_alias(name: AliasName, principal: ReadKey, session: SessionDep) -> Alias
 
 
 @router.put("/aliases/{name}", response_model=AliasOut, responses=problem_responses(404, 422))
-def put_alias(name: NewAliasName, body: AliasIn, principal: AdminKey, session: SessionDep) -> AliasOut:
+def put_alias(name: NewAliasName, body: AliasIn, principal: AdminKey, engine: EngineDep) -> AliasOut:
     """Create an alias or point it elsewhere: the target is a job id (its best checkpoint) or a checkpoint id."""
-    return AliasOut.model_validate(registry.set_alias(session, name, body.target), from_attributes=True)
+    return AliasOut.model_validate(registry.set_alias(engine, name, body.target), from_attributes=True)
 
 
 @router.delete("/aliases/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404))
-def delete_alias(name: AliasName, principal: AdminKey, session: SessionDep) -> Response:
+def delete_alias(name: AliasName, principal: AdminKey, engine: EngineDep) -> Response:
     """Remove an alias (the model it named stays)."""
-    registry.delete_alias(session, name)
+    registry.delete_alias(engine, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -27,12 +27,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from app.auth import ownership
 from app.auth.principal import Principal
 from app.errors import Conflict, Invalid, NotFound
+from app.store.db import write_session
 from app.store.storage import MissingObject, Storage
 from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
 from app.training import checkpoints
@@ -240,20 +241,25 @@ def check_alias_name(name: str) -> None:
         )
 
 
-def set_alias(session: Session, name: str, target: str) -> AliasInfo:
-    """Point alias `name` at a job or checkpoint id (created or moved); `NotFound` if the target is unknown."""
+def set_alias(engine: Engine, name: str, target: str) -> AliasInfo:
+    """Point alias `name` at a job or checkpoint id (created or moved); `NotFound` if the target is unknown.
+
+    One write transaction from its first read (`write_session`): on SQLite a transaction that read
+    first could not write once a worker had written meanwhile ("database is locked" at once)."""
     check_alias_name(name)
     table = Checkpoint if target.startswith(CHECKPOINT_PREFIX) else Job if target.startswith(JOB_PREFIX) else None
-    if table is None or session.get(table, target) is None:
+    if table is None:
         raise NotFound(f"alias target {target!r} not found: give a job id or a checkpoint id", target=target)
-    row = session.get(ModelAlias, name)
-    if row is None:
-        row = ModelAlias(name=name, target=target, updated_at=utcnow())
-        session.add(row)
-    else:
-        row.target, row.updated_at = target, utcnow()
-    session.commit()
-    return AliasInfo(row.name, row.target, row.updated_at)
+    with write_session(engine) as session:
+        if session.get(table, target) is None:
+            raise NotFound(f"alias target {target!r} not found: give a job id or a checkpoint id", target=target)
+        row = session.get(ModelAlias, name)
+        if row is None:
+            row = ModelAlias(name=name, target=target, updated_at=utcnow())
+            session.add(row)
+        else:
+            row.target, row.updated_at = target, utcnow()
+        return AliasInfo(row.name, row.target, row.updated_at)
 
 
 def get_alias(session: Session, name: str) -> AliasInfo:
@@ -270,11 +276,11 @@ def list_aliases(session: Session) -> list[AliasInfo]:
     return [AliasInfo(r.name, r.target, r.updated_at) for r in rows]
 
 
-def delete_alias(session: Session, name: str) -> None:
+def delete_alias(engine: Engine, name: str) -> None:
     """Remove an alias; `NotFound` if there is none by that name."""
-    get_alias(session, name)
-    session.execute(delete(ModelAlias).where(ModelAlias.name == name))
-    session.commit()
+    with write_session(engine) as session:
+        get_alias(session, name)
+        session.execute(delete(ModelAlias).where(ModelAlias.name == name))
 
 
 # --- loaded models ---

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import torch
+from sqlalchemy import update
 
 from app.errors import Conflict
 from app.inference.registry import ModelCache, ModelRef
+from app.store.db import write_session
 from app.store.storage import LocalStorage
+from app.store.tables import Job
 from app.training.checkpoints import checkpoint_key
 from model.checkpoint import load
 
@@ -58,6 +62,30 @@ def test_a_running_job_is_served_from_its_latest_checkpoint(inference_service: I
     assert score_first(inference_service, job_id) == score_first(inference_service, only)
     cards = {c["id"]: c for c in inference_service.client.get("/v1/models").json()["data"]}
     assert cards[job_id]["checkpoint_id"] == only
+
+
+def test_an_alias_is_set_and_deleted_while_a_worker_writes(inference_service: InferenceService) -> None:
+    """A worker's write (a heartbeat, a progress row) committing while an alias is set or deleted:
+    the request waits for it and succeeds. On SQLite, a transaction that read before a concurrent
+    commit can no longer write ("database is locked" at once, which was a 500)."""
+    client, job_id = inference_service.client, inference_service.job_id
+    for method, body in (("PUT", {"target": job_id}), ("DELETE", None)):
+        locked, release = threading.Event(), threading.Event()
+
+        def worker_writes(locked: threading.Event = locked, release: threading.Event = release) -> None:
+            with write_session(inference_service.engine) as session:
+                session.execute(update(Job).where(Job.id == job_id).values(notes="written by a worker"))
+                locked.set()
+                release.wait(10)
+
+        writer = threading.Thread(target=worker_writes)
+        writer.start()
+        assert locked.wait(10)
+        threading.Timer(0.3, release.set).start()  # the worker commits while the request is under way
+        response = client.request(method, "/v1/models/aliases/during-a-write", json=body)
+        writer.join(10)
+        assert response.status_code == (200 if method == "PUT" else 204), response.text
+    assert client.get("/v1/models/aliases/during-a-write").status_code == 404
 
 
 def test_aliases_can_be_set_moved_listed_and_deleted(inference_service: InferenceService) -> None:
