@@ -248,10 +248,8 @@ def set_alias(engine: Engine, name: str, target: str) -> AliasInfo:
     first could not write once a worker had written meanwhile ("database is locked" at once)."""
     check_alias_name(name)
     table = Checkpoint if target.startswith(CHECKPOINT_PREFIX) else Job if target.startswith(JOB_PREFIX) else None
-    if table is None:
-        raise NotFound(f"alias target {target!r} not found: give a job id or a checkpoint id", target=target)
     with write_session(engine) as session:
-        if session.get(table, target) is None:
+        if table is None or session.get(table, target) is None:
             raise NotFound(f"alias target {target!r} not found: give a job id or a checkpoint id", target=target)
         row = session.get(ModelAlias, name)
         if row is None:
