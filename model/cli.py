@@ -61,8 +61,8 @@ class ProgressBar:
 class ConsoleCallbacks(Callbacks):
     """Prints the seed's lines, keeps a progress bar, writes a checkpoint after every epoch."""
 
-    def __init__(self, out: Path | None) -> None:
-        self.out = out
+    def __init__(self, out: Path | None, every_epoch: bool = True) -> None:
+        self.out, self.every_epoch = out, every_epoch
         self.bar = ProgressBar()
         self.last_epoch = 0
 
@@ -84,8 +84,9 @@ class ConsoleCallbacks(Callbacks):
         print(f"Epoch: {result.epoch} took {result.seconds:.1f} s at {result.wps:.0f} wps", flush=True)
         if self.out is not None:
             payload = checkpoint.trainer_payload(trainer, trainer.corpus.tokenizer)
-            path = checkpoint.save(payload, self.out / f"epoch-{result.epoch:03d}.pt")
-            checkpoint.save(payload, self.out / "last.pt")
+            path = checkpoint.save(payload, self.out / "last.pt")
+            if self.every_epoch:
+                path = checkpoint.save(payload, self.out / f"epoch-{result.epoch:03d}.pt")
             if trainer.state.best_valid_ppl == result.valid_ppl:
                 checkpoint.save(payload, self.out / "best.pt")
             print(f"saved {path}", flush=True)
@@ -113,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         flush=True,
     )
     started = time.perf_counter()
-    callbacks = ConsoleCallbacks(Path(args.out) if args.out else None)
+    callbacks = ConsoleCallbacks(Path(args.out) if args.out else None, every_epoch=args.epoch_checkpoints)
     if trainer.distributed:  # this process is rank 0; the others live for the fit
         with Ranks(c, corpus, args.resume):
             trainer.fit(callbacks)
@@ -168,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="folder with train/valid/test text files")
     train.add_argument("--set", action="append", type=parse_override, metavar="FIELD=VALUE", help="override a field")
     train.add_argument("--out", help="folder for checkpoints (one per epoch, last.pt, best.pt)")
+    train.add_argument(
+        "--epoch-checkpoints",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep a checkpoint of every epoch besides last.pt and best.pt (default: yes)",
+    )
     train.add_argument("--resume", help="continue from this checkpoint")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"])
     train.set_defaults(func=cmd_train)

@@ -96,6 +96,17 @@ def test_resume_continues_to_the_same_result(trained_run: tuple[Path, Path, str]
     assert printed_test_ppl(result.stdout) == printed_test_ppl(stdout)  # bit for bit: same printed digits
 
 
+def test_no_epoch_checkpoints_keeps_last_and_best(trained_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    data, out, stdout = trained_run
+    result = run_cli(
+        "train", "--resume", out / "epoch-001.pt", "--data", data, "--out", tmp_path, "--device", "cpu",
+        "--no-epoch-checkpoints",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in tmp_path.iterdir()} == {"last.pt", "best.pt"}
+    assert printed_test_ppl(result.stdout) == printed_test_ppl(stdout)
+
+
 def test_score_and_generate(trained_run: tuple[Path, Path, str]) -> None:
     _, out, _ = trained_run
     scored = run_cli("score", "--checkpoint", out / "best.pt", "the cat sat", "a zebra ran", "--device", "cpu")
