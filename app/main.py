@@ -33,7 +33,7 @@ from app.api.auth import AuthGate
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimit
 from app.api.origin import SameOriginGuard
 from app.inference.batcher import Batchers
-from app.inference.registry import ModelCache
+from app.inference.registry import ModelCache, Resolver
 from app.inference.slots import Slots
 from app.observability.middleware import RequestMetrics
 from app.observability.prometheus import Observability
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.resolved_database_url)
     app.state.sessions = session_factory(app.state.engine)
     app.state.model_cache = ModelCache(settings.model_cache_size, open_storage(settings))
+    app.state.resolver = Resolver(app.state.sessions)
     app.state.observability = Observability(app.state.engine, app.state.model_cache, settings.lease_seconds)
     problems.install(app)
     # Routers are included below, one line per concept.

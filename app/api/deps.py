@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.inference.batcher import Batchers
-from app.inference.registry import ModelCache
+from app.inference.registry import ModelCache, Resolver
 from app.inference.slots import Slots
 from app.observability.prometheus import Observability
 from app.settings import Settings
@@ -72,12 +72,12 @@ class Serving:
     cache: ModelCache
     batchers: Batchers
     observability: Observability
-    preparing: anyio.CapacityLimiter  # the worker threads that resolve a request's model (`PREPARING`)
+    preparing: anyio.CapacityLimiter  # worker threads loading a model or tokenizing (`PREPARING`)
+    resolver: Resolver  # model names, resolved in rounds
 
 
-# Scoring requests resolving their model at once, each in a worker thread with a database
-# connection: more would only wait for the GIL, and take connections past the pool's size (each
-# one then opened and closed for one request).
+# Scoring requests loading their model or tokenizing a large input at once, each in a worker
+# thread: more would only wait for the GIL.
 PREPARING = 4
 
 
@@ -86,7 +86,15 @@ async def get_serving(request: Request) -> Serving:
     preparing = getattr(state, "scoring_preparation", None)
     if preparing is None:  # made on the event loop, at the first request
         preparing = state.scoring_preparation = anyio.CapacityLimiter(PREPARING)
-    return Serving(state.settings, state.sessions, state.model_cache, state.batchers, state.observability, preparing)
+    return Serving(
+        state.settings,
+        state.sessions,
+        state.model_cache,
+        state.batchers,
+        state.observability,
+        preparing,
+        state.resolver,
+    )
 
 
 ServingDep = Annotated[Serving, Depends(get_serving)]

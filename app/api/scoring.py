@@ -8,11 +8,10 @@ from fastapi import APIRouter, Response
 from app.api.auth import AUTH_RESPONSES, ReadKey
 from app.api.deps import ServingDep
 from app.api.inference_schemas import ScoreAggregate, ScoreRequest, ScoreResponse, ScoreWarning, SentenceOut
-from app.api.models import serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
 from app.inference import scoring, text
 from app.inference.precision import request_precision
-from app.inference.registry import LoadedModel, ModelRef
+from app.inference.registry import LoadedModel
 from model.tokenizers import legacy_name
 
 router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
@@ -20,6 +19,8 @@ router = APIRouter(prefix="/v1", tags=["inference"], responses=AUTH_RESPONSES)
 # An answer of at most this many tokens is built on the event loop: a few hundred microseconds,
 # less than the hand-off to a worker thread and back; a larger one is built in a thread.
 INLINE_ANSWER_TOKENS = 256
+# An input of at most this many characters is tokenized on the event loop when its model is in memory.
+INLINE_TEXT_CHARS = 4096
 
 
 @router.post("/score", response_model=ScoreResponse, responses=problem_responses(*INFERENCE_PROBLEMS))
@@ -41,15 +42,25 @@ async def score(body: ScoreRequest, principal: ReadKey, serving: ServingDep) -> 
     )
     scoring.check_request_words(body.sentences, settings)  # limits first: no model load for nothing
 
-    def prepare() -> tuple[ModelRef, LoadedModel, list[scoring.Sentence]]:  # database, disk, tokenizer
-        ref, loaded = serve_model(body.model, serving.sessions, settings, cache, principal)
+    # The name is resolved with the names of concurrent requests, in one database round (each read
+    # after its request arrived: what any process changed before is seen).
+    ref = await serving.resolver.resolve(body.model, principal)
+
+    def prepare(loaded: LoadedModel | None) -> tuple[LoadedModel, list[scoring.Sentence]]:  # disk, tokenizer
+        loaded = loaded or cache.get(ref)
         sentences = scoring.sentences_of(body.sentences, options, settings, loaded.tokenizer)
         if loaded.vocab.unk_id is None:  # an unknown word is refused here, not in a batch it shares
             for sentence in sentences:
                 text.encode(loaded.vocab, sentence.tokens)
-        return ref, loaded, sentences
+        return loaded, sentences
 
-    ref, loaded, sentences = await anyio.to_thread.run_sync(prepare, limiter=serving.preparing)
+    # A model in memory and a small input are prepared here: a hand-off to a worker thread and back
+    # costs more than tokenizing a few sentences.
+    in_memory = cache.loaded(ref)
+    if in_memory is not None and sum(len(t) for t in body.sentences) <= INLINE_TEXT_CHARS:
+        loaded, sentences = prepare(in_memory)
+    else:
+        loaded, sentences = await anyio.to_thread.run_sync(prepare, in_memory, limiter=serving.preparing)
     batcher = serving.batchers.get(loaded, precision)
     scores = await batcher.score_async(principal.owner_id or "local", [s.tokens for s in sentences], options.score_eos)
 

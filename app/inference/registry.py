@@ -19,6 +19,7 @@ file is a `Conflict` for that model only, and the server keeps serving the other
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections import OrderedDict
@@ -27,12 +28,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 from sqlalchemy import Engine, delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import ownership
 from app.auth.principal import Principal
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, Invalid, NotFound, ServiceError
 from app.store.db import write_session
 from app.store.storage import MissingObject, Storage
 from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
@@ -281,6 +283,74 @@ def delete_alias(engine: Engine, name: str) -> None:
         session.execute(delete(ModelAlias).where(ModelAlias.name == name))
 
 
+# --- resolving in rounds ---
+
+_ViewerKey = tuple[str, str | None, bool]  # a name and what `ownership.may_see` reads of a viewer
+
+
+class Resolver:
+    """Model names of concurrent requests resolved in rounds, on the event loop's side.
+
+    Every request's name is looked up by a read that starts after the request arrived, so a change
+    committed before it (by this process, another API process or a worker) is seen, exactly as
+    with a query of its own. But the requests that arrive while a round runs share the next one:
+    one worker thread, one session and one query per distinct name and viewer, instead of one of
+    each per request. Not thread-safe: use it from one event loop.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._waiting: dict[_ViewerKey, tuple[Principal, list[asyncio.Future[ModelRef]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.rounds = 0  # rounds run (for tests)
+
+    async def resolve(self, name: str, viewer: Principal) -> ModelRef:
+        """What `resolve(session, name, viewer)` answers, read after this call began."""
+        future: asyncio.Future[ModelRef] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault((name, viewer.key_id, viewer.is_admin), (viewer, []))[1].append(future)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        batch: dict[_ViewerKey, tuple[Principal, list[asyncio.Future[ModelRef]]]] = {}
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                found: dict[_ViewerKey, ModelRef | Exception]
+                try:
+                    found = dict(await anyio.to_thread.run_sync(self._lookup, {k: v[0] for k, v in batch.items()}))
+                except Exception as exc:  # the database failed: every request of the round gets the error
+                    found = dict.fromkeys(batch, exc)
+                for key, (_, futures) in batch.items():
+                    for future in futures:
+                        if future.done():  # its request went away
+                            continue
+                        result = found[key]
+                        if isinstance(result, BaseException):
+                            future.set_exception(result)
+                        else:
+                            future.set_result(result)
+                self.rounds += 1
+                batch = {}
+        finally:
+            self._task = None
+            for _, futures in [*batch.values(), *self._waiting.values()]:  # cancelled (shutdown)
+                for future in futures:
+                    if not future.done():
+                        future.cancel()
+
+    def _lookup(self, viewers: dict[_ViewerKey, Principal]) -> dict[_ViewerKey, ModelRef | ServiceError]:
+        found: dict[_ViewerKey, ModelRef | ServiceError] = {}
+        with self.sessions() as session:
+            for key, viewer in viewers.items():
+                try:
+                    found[key] = resolve(session, key[0], viewer)
+                except ServiceError as exc:  # not found, not servable: that name's requests get it
+                    found[key] = exc
+        return found
+
+
 # --- loaded models ---
 
 
@@ -294,6 +364,7 @@ class ModelCache:
         self.storage = storage  # where checkpoint files are (a local copy is read)
         self.device = device
         self._models: OrderedDict[tuple[str, int, int], LoadedModel] = OrderedDict()
+        self._paths: dict[str, Path] = {}  # checkpoint id -> the local file its model was read from
         self._lock = threading.Lock()
         self._hits = self._misses = self._loads = 0  # since start, for /metrics
 
@@ -310,6 +381,28 @@ class ModelCache:
         with self._lock:
             return [key[0] for key in self._models]
 
+    def loaded(self, ref: ModelRef) -> LoadedModel | None:
+        """The model of `ref` if it is in memory and the local file it was read from is unchanged;
+        None otherwise. It asks nothing of the storage (no download, no request): one `stat`, so an
+        event loop may call it."""
+        with self._lock:
+            path = self._paths.get(ref.checkpoint_id)
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return self._cached((ref.checkpoint_id, stat.st_mtime_ns, stat.st_size))
+
+    def _cached(self, key: tuple[str, int, int]) -> LoadedModel | None:
+        with self._lock:
+            loaded = self._models.get(key)
+            if loaded is not None:
+                self._hits += 1
+                self._models.move_to_end(key)
+            return loaded
+
     def get(self, ref: ModelRef) -> LoadedModel:
         """The model of `ref`, loaded on first use; `Conflict` if its file is missing or unusable."""
         try:
@@ -321,11 +414,11 @@ class ModelCache:
             ) from None
         key = (ref.checkpoint_id, stat.st_mtime_ns, stat.st_size)
         with self._lock:
-            loaded = self._models.get(key)
-            if loaded is not None:
-                self._hits += 1
-                self._models.move_to_end(key)
-                return loaded
+            self._paths[ref.checkpoint_id] = path
+        loaded = self._cached(key)
+        if loaded is not None:
+            return loaded
+        with self._lock:
             self._misses += 1
         # Read outside the lock: a slow load must not hold up requests for models in memory.
         loaded = self._load(ref, path)
@@ -336,7 +429,7 @@ class ModelCache:
             loaded = self._models.setdefault(key, loaded)  # another thread may have loaded it too
             self._models.move_to_end(key)
             while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
+                self._paths.pop(self._models.popitem(last=False)[0][0], None)
         return loaded
 
     def _load(self, ref: ModelRef, path: Path) -> LoadedModel:
@@ -361,3 +454,4 @@ class ModelCache:
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
+            self._paths.clear()

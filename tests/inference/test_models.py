@@ -209,18 +209,23 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used(
     first = cache.get(a)
     assert cache.get(a) is first  # a hit
     cache.get(b)
+    assert cache.loaded(b) is not None  # in memory: `loaded` answers without reading (and counts as a use)
     cache.get(a)  # a is now the most recently used
     cache.get(c)  # evicts b
     assert cache.cached_ids() == ["ckpt_0", "ckpt_2"]
-    assert cache.get(a) is first
+    assert cache.loaded(b) is None  # evicted: `loaded` does not read it again
+    assert cache.get(a) is first and cache.loaded(a) is first
     # a rewritten file (new mtime) is read again
     stat = files[0].stat()
     os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache.loaded(a) is None  # the file changed: not the model in memory
     assert cache.get(a) is not first
     assert len(cache) == 2
     files[1].unlink()
     with pytest.raises(Conflict, match="missing"):
         cache.get(b)
+    files[2].unlink()
+    assert cache.loaded(c) is None  # in memory, but its file is gone
 
 
 def test_the_inference_routes_are_in_the_openapi_description(inference_service: InferenceService) -> None:

@@ -4,6 +4,7 @@ stand for two API processes."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.auth.principal import LOCAL
+from app.errors import NotFound
+from app.inference import registry
+from app.inference.registry import Resolver
 from app.main import create_app
-from app.store.db import write_session
+from app.store.db import session_factory, write_session
 from app.store.tables import Checkpoint
 
 from .conftest import InferenceService, problem
@@ -92,3 +97,34 @@ def test_a_job_deleted_by_one_process_is_gone_for_the_next_request_of_another(
     assert inference_service.client.delete(f"/v1/jobs/{job_id}").status_code == 204
     for name in (job_id, only):
         problem(other.post("/v1/score", json={"model": name, "sentences": ["the cat"]}), 404)
+
+
+def test_concurrent_requests_share_resolution_rounds_and_each_reads_after_it_arrived(
+    inference_service: InferenceService,
+) -> None:
+    """`Resolver`: the names of concurrent requests are looked up together (one worker thread and
+    session a round, not one a request), each name's error goes to its own requests only, and a
+    request that arrives during a round waits for the next one, so it sees what was committed
+    before it arrived."""
+    run, engine = inference_service.run, inference_service.engine
+    job_id, (first, second) = inference_service.add_job("succeeded", [(run.files[0], 1, 50.0), (run.files[1], 2, 60.0)])
+    registry.set_alias(engine, "rounds", first)
+    resolver = Resolver(session_factory(engine))
+
+    async def scenario() -> None:
+        names = [job_id] * 20 + ["rounds"] * 10 + ["no-such-model"] * 3
+        answers = await asyncio.gather(*(resolver.resolve(n, LOCAL) for n in names), return_exceptions=True)
+        assert [getattr(a, "checkpoint_id", None) for a in answers[:30]] == [first] * 30
+        assert all(isinstance(a, NotFound) for a in answers[30:])
+        assert resolver.rounds == 1  # 33 requests, one round
+
+        early = asyncio.create_task(resolver.resolve("rounds", LOCAL))
+        await asyncio.sleep(0)  # `early` queued its name and started the rounds' task
+        await asyncio.sleep(0)  # that task took `early`'s round to a worker thread
+        registry.set_alias(engine, "rounds", second)  # committed after `early` arrived, before `late`
+        late = await resolver.resolve("rounds", LOCAL)
+        assert late.checkpoint_id == second
+        assert (await early).checkpoint_id in (first, second)
+        assert resolver.rounds == 3  # `late` did not join `early`'s round
+
+    asyncio.run(scenario())
