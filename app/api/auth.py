@@ -78,12 +78,16 @@ def _bearer_of(authorization: str | None) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     cookie_key: Annotated[str | None, Security(cookie)],
 ) -> Principal:
-    """The caller: the key in the Authorization header, else the session cookie's; 401 without a valid one."""
+    """The caller: the key in the Authorization header, else the session cookie's; 401 without a valid one.
+
+    On the event loop: a request that the gate already checked (every `/v1` request) needs no
+    database, so only a lookup goes to a worker thread, not every request.
+    """
     settings: Settings = request.app.state.settings
     if not settings.auth:
         return LOCAL
@@ -91,11 +95,14 @@ def authenticate(
     if checked is not None:  # the gate already looked this key up
         return checked
     engine = request.app.state.engine
-    if credentials is not None or not cookie_key:
-        result = _check(engine, credentials.credentials if credentials is not None else None)
-    else:
+
+    def look_up() -> Principal | str:
+        if credentials is not None or not cookie_key:
+            return _check(engine, credentials.credentials if credentials is not None else None)
         found = _check_session(engine, cookie_key, settings.session_hours)
-        result = found if isinstance(found, str) else found.principal
+        return found if isinstance(found, str) else found.principal
+
+    result = await anyio.to_thread.run_sync(look_up)
     if isinstance(result, str):
         raise HTTPException(401, result, headers=CHALLENGE)
     return result
