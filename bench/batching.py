@@ -7,8 +7,11 @@ Serves the small preset over the PTB vocabulary (a given checkpoint, or random w
 1. one client sends single-sentence `/v1/score` requests one after another (requests/s, p99);
 2. 32 concurrent clients send single-sentence requests (requests/s, p99, 503 answers; a client
    that gets a 503 waits its `Retry-After` and tries again);
-3. 64 concurrent requests of 20 sentences each, sent once: how many get 200 without a retry;
-4. one greedy stream of `--tokens` tokens alone, then 16 such streams at once (tokens/s).
+3. one greedy stream of `--tokens` tokens alone, then 16 such streams at once (tokens/s);
+4. 64 concurrent requests of 20 sentences each, sent once: how many get 200 without a retry.
+
+Phases 1-3 run `--rounds` times in turn, so that a slow second of the machine does not decide a
+ratio: rates are medians over the rounds, with the lowest and highest ratio of one round.
 
 Sentences are PTB test lines sent with `pretokenized: true` (the tokens as given), so the numbers
 measure the batching, not the tokenizer. The scoring phases (1-3) send their requests with the
@@ -166,7 +169,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: random weights)")
     parser.add_argument("--requests", type=int, default=200, help="single-sentence requests of phase 1")
-    parser.add_argument("--concurrent-requests", type=int, default=400, help="requests of phase 2, all clients")
+    parser.add_argument("--concurrent-requests", type=int, default=1000, help="requests of phase 2, all clients")
+    parser.add_argument("--rounds", type=int, default=5, help="times phases 1, 2 and the stream phases run, in turn")
     parser.add_argument("--tokens", type=int, default=100, help="tokens per generated stream")
     parser.add_argument(
         "--torch-threads",
@@ -185,12 +189,33 @@ def main() -> int:
         checkpoint = checkpoint_file(args.checkpoint, PTB_DIR, folder)
         prepare_service(folder / "data", checkpoint)
         with serve(folder / "data", threads=args.torch_threads) as url:
-            seq_rps, seq_lat = sequential(url, lines, args.requests)
-            conc_rps, conc_lat, busy = concurrent_singles(url, lines, 32, args.concurrent_requests)
-            statuses, burst_seconds = burst(url, lines, 64, 20)
             prompts = [" ".join(line.split()[:3]) for line in lines[:16]]
-            one_tps, _ = streams(url, 1, args.tokens, prompts)
-            many_tps, produced = streams(url, 16, args.tokens, prompts)
+            # Phases 1-2 and the two stream phases in turn, `--rounds` times: each ratio is one of
+            # medians over rounds, and its spread is the lowest and highest ratio of one round.
+            seq: list[float] = []
+            conc: list[float] = []
+            one: list[float] = []
+            many: list[float] = []
+            seq_lat: list[float] = []
+            conc_lat: list[float] = []
+            busy = produced = 0
+            for _ in range(args.rounds):
+                rps, latencies = sequential(url, lines, args.requests)
+                seq.append(rps)
+                seq_lat += latencies
+                rps, latencies, refused = concurrent_singles(url, lines, 32, args.concurrent_requests)
+                conc.append(rps)
+                conc_lat += latencies
+                busy += refused
+                one.append(streams(url, 1, args.tokens, prompts)[0])
+                tps, tokens = streams(url, 16, args.tokens, prompts)
+                many.append(tps)
+                produced += tokens
+            statuses, burst_seconds = burst(url, lines, 64, 20)
+    seq_rps, conc_rps = statistics.median(seq), statistics.median(conc)
+    one_tps, many_tps = statistics.median(one), statistics.median(many)
+    score_ratios = [c / s for c, s in zip(conc, seq, strict=True)]
+    stream_ratios = [m / o for m, o in zip(many, one, strict=True)]
 
     report = [
         "## Many clients at once: cross-request batching (`bench/batching.py`)",
@@ -202,19 +227,23 @@ def main() -> int:
         "Command: `.venv/bin/python bench/batching.py"
         + (f" --torch-threads {args.torch_threads}`" if args.torch_threads else "`"),
         "",
+        f"Each phase ran {args.rounds} times, in turn with the others; rates are medians over those rounds, "
+        "ratios are of the medians (in brackets: the lowest and highest ratio of one round).",
+        "",
         "| load | result |",
         "|---|---|",
         f"| {args.requests} single-sentence `/v1/score` requests, one client, one after another | "
-        f"{seq_rps:.1f} requests/s, p99 {percentile(seq_lat, 99) * 1000:.0f} ms |",
+        f"{seq_rps:.1f} requests/s ({min(seq):.1f}-{max(seq):.1f}), p99 {percentile(seq_lat, 99) * 1000:.0f} ms |",
         f"| {args.concurrent_requests} single-sentence requests from 32 concurrent clients that obey `Retry-After` | "
-        f"**{conc_rps:.1f} requests/s ({conc_rps / seq_rps:.1f}x)**, p50 {statistics.median(conc_lat) * 1000:.0f} ms, "
-        f"p99 {percentile(conc_lat, 99) * 1000:.0f} ms, {busy} answers 503 |",
+        f"**{conc_rps:.1f} requests/s, {conc_rps / seq_rps:.2f}x** ({min(score_ratios):.2f}-{max(score_ratios):.2f}x), "
+        f"p50 {statistics.median(conc_lat) * 1000:.0f} ms, p99 {percentile(conc_lat, 99) * 1000:.0f} ms, "
+        f"{busy} answers 503 |",
         "| 64 concurrent requests of 20 sentences, each sent once | "
         + ", ".join(f"{n} answered {s}" for s, n in sorted(statuses.items()))
         + f" in {burst_seconds:.1f} s ({64 * 20 / burst_seconds:.0f} sentences/s) |",
-        f"| one greedy stream of {args.tokens} tokens | {one_tps:.0f} tokens/s |",
-        f"| 16 concurrent greedy streams of {args.tokens} tokens | **{many_tps:.0f} tokens/s in all "
-        f"({many_tps / one_tps:.1f}x)**, {produced} tokens |",
+        f"| one greedy stream of {args.tokens} tokens | {one_tps:.0f} tokens/s ({min(one):.0f}-{max(one):.0f}) |",
+        f"| 16 concurrent greedy streams of {args.tokens} tokens | **{many_tps:.0f} tokens/s in all, "
+        f"{many_tps / one_tps:.2f}x** ({min(stream_ratios):.2f}-{max(stream_ratios):.2f}x), {produced} tokens |",
     ]
     text = "\n".join(report) + "\n"
     print(text)
