@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import anyio
 import torch
 
 from app.errors import Busy
@@ -117,7 +116,7 @@ class ScoreBatcher:
         """`score` for a caller on the event loop: it waits without holding a thread."""
         future = self.submit(owner, sentences, score_eos)
         try:
-            with anyio.fail_after(self.max_queue_seconds):
+            async with asyncio.timeout(self.max_queue_seconds):  # lighter than anyio's cancel scope
                 return await asyncio.wrap_future(future)
         except TimeoutError:
             raise self._gave_up(future) from None

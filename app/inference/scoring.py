@@ -147,8 +147,8 @@ def sentence_of(text: str, tokenizer: Tokenizer, pretokenized: bool) -> Sentence
 def sentences_of(
     texts: Sequence[str], options: ScoreOptions, settings: Settings, tokenizer: Tokenizer
 ) -> list[Sentence]:
-    """The request's texts as sentences of the model's tokens; `Invalid` when they go over the limits."""
-    check_request_words(texts, settings)
+    """The request's texts as sentences of the model's tokens; `Invalid` when a sentence has more
+    tokens than the limit. The caller checked `check_request_words` first."""
     sentences = [sentence_of(text, tokenizer, options.pretokenized) for text in texts]
     _check_counts([len(s.tokens) for s in sentences], settings, "tokens")
     return sentences
