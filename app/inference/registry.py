@@ -20,8 +20,11 @@ file is a `Conflict` for that model only, and the server keeps serving the other
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -308,7 +311,7 @@ class Resolver:
         """What `resolve(session, name, viewer)` answers, read after this call began."""
         future: asyncio.Future[ModelRef] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault((name, viewer.key_id, viewer.is_admin), (viewer, []))[1].append(future)
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         return await future
 
@@ -393,6 +396,8 @@ class ModelCache:
             stat = path.stat()
         except OSError:
             return None
+        with contextlib.suppress(OSError):  # a use, as a read through the storage's cache counts one (atime)
+            os.utime(path, ns=(time.time_ns(), stat.st_mtime_ns))
         return self._cached((ref.checkpoint_id, stat.st_mtime_ns, stat.st_size))
 
     def _cached(self, key: tuple[str, int, int]) -> LoadedModel | None:

@@ -214,7 +214,12 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used(
     cache.get(c)  # evicts b
     assert cache.cached_ids() == ["ckpt_0", "ckpt_2"]
     assert cache.loaded(b) is None  # evicted: `loaded` does not read it again
-    assert cache.get(a) is first and cache.loaded(a) is first
+    assert cache.get(a) is first
+    before = files[0].stat()
+    os.utime(files[0], ns=(before.st_atime_ns - 10**9, before.st_mtime_ns))
+    assert cache.loaded(a) is first  # a use: the file's access time moves (an S3 read cache evicts by it) ...
+    after = files[0].stat()
+    assert after.st_atime_ns > before.st_atime_ns - 10**9 and after.st_mtime_ns == before.st_mtime_ns  # ... mtime not
     # a rewritten file (new mtime) is read again
     stat = files[0].stat()
     os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
