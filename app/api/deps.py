@@ -68,7 +68,6 @@ class Serving:
     on a route that every client may call hundreds of times a second)."""
 
     settings: Settings
-    sessions: sessionmaker[Session]
     cache: ModelCache
     batchers: Batchers
     observability: Observability
@@ -88,7 +87,6 @@ async def get_serving(request: Request) -> Serving:
         preparing = state.scoring_preparation = anyio.CapacityLimiter(PREPARING)
     return Serving(
         state.settings,
-        state.sessions,
         state.model_cache,
         state.batchers,
         state.observability,

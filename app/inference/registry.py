@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,7 +37,7 @@ from app.auth import ownership
 from app.auth.principal import Principal
 from app.errors import Conflict, Invalid, NotFound, ServiceError
 from app.store.db import write_session
-from app.store.storage import MissingObject, Storage
+from app.store.storage import MissingObject, Storage, mark_used
 from app.store.tables import Checkpoint, Job, ModelAlias, utcnow
 from app.training import checkpoints
 from model.checkpoint import CheckpointError, load, load_model, tokenizer_of
@@ -396,8 +394,8 @@ class ModelCache:
             stat = path.stat()
         except OSError:
             return None
-        with contextlib.suppress(OSError):  # a use, as a read through the storage's cache counts one (atime)
-            os.utime(path, ns=(time.time_ns(), stat.st_mtime_ns))
+        with contextlib.suppress(OSError):  # a use, as a read through the storage's cache counts one
+            mark_used(path, stat.st_mtime_ns)
         return self._cached((ref.checkpoint_id, stat.st_mtime_ns, stat.st_size))
 
     def _cached(self, key: tuple[str, int, int]) -> LoadedModel | None:

@@ -274,6 +274,12 @@ class LocalStorage(Storage):
         return removed
 
 
+def mark_used(path: Path, mtime_ns: int) -> None:
+    """Record a use of a local copy: its access time moves to now, its modification time stays
+    `mtime_ns` (the read cache evicts by access time; readers key on the modification time)."""
+    os.utime(path, ns=(time.time_ns(), mtime_ns))
+
+
 class LocalCache:
     """Bounded local copies of stored files (S3 objects), named by content (the object's ETag).
 
@@ -313,7 +319,7 @@ class LocalCache:
     def get(self, name: str) -> Path | None:
         path = self.entries / name
         try:
-            os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+            mark_used(path, path.stat().st_mtime_ns)
         except OSError:
             return None
         return path
