@@ -14,7 +14,7 @@ Phases 1-3 run `--rounds` times in turn, so that a slow second of the machine do
 ratio: rates are medians over the rounds, with the lowest and highest ratio of one round.
 
 Sentences are PTB test lines sent with `pretokenized: true` (the tokens as given), so the numbers
-measure the batching, not the tokenizer. The scoring phases (1-3) send their requests with the
+measure the batching, not the tokenizer. The scoring phases (1, 2 and 4) send their requests with the
 standard library's `http.client`, one keep-alive connection per client, the same code for the one
 client and the 32: on two cores the clients share the server's CPUs, and a heavier client library
 would measure itself as much as the server. Nothing is asserted; a Markdown report is printed (and
