@@ -344,12 +344,16 @@
     }
   });
 
+  let deleting = false; // once a delete is sent, nothing reads the job again (it would be a 404)
+
   document.getElementById("delete").addEventListener("click", async () => {
     if (!confirm(`Delete job ${jobId} with its metrics and checkpoints? This cannot be undone.`)) return;
+    deleting = true;
     try {
       await api(base, { method: "DELETE" });
       location.assign("/");
     } catch (err) {
+      deleting = false;
       flash(`delete failed: ${err.message}`);
     }
   });
@@ -371,7 +375,7 @@
       stream.close();
       const end = JSON.parse(event.data);
       if (end.status === "deleted") flash("this job was deleted");
-      else api(base).then(render).catch(() => {});
+      else if (!deleting) api(base).then(render).catch(() => {});
     });
   }
 
