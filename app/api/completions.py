@@ -23,9 +23,10 @@ What OpenAI clients and evaluation tools rely on works as they expect:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,11 +52,11 @@ from app.inference.generation import (
     FINISH_EOS,
     FINISH_STOP,
     Finish,
+    Generation,
     Replay,
     Sampling,
     Token,
     check_request,
-    generate_events,
 )
 from app.inference.precision import request_precision
 from app.inference.registry import LoadedModel, ModelCache, same_model
@@ -137,18 +138,41 @@ class PromptCompletions:
         rest = self.tokenizer.text_rest(self.generated[finish.index])  # a character's bytes held back
         return CompletionChoice(text=rest, index=self.first_index + finish.index, logprobs=None, finish_reason=reason)
 
+    def start(
+        self, loaded: LoadedModel, sampling: Sampling, precision: str, scorer: Scorer
+    ) -> tuple[list[CompletionChoice], Generation]:
+        """The prompt's torch work: its echoed pieces (with echo=true), and its generation, ready to run."""
+        replay = Replay(loaded, self.words, sampling.n, precision) if self.k is not None else None
+        echoed: list[CompletionChoice] = []
+        if self.echo:
+            logprobs = self.echoed(replay, scorer)
+            echoed = [
+                CompletionChoice(text=self.prompt, index=self.first_index + i, logprobs=logprobs)
+                for i in range(sampling.n)
+            ]
+        return echoed, Generation(loaded, self.words, sampling, top_logprobs=self.k, replay=replay, precision=precision)
+
+    def piece(self, event: Token | Finish) -> CompletionChoice:
+        return self.word(event) if isinstance(event, Token) else self.finish(event)
+
     def pieces(
         self, loaded: LoadedModel, sampling: Sampling, precision: str, scorer: Scorer
     ) -> Iterator[CompletionChoice]:
         """Every piece of this prompt's n choices, in the order they are produced."""
-        replay = Replay(loaded, self.words, sampling.n, precision) if self.k is not None else None
-        if self.echo:
-            logprobs = self.echoed(replay, scorer)
-            for i in range(sampling.n):
-                yield CompletionChoice(text=self.prompt, index=self.first_index + i, logprobs=logprobs)
-        events = generate_events(loaded, self.words, sampling, top_logprobs=self.k, replay=replay, precision=precision)
-        for event in events:
-            yield self.word(event) if isinstance(event, Token) else self.finish(event)
+        echoed, generation = self.start(loaded, sampling, precision, scorer)
+        yield from echoed
+        yield from map(self.piece, generation.events())
+
+    async def piece_lists(
+        self, loaded: LoadedModel, sampling: Sampling, precision: str, scorer: Scorer
+    ) -> AsyncIterator[list[CompletionChoice]]:
+        """`pieces` for a stream on the event loop, in lists as they come; the prompt's work runs
+        in a worker thread."""
+        echoed, generation = await asyncio.to_thread(self.start, loaded, sampling, precision, scorer)
+        if echoed:
+            yield echoed
+        async for events in generation.event_batches():
+            yield list(map(self.piece, events))
 
 
 def join(pieces: list[CompletionChoice], index: int, with_logprobs: bool) -> CompletionChoice:
@@ -291,14 +315,14 @@ def _complete(
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
 
-        def chunks() -> Iterator[CompletionResponse]:
+        async def chunks() -> AsyncIterator[list[CompletionResponse]]:
             for group in groups:
-                for piece in group.pieces(loaded, sampling, precision, scorer):
-                    yield head.model_copy(update={"choices": [piece]})
+                async for pieces in group.piece_lists(loaded, sampling, precision, scorer):
+                    yield [head.model_copy(update={"choices": [piece]}) for piece in pieces]
             generated = sum(sum(g.emitted) for g in groups)
             observability.tokens_generated.inc(generated)
             if include_usage:
-                yield head.model_copy(update={"usage": usage(prompt_tokens, generated)})
+                yield [head.model_copy(update={"usage": usage(prompt_tokens, generated)})]
 
         return event_stream(chunks(), slot)
 

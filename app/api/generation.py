@@ -6,14 +6,12 @@ Also the event-stream response the completions route shares: `data: {json}` per 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
-import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any, cast
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
@@ -32,7 +30,7 @@ from app.api.inference_schemas import (
 )
 from app.api.models import ModelCacheDep, serve_model
 from app.api.schemas import INFERENCE_PROBLEMS, problem_responses
-from app.inference.generation import FINISH_LENGTH, Finish, Sampling, Token, check_request, generate_events
+from app.inference.generation import FINISH_LENGTH, Finish, Generation, Sampling, Token, check_request
 from app.inference.precision import request_precision
 from app.inference.registry import ModelRef
 from app.inference.slots import Slot
@@ -47,19 +45,19 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def event_stream(chunks: Iterable[BaseModel], slot: Slot | None = None) -> StreamingResponse:
+def event_stream(chunks: AsyncIterable[Sequence[BaseModel]], slot: Slot | None = None) -> StreamingResponse:
     """A Server-Sent Events response: one `data:` event per chunk, then `data: [DONE]`.
 
-    The (synchronous) chunks are produced in one worker thread for the whole stream, so torch never
-    blocks the event loop and no event pays a thread hop of its own. An error after the stream
-    started can no longer change the status: it is sent as an `error` object (as OpenAI does)
-    before `[DONE]`.
+    The chunks come in lists, what is ready at once (torch runs in the decode loop's thread or a
+    worker thread, never on the event loop), and each list goes out in one write: a stream that
+    falls behind catches up in fewer, larger sends. An error after the stream started can no longer
+    change the status: it is sent as an `error` object (as OpenAI does) before `[DONE]`.
     """
 
-    def lines() -> Iterator[str]:
+    async def body() -> AsyncIterator[str]:
         try:
-            for chunk in chunks:
-                yield f"data: {chunk.model_dump_json()}\n\n"
+            async for batch in chunks:
+                yield "".join(f"data: {chunk.model_dump_json()}\n\n" for chunk in batch)
         except Exception as exc:
             log.exception("stream failed")
             error = {"message": f"generation failed: {type(exc).__name__}", "type": "server_error"}
@@ -73,44 +71,7 @@ def event_stream(chunks: Iterable[BaseModel], slot: Slot | None = None) -> Strea
     # The slot (if any) is held until the stream ends; the background task releases it as well when
     # the client left before the first event (release is idempotent).
     background = BackgroundTask(slot.release) if slot is not None else None
-    return StreamingResponse(
-        in_one_thread(lines()), media_type="text/event-stream", headers=headers, background=background
-    )
-
-
-_END = object()
-
-
-async def in_one_thread(items: Iterator[str]) -> AsyncIterator[str]:
-    """Run a synchronous iterator to its end in one worker thread and yield its items on the event loop.
-
-    Starlette would hop to its thread pool and back for every item (about a millisecond each on a
-    small CPU, as much as a generated word costs). When the client goes away, the iterator is
-    closed at its next item and the thread ends.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    break
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-    # A thread of its own: a pool's few threads would make the next streams wait for whole streams.
-    threading.Thread(target=produce, name="event-stream", daemon=True).start()
-    try:
-        while (item := await queue.get()) is not _END:
-            yield cast(str, item)
-    finally:
-        stop.set()  # the client is gone or the stream is done: the producer stops at its next item
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers, background=background)
 
 
 def new_id(prefix: str) -> str:
@@ -143,16 +104,16 @@ def generate(
         words = tokenizer.tokens(body.prompt)
         check_request(words, sampling, settings)
         top = body.top_logprobs if body.top_logprobs > 0 else None
-        events = generate_events(loaded, words, sampling, top_logprobs=top, precision=precision)
+        generation = Generation(loaded, words, sampling, top_logprobs=top, precision=precision)
         if body.stream:
             head = GenerateChunk(
                 id=new_id("gen"), created=int(time.time()), model=body.model, precision=precision, choices=[]
             )
-            chunks = _chunks(events, head, len(words), body.logprobs, observability, tokenizer)
+            chunks = _chunks(generation.event_batches(), head, len(words), body.logprobs, observability, tokenizer)
             response = event_stream(chunks, slot)
             streaming = True
             return response
-        return _whole(body, ref, tokenizer, words, sampling, events, observability, precision)
+        return _whole(body, ref, tokenizer, words, sampling, generation.events(), observability, precision)
     finally:
         if not streaming:
             slot.release()
@@ -210,39 +171,43 @@ def _whole(
     return Response(result.model_dump_json(), media_type="application/json")
 
 
-def _chunks(
-    events: Iterable[Token | Finish],
+async def _chunks(
+    batches: AsyncIterable[list[Token | Finish]],
     head: GenerateChunk,
     prompt_tokens: int,
     with_logprobs: bool,
     observability: Observability,
     tokenizer: Tokenizer,
-) -> Iterator[GenerateChunk]:
-    """One chunk per token and one per finished choice (copies of `head`); the last one carries the usage.
+) -> AsyncIterator[list[GenerateChunk]]:
+    """One chunk per token and one per finished choice (copies of `head`), in lists as the events
+    come; the last chunk carries the usage.
 
     A chunk's `text` is what its token adds to the readable text (`Tokenizer.text_delta`), so the
     pieces join to the non-streamed answer's text."""
     emitted: dict[int, int] = {}
     words: dict[int, list[str]] = {}
-    for event in events:
-        if isinstance(event, Token):
-            observability.tokens_generated.inc()
-            before = words.setdefault(event.index, [])
-            emitted[event.index] = emitted.get(event.index, 0) + 1
-            choice = GenerateChunkChoice(
-                index=event.index,
-                token=event.token,
-                text=tokenizer.text_delta(before, event.token),
-                logprob=event.logprob if with_logprobs else None,
-                top_logprobs=event.top,
-            )
-            before.append(event.token)
-        else:
-            rest = tokenizer.text_rest(words.get(event.index, []))  # a character's bytes held back
-            choice = GenerateChunkChoice.model_validate(
-                {"index": event.index, "token": None, "text": rest, "finish_reason": event.reason}
-            )
-        yield head.model_copy(update={"choices": [choice]})
+    async for events in batches:
+        chunks = []
+        for event in events:
+            if isinstance(event, Token):
+                before = words.setdefault(event.index, [])
+                emitted[event.index] = emitted.get(event.index, 0) + 1
+                choice = GenerateChunkChoice(
+                    index=event.index,
+                    token=event.token,
+                    text=tokenizer.text_delta(before, event.token),
+                    logprob=event.logprob if with_logprobs else None,
+                    top_logprobs=event.top,
+                )
+                before.append(event.token)
+            else:
+                rest = tokenizer.text_rest(words.get(event.index, []))  # a character's bytes held back
+                choice = GenerateChunkChoice.model_validate(
+                    {"index": event.index, "token": None, "text": rest, "finish_reason": event.reason}
+                )
+            chunks.append(head.model_copy(update={"choices": [choice]}))
+        observability.tokens_generated.inc(sum(isinstance(event, Token) for event in events))
+        yield chunks
     generated = sum(emitted.values())
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=generated, total_tokens=prompt_tokens + generated)
-    yield head.model_copy(update={"usage": usage})
+    yield [head.model_copy(update={"usage": usage})]

@@ -21,13 +21,14 @@ unstarted work withdrawn). The thread ends after a while idle; the next request 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -269,14 +270,20 @@ class Batchers:
 # --- generation: continuous batching ---
 
 
-_ENDED = object()  # a continuation's last item in its queue
+_ENDED = object()  # a continuation's last item for its reader
 
 
 @dataclass
 class _Running:
     continuations: Continuations
-    events: queue.Queue[object] = field(default_factory=queue.Queue)
+    inbox: queue.SimpleQueue[object] | asyncio.Queue[object]  # lists of events, then `_ENDED` or an error
+    loop: asyncio.AbstractEventLoop | None = None  # the reader's event loop, when the reader is a coroutine
     abandoned: bool = False  # its reader went away (a closed stream)
+
+
+def _put_all(items: list[tuple[asyncio.Queue[object], object]]) -> None:
+    for inbox, item in items:
+        inbox.put_nowait(item)
 
 
 class DecodeLoop:
@@ -285,6 +292,10 @@ class DecodeLoop:
     batched `step_logits`. A generation joins between two steps and leaves when it ends; each keeps
     its own sampling generator, and every row's numbers are computed in the same fixed-shape tiles
     whatever else is batched, so a seeded sample is the same text alone or among other streams.
+
+    A generation's reader is a thread (`run`) or a coroutine (`events`). The step's events reach
+    the coroutines of one event loop in one call, before the step is computed: the event loop
+    formats and sends them while torch computes the next step, and no stream needs a thread.
     """
 
     def __init__(self, loaded: LoadedModel, precision: str) -> None:
@@ -294,23 +305,49 @@ class DecodeLoop:
         self._thread: threading.Thread | None = None
         self.steps = 0  # batched steps run (for tests and metrics)
 
-    def run(self, continuations: Continuations) -> Iterator[GeneratedToken | tuple[int, str]]:
-        """The events of `continuations` as the loop produces them (its prompt already read)."""
-        running = _Running(continuations)
+    def _join(self, running: _Running) -> None:
         with self._lock:
             self._running.append(running)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=f"decode-{self.precision}", daemon=True)
                 self._thread.start()
             self._lock.notify()
+
+    def run(self, continuations: Continuations) -> Iterator[GeneratedToken | tuple[int, str]]:
+        """The events of `continuations` as the loop produces them (its prompt already read)."""
+        inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        running = _Running(continuations, inbox)
+        self._join(running)
         try:
-            while True:
-                item = running.events.get()
-                if item is _ENDED:
-                    return
+            while (item := inbox.get()) is not _ENDED:
                 if isinstance(item, BaseException):
                     raise item
                 yield from item  # type: ignore[misc]
+        finally:
+            running.abandoned = True
+
+    async def events(self, continuations: Continuations) -> AsyncIterator[list[GeneratedToken | tuple[int, str]]]:
+        """`run` for a reader on the event loop, without a thread: each item is every event that
+        arrived since the reader last asked (one step's when it keeps up, several when it lags)."""
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+        running = _Running(continuations, inbox, asyncio.get_running_loop())
+        self._join(running)
+        try:
+            ended = False
+            while not ended:
+                items = [await inbox.get()]
+                while not inbox.empty():
+                    items.append(inbox.get_nowait())
+                events: list[GeneratedToken | tuple[int, str]] = []
+                for item in items:
+                    if item is _ENDED:
+                        ended = True
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    events += item  # type: ignore[arg-type]
+                if events:
+                    yield events
         finally:
             running.abandoned = True
 
@@ -330,25 +367,26 @@ class DecodeLoop:
     def _drop(self, ended: list[_Running], error: BaseException | None = None) -> None:
         with self._lock:
             self._running = [r for r in self._running if r not in ended]
-        for running in ended:
-            running.events.put(error if error is not None else _ENDED)
+        _deliver([(running, error if error is not None else _ENDED) for running in ended])
 
     def _step(self, batch: list[_Running]) -> None:
         model = self.loaded.model
         going: list[tuple[_Running, torch.Tensor]] = []
         ended: list[_Running] = []
         with self.loaded.lock:
+            outbox: list[tuple[_Running, object]] = []
             for running in batch:
                 if running.abandoned:
                     ended.append(running)
                     continue
                 events, choice = running.continuations.choose()
                 if events:
-                    running.events.put(events)
+                    outbox.append((running, events))
                 if choice is None:
                     ended.append(running)
                 else:
                     going.append((running, choice))
+            _deliver(outbox)  # the readers format and send these while the step computes
             if going:
                 ids = torch.cat([choice for _, choice in going])
                 h = torch.cat([r.continuations.state[0] for r, _ in going], dim=1)
@@ -362,6 +400,19 @@ class DecodeLoop:
                 self.steps += 1
         if ended:
             self._drop(ended)
+
+
+def _deliver(items: list[tuple[_Running, object]]) -> None:
+    """Hand each reader its item: a thread's at once, and all of one event loop's coroutines' in one call."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[object], object]]] = {}
+    for running, item in items:
+        if running.loop is None:
+            running.inbox.put_nowait(item)
+        else:
+            by_loop.setdefault(running.loop, []).append((running.inbox, item))  # type: ignore[arg-type]
+    for loop, batch in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # its event loop closed (the server stopped): nobody reads these
+            loop.call_soon_threadsafe(_put_all, batch)
 
 
 def decode_loop(loaded: LoadedModel, precision: str) -> DecodeLoop:

@@ -1,9 +1,10 @@
 """Generation for the API: stop sequences, limits, per-step locking and top log-probabilities.
 
-`model.inference.generate_stream` does the sampling. This module runs it one step at a time under
-the model's lock (concurrent streams take turns instead of fighting over the cores), and, when a
-caller asks for the most likely alternatives at each position (OpenAI's `logprobs=k`), replays the
-prompt and the emitted words through the model to read its full distribution there.
+`model.inference.Continuations` does the sampling. A `Generation` reads its prompt and then takes
+its steps in the model's decode loop with every other running generation (continuous batching,
+`app.inference.batcher.DecodeLoop`), and, when a caller asks for the most likely alternatives at
+each position (OpenAI's `logprobs=k`), replays the prompt and the emitted words through the model to
+read its full distribution there.
 
 The prompt's context starts at `<eos>`, as every training sentence does: a prompt is the beginning
 of a sentence, and an empty prompt starts one from scratch.
@@ -11,7 +12,8 @@ of a sentence, and an empty prompt starts one from scratch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -178,46 +180,68 @@ class Replay:
         return float(logp[token_id]), _top(logp, k, self.loaded.vocab.words, token_id)
 
 
-def generate_events(
-    loaded: LoadedModel,
-    prompt_words: Sequence[str],
-    sampling: Sampling,
-    *,
-    top_logprobs: int | None = None,
-    replay: Replay | None = None,
-    precision: str = "fp32",
-) -> Iterator[Token | Finish]:
-    """Continue the prompt `sampling.n` times, yielding each word as it is chosen and each end.
+class Generation:
+    """A prompt read and ready to continue `sampling.n` times (torch work: build it off the event
+    loop). Its words come from the model's decode loop, with every running generation: through
+    `events` in a thread, or `event_batches` on the event loop.
 
     With `top_logprobs` = k (0 included), every word carries the k most likely words at its
     position and the chosen one, with its log p read from the same distribution so the two agree
     exactly. `replay` may be passed when the caller already built it for the prompt (in the same
     `precision`).
     """
-    with loaded.lock:  # the prompt is read alone; the steps after it with every running generation
-        continuations = Continuations(
-            loaded.model,
-            loaded.vocab,
-            prompt_words,
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            seed=sampling.seed,
-            n=sampling.n,
-            stop=[list(s) for s in sampling.stop],
-            stop_at_eos=sampling.stop_at_eos,
-            precision=precision,
-        )
-    if top_logprobs is not None and replay is None:
-        replay = Replay(loaded, prompt_words, sampling.n, precision)
-    for event in decode_loop(loaded, precision).run(continuations):
-        if isinstance(event, GeneratedToken):
-            if top_logprobs is not None and replay is not None:
-                logprob, top = replay.step(event.index, loaded.vocab.id_of(event.token), top_logprobs)
-                yield Token(event.index, event.token, logprob, top)
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        prompt_words: Sequence[str],
+        sampling: Sampling,
+        *,
+        top_logprobs: int | None = None,
+        replay: Replay | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        self.loaded, self.top_logprobs, self.precision = loaded, top_logprobs, precision
+        with loaded.lock:  # the prompt is read alone; the steps after it with every running generation
+            self.continuations = Continuations(
+                loaded.model,
+                loaded.vocab,
+                prompt_words,
+                max_tokens=sampling.max_tokens,
+                temperature=sampling.temperature,
+                top_k=sampling.top_k,
+                top_p=sampling.top_p,
+                seed=sampling.seed,
+                n=sampling.n,
+                stop=[list(s) for s in sampling.stop],
+                stop_at_eos=sampling.stop_at_eos,
+                precision=precision,
+            )
+        if top_logprobs is not None and replay is None:
+            replay = Replay(loaded, prompt_words, sampling.n, precision)
+        self.replay = replay
+
+    def events(self) -> Iterator[Token | Finish]:
+        """Each word as it is chosen and each end, for a reader in a thread."""
+        for event in decode_loop(self.loaded, self.precision).run(self.continuations):
+            yield self._with_top(event)
+
+    async def event_batches(self) -> AsyncIterator[list[Token | Finish]]:
+        """`events` for a reader on the event loop, in lists: what arrived since the last one. The
+        alternatives of `top_logprobs` are read in a worker thread (torch never runs on the loop)."""
+        async for batch in decode_loop(self.loaded, self.precision).events(self.continuations):
+            if self.replay is not None:
+                yield await asyncio.to_thread(self._all_with_top, batch)
             else:
-                yield Token(event.index, event.token, event.logprob)
-        else:
-            assert isinstance(event, tuple)
-            yield Finish(event[0], event[1])
+                yield self._all_with_top(batch)
+
+    def _all_with_top(self, events: list[GeneratedToken | tuple[int, str]]) -> list[Token | Finish]:
+        return [self._with_top(event) for event in events]
+
+    def _with_top(self, event: GeneratedToken | tuple[int, str]) -> Token | Finish:
+        if isinstance(event, tuple):
+            return Finish(event[0], event[1])
+        if self.top_logprobs is not None and self.replay is not None:
+            logprob, top = self.replay.step(event.index, self.loaded.vocab.id_of(event.token), self.top_logprobs)
+            return Token(event.index, event.token, logprob, top)
+        return Token(event.index, event.token, event.logprob)

@@ -26,6 +26,7 @@ import harness
 import pytest
 import torch
 import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -255,12 +256,12 @@ def server_url(inference_service: InferenceService) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def served(settings: Settings) -> Iterator[str]:
-    """An app with `settings` served by uvicorn on a free port, in a thread; its URL."""
+def served(settings: Settings, app: FastAPI | None = None) -> Iterator[str]:
+    """An app with `settings` (or the given one) served by uvicorn on a free port, in a thread; its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -8,6 +8,8 @@ pile up exactly as they would behind one.
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import io
 import json
 import random
@@ -16,7 +18,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -25,11 +29,12 @@ from sqlalchemy.orm import Session
 from app.inference import registry
 from app.inference.batcher import ScoreBatcher, decode_loop
 from app.inference.registry import LoadedModel
+from app.main import create_app
 from model.checkpoint import load
-from model.inference import score_sentences
+from model.inference import Continuations, GeneratedToken, score_sentences
 from model.network import supported_precisions
 
-from .conftest import WORDS, InferenceService, problem
+from .conftest import WORDS, InferenceService, problem, served
 
 
 def loaded_model(service: InferenceService) -> LoadedModel:
@@ -185,6 +190,71 @@ def test_a_seeded_sample_is_the_same_text_alone_or_among_15_concurrent_streams(
     assert together[15] == greedy_alone  # greedy is unchanged
     steps = loop.steps - before
     assert steps < sum(len(t) for t in together) // 2  # they decoded together, not one after another
+
+
+def test_a_stream_whose_client_leaves_stops_decoding_and_gives_its_slot_back(
+    inference_service: InferenceService,
+) -> None:
+    settings = inference_service.settings
+    app = create_app(settings)
+    body = {"model": inference_service.job_id, "prompt": "the", "max_tokens": 50, "n": 4, "temperature": 5.0}
+
+    def steps_of(answer: dict[str, Any]) -> int:
+        return max(len(choice["tokens"]) for choice in answer["choices"])
+
+    with served(settings, app) as url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            # A seed whose generation runs long enough to be left in the middle (a seed is the same text streamed).
+            seed = next(
+                s for s in range(100) if steps_of(client.post("/v1/generate", json={**body, "seed": s}).json()) >= 30
+            )
+        with Session(inference_service.engine) as session:
+            loaded: LoadedModel = app.state.model_cache.get(registry.resolve(session, inference_service.job_id))
+        loop, slots = decode_loop(loaded, "fp32"), app.state.inference_slots
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
+        connection.request(
+            "POST",
+            "/v1/generate",
+            json.dumps({**body, "seed": seed, "stream": True}),
+            {"content-type": "application/json"},
+        )
+        response = connection.getresponse()
+        assert response.status == 200 and response.readline().startswith(b"data: {")
+        with loaded.lock:  # no step while the client goes away
+            steps = loop.steps
+            response.close()
+            connection.close()  # the socket closes: the server reads the end of the connection
+            deadline = time.monotonic() + 10
+            while slots.taken and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert slots.taken == 0  # the stream ended at once
+        time.sleep(0.5)  # what the rest of the generation would take: 50 steps of a tiny model
+        assert loop.steps == steps  # it left the decode loop without another step
+
+
+def test_a_reader_that_lags_gets_the_events_waiting_for_it_at_once(inference_service: InferenceService) -> None:
+    loaded = loaded_model(inference_service)
+    loop = decode_loop(loaded, "fp32")
+
+    def continuations() -> Continuations:
+        with loaded.lock:
+            return Continuations(loaded.model, loaded.vocab, ["the"], max_tokens=40, temperature=1.0, seed=7, n=2)
+
+    alone = list(loop.run(continuations()))
+
+    async def lagging() -> list[list[GeneratedToken | tuple[int, str]]]:
+        running = continuations()
+        batches = loop.events(running)
+        first = await anext(batches)
+        while not running.done:  # the loop runs on while this reader does not read
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        return [first] + [batch async for batch in batches]
+
+    batches = asyncio.run(lagging())
+    assert [event for batch in batches for event in batch] == alone  # the same events, in order
+    assert len(batches) <= 3 < len(alone)  # the first step's, then all the others at once
 
 
 def test_an_unknown_word_for_a_vocabulary_without_unk_is_refused_before_the_batch(

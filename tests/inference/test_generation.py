@@ -114,7 +114,7 @@ def test_top_k_top_p_and_top_logprobs(inference_service: InferenceService) -> No
 
 def test_streaming_delivers_the_same_tokens_as_the_whole_response(inference_service: InferenceService) -> None:
     client, model = inference_service.client, inference_service.job_id
-    body = {"model": model, "prompt": "a big", "max_tokens": 15, "seed": 7, "n": 2, "logprobs": True}
+    body = {"model": model, "prompt": "a big", "max_tokens": 15, "seed": 7, "n": 2, "logprobs": True, "top_logprobs": 3}
     whole = generate(client, **body)
     events = stream_events(client, "/v1/generate", {**body, "stream": True})
     chunks = events[:-1]
@@ -124,6 +124,8 @@ def test_streaming_delivers_the_same_tokens_as_the_whole_response(inference_serv
         assert [c["token"] for c in words] == choice["tokens"]
         assert "".join(c["text"] for c in mine) == choice["text"]
         assert close([c["logprob"] for c in words], choice["logprobs"], 1e-9)
+        for streamed, top in zip([c["top_logprobs"] for c in words], choice["top_logprobs"], strict=True):
+            assert streamed.keys() == top.keys() and close(list(streamed.values()), list(top.values()), 1e-9)
         assert mine[-1]["finish_reason"] == choice["finish_reason"] and mine[-1]["token"] is None
     assert chunks[-1]["usage"] == whole["usage"] and chunks[-1]["choices"] == []
     assert all(c["object"] == "generation.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
