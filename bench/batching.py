@@ -14,11 +14,12 @@ Phases 1-3 run `--rounds` times in turn, so that a slow second of the machine do
 ratio: rates are medians over the rounds, with the lowest and highest ratio of one round.
 
 Sentences are PTB test lines sent with `pretokenized: true` (the tokens as given), so the numbers
-measure the batching, not the tokenizer. The scoring phases (1, 2 and 4) send their requests with the
-standard library's `http.client`, one keep-alive connection per client, the same code for the one
-client and the 32: on two cores the clients share the server's CPUs, and a heavier client library
-would measure itself as much as the server. Nothing is asserted; a Markdown report is printed (and
-written to `--out`).
+measure the batching, not the tokenizer. Every phase sends its requests with the standard library's
+`http.client` (one keep-alive connection per scoring client, one connection per stream), the same
+code for one client and for many: on two cores the clients share the server's CPUs, and a heavier
+client library would measure itself as much as the server (16 streams read with `httpx` took a
+whole core of the client process and less than two thirds of one in the server). Nothing is
+asserted; a Markdown report is printed (and written to `--out`).
 
     .venv/bin/python bench/batching.py --out /tmp/batching.md
 """
@@ -39,7 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 from serving import JOB_ID, PTB_DIR, checkpoint_file, prepare_service, serve
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -143,19 +143,24 @@ def burst(url: str, lines: list[str], requests: int, size: int) -> tuple[dict[in
 
 
 def stream_tokens(url: str, tokens: int, prompt: str) -> int:
+    """One greedy stream of `tokens` tokens, read event by event; the tokens it carried."""
     body = {"model": JOB_ID, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
     body["pretokenized"] = True
-    count = 0
-    with (
-        httpx.Client(base_url=url, timeout=300) as client,
-        client.stream("POST", "/v1/generate", json=body) as response,
-    ):
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                event = json.loads(line.removeprefix("data: "))
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=300)
+    try:
+        connection.request("POST", "/v1/generate", json.dumps(body), {"content-type": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"/v1/generate answered {response.status}")
+        count = 0
+        for line in response:  # chunked transfer, one `data:` line per event
+            if line.startswith(b"data: {"):
+                event = json.loads(line.removeprefix(b"data: "))
                 count += sum(1 for c in event.get("choices", []) if c.get("token"))
-    return count
+        return count
+    finally:
+        connection.close()
 
 
 def streams(url: str, count: int, tokens: int, prompts: list[str]) -> tuple[float, int]:
