@@ -163,7 +163,7 @@ class PromptCompletions:
         yield from echoed
         yield from map(self.piece, generation.events())
 
-    async def piece_lists(
+    async def piece_batches(
         self, loaded: LoadedModel, sampling: Sampling, precision: str, scorer: Scorer
     ) -> AsyncIterator[list[CompletionChoice]]:
         """`pieces` for a stream on the event loop, in lists as they come; the prompt's work runs
@@ -317,7 +317,7 @@ def _complete(
 
         async def chunks() -> AsyncIterator[list[CompletionResponse]]:
             for group in groups:
-                async for pieces in group.piece_lists(loaded, sampling, precision, scorer):
+                async for pieces in group.piece_batches(loaded, sampling, precision, scorer):
                     yield [head.model_copy(update={"choices": [piece]}) for piece in pieces]
             generated = sum(sum(g.emitted) for g in groups)
             observability.tokens_generated.inc(generated)

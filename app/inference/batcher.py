@@ -293,7 +293,7 @@ class DecodeLoop:
     its own sampling generator, and every row's numbers are computed in the same fixed-shape tiles
     whatever else is batched, so a seeded sample is the same text alone or among other streams.
 
-    A generation's reader is a thread (`run`) or a coroutine (`events`). The step's events reach
+    A generation's reader is a thread (`run`) or a coroutine (`event_batches`). The step's events reach
     the coroutines of one event loop in one call, before the step is computed: the event loop
     formats and sends them while torch computes the next step, and no stream needs a thread.
     """
@@ -326,7 +326,9 @@ class DecodeLoop:
         finally:
             running.abandoned = True
 
-    async def events(self, continuations: Continuations) -> AsyncIterator[list[GeneratedToken | tuple[int, str]]]:
+    async def event_batches(
+        self, continuations: Continuations
+    ) -> AsyncIterator[list[GeneratedToken | tuple[int, str]]]:
         """`run` for a reader on the event loop, without a thread: each item is every event that
         arrived since the reader last asked (one step's when it keeps up, several when it lags)."""
         inbox: asyncio.Queue[object] = asyncio.Queue()
@@ -339,15 +341,16 @@ class DecodeLoop:
                 while not inbox.empty():
                     items.append(inbox.get_nowait())
                 events: list[GeneratedToken | tuple[int, str]] = []
+                error: BaseException | None = None
                 for item in items:
-                    if item is _ENDED:
-                        ended = True
+                    if item is _ENDED or isinstance(item, BaseException):
+                        ended, error = True, item if isinstance(item, BaseException) else None
                         break
-                    if isinstance(item, BaseException):
-                        raise item
                     events += item  # type: ignore[arg-type]
                 if events:
                     yield events
+                if error is not None:
+                    raise error
         finally:
             running.abandoned = True
 

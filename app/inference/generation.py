@@ -1,4 +1,4 @@
-"""Generation for the API: stop sequences, limits, per-step locking and top log-probabilities.
+"""Generation for the API: stop sequences, limits, continuous batching and top log-probabilities.
 
 `model.inference.Continuations` does the sampling. A `Generation` reads its prompt and then takes
 its steps in the model's decode loop with every other running generation (continuous batching,
@@ -229,7 +229,7 @@ class Generation:
     async def event_batches(self) -> AsyncIterator[list[Token | Finish]]:
         """`events` for a reader on the event loop, in lists: what arrived since the last one. The
         alternatives of `top_logprobs` are read in a worker thread (torch never runs on the loop)."""
-        async for batch in decode_loop(self.loaded, self.precision).events(self.continuations):
+        async for batch in decode_loop(self.loaded, self.precision).event_batches(self.continuations):
             if self.replay is not None:
                 yield await asyncio.to_thread(self._all_with_top, batch)
             else:

@@ -245,7 +245,7 @@ def test_a_reader_that_lags_gets_the_events_waiting_for_it_at_once(inference_ser
 
     async def lagging() -> list[list[GeneratedToken | tuple[int, str]]]:
         running = continuations()
-        batches = loop.events(running)
+        batches = loop.event_batches(running)
         first = await anext(batches)
         while not running.done:  # the loop runs on while this reader does not read
             await asyncio.sleep(0.01)
