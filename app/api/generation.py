@@ -184,14 +184,15 @@ async def _chunks(
 
     A chunk's `text` is what its token adds to the readable text (`Tokenizer.text_delta`), so the
     pieces join to the non-streamed answer's text."""
-    emitted: dict[int, int] = {}
-    words: dict[int, list[str]] = {}
+    words: dict[int, list[str]] = {}  # each choice's tokens so far
+    generated = 0
     async for events in batches:
         chunks = []
+        tokens = 0
         for event in events:
             if isinstance(event, Token):
+                tokens += 1
                 before = words.setdefault(event.index, [])
-                emitted[event.index] = emitted.get(event.index, 0) + 1
                 choice = GenerateChunkChoice(
                     index=event.index,
                     token=event.token,
@@ -206,8 +207,8 @@ async def _chunks(
                     {"index": event.index, "token": None, "text": rest, "finish_reason": event.reason}
                 )
             chunks.append(head.model_copy(update={"choices": [choice]}))
-        observability.tokens_generated.inc(sum(isinstance(event, Token) for event in events))
+        observability.tokens_generated.inc(tokens)
+        generated += tokens
         yield chunks
-    generated = sum(emitted.values())
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=generated, total_tokens=prompt_tokens + generated)
     yield [head.model_copy(update={"usage": usage})]
