@@ -50,12 +50,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
 
+def connect(url: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection to the server at `url` (opened at its first request)."""
+    parts = urlsplit(url)
+    return http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+
+
 class ScoreClient:
     """One client's keep-alive HTTP/1.1 connection, sending `/v1/score` requests one after another."""
 
     def __init__(self, url: str, timeout: float = 120) -> None:
-        parts = urlsplit(url)
-        self.connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+        self.connection = connect(url, timeout)
 
     def score(self, sentences: list[str]) -> tuple[int, float]:
         """Send one request; its status and its Retry-After (seconds, 1 when absent)."""
@@ -146,8 +151,7 @@ def stream_tokens(url: str, tokens: int, prompt: str) -> int:
     """One greedy stream of `tokens` tokens, read event by event; the tokens it carried."""
     body = {"model": JOB_ID, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True}
     body["pretokenized"] = True
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=300)
+    connection = connect(url, 300)
     try:
         connection.request("POST", "/v1/generate", json.dumps(body), {"content-type": "application/json"})
         response = connection.getresponse()
